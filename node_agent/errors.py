@@ -1,0 +1,45 @@
+"""Exit codes and the error types that carry them to the command line.
+
+Bad input is reported as a list of problems, all at once, so an operator fixes a
+pool's configuration in one round instead of one fault per node restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the node could not be set up or kept running (I/O, processes)
+EXIT_USAGE = 2  # the command line itself is wrong (argparse's own code)
+EXIT_INVALID = 3  # the environment, an env file or the settings are invalid
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault in the input: where it is (a variable, setting or path) and what to do."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class InvalidInput(Exception):
+    """Bad input, with every problem found. Exits with ``EXIT_INVALID``."""
+
+    def __init__(self, title: str, problems: Iterable[Problem]) -> None:
+        self.title = title
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """The title and one indented line per problem."""
+        lines = [f"{self.title} ({len(self.problems)} problem(s)):"]
+        lines.extend(f"  - {p}" for p in self.problems)
+        return "\n".join(lines)
+
+
+class RuntimeFailure(Exception):
+    """The input was fine but the node could not be set up. Exits with ``EXIT_FAILURE``."""

@@ -1,0 +1,118 @@
+"""The command line: ``node-agent env``, env files, exit codes, no tracebacks, no secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from node_agent.cli import main
+from node_agent.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+from tests.helpers import AZ_ENV, BROKEN_ENVS
+
+TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.not-a-real-token.c2lnbmF0dXJl"
+
+
+def _run(*args: str, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env if env is not None else {"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+
+
+def test_env_summary_of_the_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["env", "--env-file", str(AZ_ENV / "seed.env")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "flamenco-worker  2.2.1, default" in out
+    assert "tvm-383584635_1-20190115t092314z, dedicated" in out
+
+
+def test_env_json_has_the_documented_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["env", "--json", "--env-file", str(AZ_ENV / "newer_spot.env")]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {
+        "schema",
+        "account",
+        "pool_id",
+        "node",
+        "task",
+        "certificates_dir",
+        "reserved_disk_space",
+        "packages",
+        "extra",
+    }
+    assert doc["schema"] == 1
+    assert doc["node"]["is_spot"] is True
+    assert doc["task"]["user_identity"] == "PoolNonAdmin"
+    assert doc["packages"][2] == {
+        "id": "flamenco-worker",
+        "version": "3.5.2",
+        "is_default": True,
+        "path": "/mnt/resource/batch/tasks/applications/flamenco-worker3.5.22024-09-30-09-58",
+        "variables": [
+            "AZ_BATCH_APP_PACKAGE_flamenco_worker",
+            "AZ_BATCH_APP_PACKAGE_flamenco_worker_3_5_2",
+        ],
+    }
+    assert doc["extra"]["AZ_BATCH_AUTHENTICATION_TOKEN"] == "<redacted>"
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_secrets_never_printed(json_flag: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    main(["env", *json_flag, "--env-file", str(AZ_ENV / "newer_spot.env")])
+    captured = capsys.readouterr()
+    assert TOKEN not in captured.out + captured.err
+    assert "not-a-real-token" not in captured.out + captured.err
+
+
+def test_env_file_wins_over_process_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AZ_BATCH_POOL_ID", "from-process")
+    monkeypatch.setenv("AZ_BATCH_SOMETHING_NEW", "from-process")
+    assert main(["env", "--json", "--env-file", str(AZ_ENV / "seed.env")]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["pool_id"] == "je-moeder-47"
+    assert doc["extra"] == {"AZ_BATCH_SOMETHING_NEW": "from-process"}
+
+
+def test_broken_env_file_line_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.env"
+    bad.write_text("# fine\nAZ_BATCH_POOL_ID=x\nthis is not an assignment\n=nameless\n")
+    assert main(["env", "--env-file", str(bad)]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert f"{bad}:3: expected NAME=VALUE" in err
+    assert f"{bad}:4: expected NAME=VALUE" in err
+
+
+def test_missing_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["env", "--env-file", str(tmp_path / "nope.env")]) == EXIT_INVALID
+    assert "No such file or directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", [*BROKEN_ENVS[:3], BROKEN_ENVS[-1]], ids=lambda p: p.stem)
+def test_broken_env_through_the_real_command(path: Path) -> None:
+    result = _run("env", "--env-file", str(path))
+    assert result.returncode == EXIT_INVALID
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("node-agent: ERROR: invalid Batch environment")
+    assert result.stdout == ""
+
+
+def test_no_batch_environment_at_all() -> None:
+    result = _run("env")
+    assert result.returncode == EXIT_INVALID
+    assert "AZ_BATCH_NODE_ID: is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_error_exit_code() -> None:
+    assert _run("no-such-command").returncode == EXIT_USAGE
