@@ -1,0 +1,509 @@
+"""Turn a parsed environment into a ready node: links on PATH, worker config.
+
+Three steps, so the decisions are testable without a node:
+
+- ``survey`` reads what is on the node now (I/O, read-only);
+- ``plan`` decides, from the environment, the settings and that survey, what must
+  change and why (pure);
+- ``apply`` carries the plan out (I/O; atomic per file and link).
+
+Re-running on an unchanged node plans nothing but ``keep`` actions, so the start
+task can run as often as Batch likes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from node_agent import fsutil
+from node_agent.env import BatchEnv
+from node_agent.errors import InvalidInput, Problem, RuntimeFailure
+from node_agent.layout import (
+    V2_CONFIG,
+    V2_HOME_CONFIG,
+    V3_CONFIG,
+    V3_CREDENTIALS,
+    WORKER_EXECUTABLE,
+    Layout,
+    default_worker_name,
+)
+from node_agent.packages import AppPackage
+from node_agent.settings import Flavour, FlavourChoice, Settings, resolve_flavour
+from node_agent.workerconfig import render_v2, render_v3, v2_credentials
+
+# ffprobe ships in the ffmpeg package; any other tool in the package of its own name.
+TOOL_PACKAGES = {"ffprobe": "ffmpeg"}
+
+
+class Kind(Enum):
+    """What is at a path."""
+
+    MISSING = "missing"
+    FILE = "file"
+    DIR = "directory"
+    SYMLINK = "symlink"
+    OTHER = "special file"
+
+
+@dataclass(frozen=True)
+class PathState:
+    """One path as the survey found it (never following a final symlink)."""
+
+    kind: Kind
+    link_target: Optional[str] = None
+    content: Optional[bytes] = None  # only for the config files node-agent rewrites
+    mode: int = 0
+    owned: bool = False
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class Found:
+    """An executable found in a package folder."""
+
+    path: str
+    nested_in: Optional[str]  # the one folder the zip wrongly wrapped everything in
+    state: PathState
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What the node looks like now, as far as the plan needs to know."""
+
+    paths: Mapping[str, PathState]
+    package_dirs: Mapping[str, bool]  # package folder -> exists
+    executables: Mapping[tuple[str, str], Optional[Found]]  # (package dir, name)
+    shared_writable: bool
+
+    def at(self, path: str) -> PathState:
+        """The state of a surveyed path."""
+        return self.paths[path]
+
+
+class ActionKind(Enum):
+    """What an action does."""
+
+    CREATE_DIR = "create dir"
+    MAKE_EXECUTABLE = "chmod +x"
+    LINK = "link"
+    WRITE_FILE = "write"
+    KEEP = "keep"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of the plan, with the reason for it."""
+
+    kind: ActionKind
+    path: str
+    reason: str
+    target: Optional[str] = None  # LINK: where the link points
+    content: Optional[bytes] = field(default=None, repr=False)  # WRITE_FILE
+    mode: int = 0  # CREATE_DIR, WRITE_FILE, MAKE_EXECUTABLE: the mode to set
+
+    def describe(self) -> str:
+        """One line for the operator (never the file's content)."""
+        what = f"{self.path} -> {self.target}" if self.target else self.path
+        return f"{self.kind.value:<10} {what} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything bootstrap will do, and what the operator should know."""
+
+    flavour: FlavourChoice
+    worker_name: str
+    worker_executable: str
+    layout: Layout
+    actions: tuple[Action, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def changes(self) -> tuple[Action, ...]:
+        """The actions that change something."""
+        return tuple(a for a in self.actions if a.kind is not ActionKind.KEEP)
+
+    @property
+    def config_path(self) -> str:
+        """The worker config file for the chosen flavour."""
+        name = V2_CONFIG if self.flavour.flavour is Flavour.V2 else V3_CONFIG
+        return posixpath.join(self.layout.worker_dir, name)
+
+
+# ------------------------------------------------------------------ survey (I/O)
+
+
+def _can_execute(st: os.stat_result) -> bool:
+    if os.getuid() == 0:
+        return bool(st.st_mode & 0o111)
+    if st.st_uid == os.getuid():
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in (os.getgid(), *os.getgroups()):
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _state(path: str, read: bool = False) -> PathState:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return PathState(Kind.MISSING)
+    except NotADirectoryError:
+        return PathState(Kind.MISSING)
+    mode = stat.S_IMODE(st.st_mode)
+    owned = st.st_uid == os.getuid()
+    if stat.S_ISLNK(st.st_mode):
+        return PathState(Kind.SYMLINK, link_target=os.readlink(path), mode=mode, owned=owned)
+    if stat.S_ISDIR(st.st_mode):
+        return PathState(Kind.DIR, mode=mode, owned=owned)
+    if not stat.S_ISREG(st.st_mode):
+        return PathState(Kind.OTHER, mode=mode, owned=owned)
+    content = fsutil.read_regular_file(path) if read else None
+    return PathState(
+        Kind.FILE, content=content, mode=mode, owned=owned, executable=_can_execute(st)
+    )
+
+
+def _locate(package_dir: str, name: str) -> Optional[Found]:
+    top = os.path.join(package_dir, name)
+    state = _state(top)
+    if state.kind is Kind.FILE:
+        return Found(top, None, state)
+    try:
+        entries = os.listdir(package_dir)
+    except OSError:
+        return None
+    if len(entries) == 1 and os.path.isdir(os.path.join(package_dir, entries[0])):
+        nested = os.path.join(package_dir, entries[0], name)
+        state = _state(nested)
+        if state.kind is Kind.FILE:
+            return Found(nested, entries[0], state)
+    return None
+
+
+def _wanted_executables(env: BatchEnv, settings: Settings) -> list[tuple[AppPackage, str]]:
+    wanted = []
+    worker = env.find_package("flamenco-worker")
+    if worker is not None:
+        wanted.append((worker, WORKER_EXECUTABLE))
+    for tool in settings.tools:
+        package = env.find_package(TOOL_PACKAGES.get(tool, tool))
+        if package is not None:
+            wanted.append((package, tool))
+    return wanted
+
+
+def survey(env: BatchEnv, settings: Settings) -> Survey:
+    """Look at the node (read-only). Raises ``RuntimeFailure`` when something that
+    matters cannot even be read (a config file that may hold credentials)."""
+    layout = Layout.for_env(env)
+    paths: dict[str, PathState] = {}
+    try:
+        for path in (
+            layout.agent_dir,
+            layout.worker_dir,
+            layout.worker_home,
+            os.path.join(layout.worker_home, V3_CREDENTIALS),
+            os.path.join(layout.worker_home, V2_HOME_CONFIG),
+        ):
+            paths[path] = _state(path)
+        for name in (V2_CONFIG, V3_CONFIG):
+            path = os.path.join(layout.worker_dir, name)
+            paths[path] = _state(path, read=True)
+        for tool in settings.tools:
+            paths[layout.link(tool)] = _state(layout.link(tool))
+    except OSError as exc:
+        raise RuntimeFailure(f"{exc.filename}: cannot read: {exc.strerror}") from None
+    executables = {
+        (package.path, name): _locate(package.path, name)
+        for package, name in _wanted_executables(env, settings)
+    }
+    return Survey(
+        paths=paths,
+        package_dirs={p.path: os.path.isdir(p.path) for p in env.packages},
+        executables=executables,
+        shared_writable=os.access(layout.shared_dir, os.W_OK | os.X_OK),
+    )
+
+
+# ------------------------------------------------------------------ plan (pure)
+
+
+class _Planner:
+    def __init__(self, env: BatchEnv, settings: Settings, node: Survey) -> None:
+        self.env = env
+        self.settings = settings
+        self.node = node
+        self.layout = Layout.for_env(env)
+        self.actions: list[Action] = []
+        self.notes: list[str] = []
+        self.problems: list[Problem] = []
+
+    def package(self, package_id: str, required: bool) -> Optional[AppPackage]:
+        package = self.env.find_package(package_id)
+        if package is None:
+            message = (
+                f"no {package_id!r} application package on this node; add it to the "
+                "pool's applicationPackageReferences"
+            )
+            if required:
+                self.problems.append(Problem(f"package {package_id}", message))
+            else:
+                self.notes.append(f"package {package_id}: {message}")
+            return None
+        if not self.node.package_dirs.get(package.path, False):
+            self.problems.append(
+                Problem(
+                    package.variables[0],
+                    f"package folder {package.path} does not exist; Batch failed to extract "
+                    "the package, or the environment points elsewhere",
+                )
+            )
+            return None
+        return package
+
+    def executable(self, package: AppPackage, name: str, required: bool) -> Optional[str]:
+        found = self.node.executables.get((package.path, name))
+        if found is None:
+            message = (
+                f"no {name!r} executable at the top of package folder {package.path}; "
+                f"the zip must hold {name} at its top level"
+            )
+            if required:
+                self.problems.append(Problem(name, message))
+            else:
+                self.notes.append(f"{name}: {message} (skipped: not asked for explicitly)")
+            return None
+        if found.nested_in is not None:
+            self.notes.append(
+                f"WARNING: {name}: package {package.id or package.path} has everything inside "
+                f"the folder {found.nested_in!r}; using {found.path}. Fix: rebuild the zip "
+                f"from inside that folder (cd {found.nested_in} && zip -r ../package.zip .)"
+            )
+        if not found.state.executable:
+            if found.state.owned:
+                mode = found.state.mode | ((found.state.mode & 0o444) >> 2)
+                self.actions.append(
+                    Action(
+                        ActionKind.MAKE_EXECUTABLE,
+                        found.path,
+                        "the zip did not keep the executable bit",
+                        mode=mode,
+                    )
+                )
+            else:
+                self.problems.append(
+                    Problem(
+                        found.path,
+                        (
+                            "is not executable and belongs to another user, so node-agent "
+                            "cannot fix it; rebuild the package zip with the executable bit "
+                            "stored (zip on Linux/macOS keeps it; packaging/build does)"
+                        ),
+                    )
+                )
+                return None
+        return found.path
+
+    def directory(self, path: str, mode: int, reason: str) -> None:
+        state = self.node.at(path)
+        if state.kind is Kind.MISSING:
+            self.actions.append(Action(ActionKind.CREATE_DIR, path, reason, mode=mode))
+        elif state.kind is not Kind.DIR:
+            self.problems.append(
+                Problem(
+                    path,
+                    f"is a {state.kind.value}, expected a directory; "
+                    "remove it so node-agent can create its own",
+                )
+            )
+
+    def link(self, tool: str, target: str) -> None:
+        path = self.layout.link(tool)
+        state = self.node.at(path)
+        if state.kind is Kind.MISSING:
+            self.actions.append(Action(ActionKind.LINK, path, "new", target=target))
+        elif state.kind is Kind.SYMLINK and state.link_target == target:
+            self.actions.append(
+                Action(ActionKind.KEEP, path, "already points there", target=target)
+            )
+        elif state.kind is Kind.SYMLINK and self.layout.in_applications(state.link_target or ""):
+            self.actions.append(
+                Action(
+                    ActionKind.LINK, path, f"replaces a link to {state.link_target}", target=target
+                )
+            )
+        else:
+            what = (
+                f"a symlink to {state.link_target}"
+                if state.kind is Kind.SYMLINK
+                else f"a {state.kind.value}"
+            )
+            self.problems.append(
+                Problem(
+                    path,
+                    (
+                        f"is {what} that node-agent did not make; it will not replace it. Remove "
+                        f"or rename it, or leave {tool} out of NODE_AGENT_TOOLS"
+                    ),
+                )
+            )
+
+    def config_file(self, path: str, content: bytes, mode: int) -> None:
+        state = self.node.at(path)
+        if state.kind is Kind.FILE and state.content == content and state.mode == mode:
+            self.actions.append(Action(ActionKind.KEEP, path, "unchanged"))
+            return
+        reason = {Kind.MISSING: "new", Kind.FILE: "settings changed"}.get(state.kind)
+        if state.kind is Kind.SYMLINK:
+            reason = f"replaces a symlink to {state.link_target} (not followed)"
+            self.notes.append(
+                f"WARNING: {path} was a symlink to {state.link_target}; "
+                "replaced by a regular file, the link target left untouched"
+            )
+        if reason is None:
+            self.problems.append(
+                Problem(
+                    path, f"is a {state.kind.value}, expected the worker config file; remove it"
+                )
+            )
+            return
+        self.actions.append(Action(ActionKind.WRITE_FILE, path, reason, content=content, mode=mode))
+
+    def credentials(self, path: str, who: str) -> None:
+        if self.node.at(path).kind is Kind.FILE:
+            self.actions.append(Action(ActionKind.KEEP, path, f"{who} credentials, never touched"))
+        else:
+            self.notes.append(
+                f"no worker credentials yet ({path}): the worker registers "
+                "with the Manager at its first start"
+            )
+
+    def plan(self) -> Plan:
+        layout, settings = self.layout, self.settings
+        if not self.node.shared_writable:
+            self.problems.append(
+                Problem(
+                    f"AZ_BATCH_NODE_SHARED_DIR={layout.shared_dir!r}",
+                    f"is missing or not writable by uid {os.getuid()}; Batch makes it writable "
+                    "for every task, so check the node root and the task's user",
+                )
+            )
+        worker_package = self.package("flamenco-worker", required=True)
+        choice = resolve_flavour(
+            settings.flavour, worker_package.version if worker_package else None
+        )
+        if choice.guessed:
+            self.notes.append(f"WARNING: {choice.reason}")
+        name = settings.worker_name or default_worker_name(self.env.pool_id, self.env.node.id)
+
+        self.directory(layout.agent_dir, 0o755, "node-agent's state")
+        self.directory(layout.worker_dir, 0o755, "the worker's working dir and config")
+        self.directory(layout.worker_home, 0o700, "the worker's credentials and queue")
+
+        worker_exe = None
+        if worker_package is not None:
+            worker_exe = self.executable(worker_package, WORKER_EXECUTABLE, required=True)
+        for tool in settings.tools:
+            package = self.package(TOOL_PACKAGES.get(tool, tool), settings.tools_explicit())
+            target = package and self.executable(package, tool, settings.tools_explicit())
+            if target:
+                self.link(tool, target)
+
+        if choice.flavour is Flavour.V2:
+            self.v2_config()
+            self.credentials(posixpath.join(layout.worker_home, V2_HOME_CONFIG), "v2 worker")
+        else:
+            content = render_v3(
+                settings.manager_url, settings.task_types, settings.restart_exit_code, name
+            )
+            self.config_file(posixpath.join(layout.worker_dir, V3_CONFIG), content, 0o644)
+            self.credentials(posixpath.join(layout.worker_home, V3_CREDENTIALS), "v3 worker")
+
+        if self.problems:
+            raise InvalidInput("the node cannot be set up", self.problems)
+        return Plan(
+            flavour=choice,
+            worker_name=name,
+            worker_executable=worker_exe or "",
+            layout=layout,
+            actions=tuple(self.actions),
+            notes=tuple(self.notes),
+        )
+
+    def v2_config(self) -> None:
+        path = posixpath.join(self.layout.worker_dir, V2_CONFIG)
+        old = self.node.at(path).content
+        try:
+            credentials = v2_credentials(old.decode("utf-8", "replace")) if old else {}
+        except ValueError as exc:
+            self.problems.append(
+                Problem(
+                    path,
+                    (
+                        f"cannot be parsed ({exc}) and may hold this worker's credentials, so "
+                        "node-agent will not overwrite it; fix or remove it"
+                    ),
+                )
+            )
+            return
+        settings = self.settings
+        content = render_v2(
+            settings.manager_url,
+            settings.task_types,
+            self.layout.worker_dir,
+            settings.registration_secret,
+            credentials,
+        )
+        secret = bool(settings.registration_secret or credentials)
+        self.config_file(path, content, 0o600 if secret else 0o644)
+
+
+def plan(env: BatchEnv, settings: Settings, node: Survey) -> Plan:
+    """Decide what bootstrap must do; raise ``InvalidInput`` with every problem."""
+    return _Planner(env, settings, node).plan()
+
+
+# ------------------------------------------------------------------ apply (I/O)
+
+
+def _failure(action: Action, exc: OSError) -> RuntimeFailure:
+    hint = {
+        errno.ENOSPC: "the disk is full; free space on the node's disk (the previous "
+        "file, if any, is intact)",
+        errno.EDQUOT: "the disk quota is exhausted (the previous file, if any, is intact)",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: f"permission denied for uid {os.getuid()}",
+        errno.EPERM: f"not permitted for uid {os.getuid()}",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return RuntimeFailure(f"{action.kind.value} {action.path} failed: {hint}")
+
+
+def apply(plan: Plan) -> list[Action]:
+    """Carry out the plan's changes in order; return them. Stops at the first
+    failure with ``RuntimeFailure`` naming the path and the cause."""
+    done = []
+    for action in plan.changes:
+        try:
+            if action.kind is ActionKind.CREATE_DIR:
+                os.makedirs(action.path, exist_ok=True)
+                os.chmod(action.path, action.mode)
+            elif action.kind is ActionKind.MAKE_EXECUTABLE:
+                os.chmod(action.path, action.mode)
+            elif action.kind is ActionKind.LINK:
+                assert action.target is not None
+                fsutil.atomic_symlink(action.target, action.path)
+            elif action.kind is ActionKind.WRITE_FILE:
+                assert action.content is not None
+                fsutil.atomic_write(action.path, action.content, action.mode)
+        except OSError as exc:
+            raise _failure(action, exc) from None
+        done.append(action)
+    return done

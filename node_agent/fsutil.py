@@ -1,0 +1,92 @@
+"""File-system writes that never leave anything half-done.
+
+A file is written to a temporary name in the same directory, fsynced, then renamed
+over the target; a symlink is made under a temporary name and renamed likewise.
+``rename`` replaces whatever is at the target, a planted symlink included, without
+following it. On failure the temporary file is removed and the target is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from typing import Optional
+
+
+def _temp_name(path: str) -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(temp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(temp)
+
+
+def atomic_write(path: str, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` (file mode ``mode``) atomically and durably."""
+    temp = _temp_name(path)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        raise  # not ours to remove
+    except BaseException:
+        # Some file systems create the entry and then fail (ENOSPC, EDQUOT).
+        _discard(temp)
+        raise
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        _discard(temp)
+        raise
+    _fsync_dir(os.path.dirname(path))
+
+
+def atomic_symlink(target: str, link: str) -> None:
+    """Point ``link`` at ``target``, replacing an existing symlink atomically."""
+    temp = _temp_name(link)
+    os.symlink(target, temp)
+    try:
+        os.replace(temp, link)
+    except BaseException:
+        _discard(temp)
+        raise
+    _fsync_dir(os.path.dirname(link))
+
+
+def read_regular_file(path: str) -> Optional[bytes]:
+    """The bytes of the regular file at ``path``, never through a symlink.
+
+    None when nothing, a symlink or something other than a regular file is there;
+    any other failure (permission denied, I/O error) is raised, because treating an
+    unreadable file as absent could mean overwriting credentials.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            return None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return handle.read()

@@ -1,0 +1,79 @@
+"""Where node-agent keeps things on the node. Pure: paths only, no I/O.
+
+Everything lives in the node's shared dir, the one place a non-admin start task can
+write that survives start task re-runs and reboots (a reimage wipes it, and the
+node then registers as a new worker):
+
+    <shared>/blender, ffmpeg, ffprobe     symlinks into the current package folders
+    <shared>/.node-agent/                 the agent's dir: state file, lock
+    <shared>/.node-agent/worker/          the worker's working dir and config
+    <shared>/.node-agent/worker/home/     the worker's data dir: credentials, queue
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass
+
+from node_agent.env import BatchEnv
+
+V3_CONFIG = "flamenco-worker.yaml"
+V3_CREDENTIALS = "flamenco-worker-credentials.yaml"
+V2_CONFIG = "flamenco-worker.cfg"
+V2_HOME_CONFIG = ".flamenco-worker.cfg"  # where a v2 worker stores its credentials
+WORKER_EXECUTABLE = "flamenco-worker"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The node's paths that node-agent owns."""
+
+    shared_dir: str
+    applications_dir: str
+    agent_dir: str
+    worker_dir: str
+    worker_home: str
+
+    @classmethod
+    def for_env(cls, env: BatchEnv) -> Layout:
+        """The layout of the node ``env`` describes."""
+        agent = posixpath.join(env.node.shared_dir, ".node-agent")
+        worker = posixpath.join(agent, "worker")
+        return cls(
+            shared_dir=env.node.shared_dir,
+            applications_dir=env.node.applications_dir,
+            agent_dir=agent,
+            worker_dir=worker,
+            worker_home=posixpath.join(worker, "home"),
+        )
+
+    def link(self, tool: str) -> str:
+        """Where the tool's symlink goes (on every task's ``PATH``)."""
+        return posixpath.join(self.shared_dir, tool)
+
+    def in_applications(self, path: str) -> bool:
+        """Whether a path lies inside some package folder (this deployment or older)."""
+        return path.startswith(self.applications_dir.rstrip("/") + "/")
+
+
+_TVMPS = re.compile(r"tvmps_([0-9a-f]{12})[0-9a-f]*_[a-z]", re.IGNORECASE)
+
+
+def default_worker_name(pool_id: str, node_id: str) -> str:
+    """A worker name readable in the Manager's list and unique within the pool.
+
+    ``<pool>-<node>``, where a ``tvmps_<64 hex>_d`` node id is cut to its first 12
+    hex digits (48 random bits: collisions are negligible within a pool) and other
+    ids over 32 characters keep 20 and gain 8 hex digits of their hash.
+    """
+    match = _TVMPS.fullmatch(node_id)
+    if match:
+        short = match.group(1).lower()
+    elif len(node_id) <= 32:
+        short = node_id
+    else:
+        digest = hashlib.sha256(node_id.encode()).hexdigest()[:8]
+        short = f"{node_id[:20]}-{digest}"
+    return f"{pool_id[:32]}-{short}"

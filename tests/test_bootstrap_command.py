@@ -1,0 +1,101 @@
+"""The real ``node-agent bootstrap`` on a node laid out in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from node_agent.errors import EXIT_INVALID, EXIT_OK
+from tests.nodes import make_node
+
+
+def _bootstrap(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node_agent", "bootstrap", "--env-file", str(env_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": os.environ["PATH"]},
+    )
+
+
+def test_bootstrap_then_tools_resolve_through_path(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "batch" / "tasks", "seed")
+    env_file = node.env_file(tmp_path / "node.env")
+
+    dry = _bootstrap(env_file, "--dry-run")
+    assert dry.returncode == EXIT_OK, dry.stderr
+    assert "dry run: 7 change(s) planned, none made" in dry.stdout
+    assert not (node.shared / "blender").exists()
+
+    first = _bootstrap(env_file)
+    assert first.returncode == EXIT_OK, first.stderr
+    assert first.stdout.startswith(
+        "worker: v2 (flamenco-worker package version 2.2.1), "
+        "name 'je-moeder-47-tvm-383584635_1-20190115t092314z'"
+    )
+    assert "changed 7:" in first.stdout
+
+    # A task on the node gets PATH from Batch, the shared dir on it (the fixture's PATH,
+    # rebased), and finds the tools by name.
+    task_path = node.environ["PATH"] + os.pathsep + os.environ["PATH"]
+    for tool, first_line in (
+        ("blender", "Blender 4.2.3"),
+        ("ffmpeg", "ffmpeg version"),
+        ("ffprobe", "ffprobe version"),
+    ):
+        found = shutil.which(tool, path=task_path)
+        assert found == str(node.shared / tool)
+        flag = "--version" if tool == "blender" else "-version"
+        output = subprocess.run(
+            [tool, flag],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PATH": task_path},
+            timeout=30,
+        ).stdout
+        assert output.startswith(first_line)
+    assert Path(os.path.realpath(node.shared / "blender")).parent == node.package_dir("blender")
+
+    second = _bootstrap(env_file)
+    assert second.returncode == EXIT_OK
+    assert second.stdout.rstrip().endswith("nothing to change: the node is already set up")
+
+
+def test_bootstrap_reports_environment_and_settings_problems_together(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "root", "seed", manager_url=None)
+    environ = dict(
+        node.environ,
+        AZ_BATCH_NODE_IS_DEDICATED="maybe",
+        FLAMENCO_WORKER_FLAVOUR="v9",
+        FLAMENCO_REGISTRATION_SECRET="",
+    )
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in environ.items()))
+    result = _bootstrap(env_file)
+    assert result.returncode == EXIT_INVALID
+    assert "Traceback" not in result.stderr
+    assert "invalid environment or settings (4 problem(s))" in result.stderr
+    for fragment in (
+        "AZ_BATCH_NODE_IS_DEDICATED='maybe'",
+        "flavour='v9'",
+        "registration_secret=<redacted>",
+        "manager_url: is not set",
+    ):
+        assert fragment in result.stderr
+    assert not (node.shared / ".node-agent").exists()
+
+
+def test_bootstrap_refuses_a_foreign_file_and_writes_nothing(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "root", "newer_spot")
+    (node.shared / "ffmpeg").write_text("someone's wrapper")
+    result = _bootstrap(node.env_file(tmp_path / "node.env"))
+    assert result.returncode == EXIT_INVALID
+    assert f"{node.shared / 'ffmpeg'}: is a file that node-agent did not make" in result.stderr
+    assert not (node.shared / ".node-agent").exists()
+    assert not (node.shared / "blender").exists()

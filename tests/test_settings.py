@@ -1,0 +1,160 @@
+"""Settings: four sources, precedence, every bad value at once, flavour choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from node_agent.errors import InvalidInput
+from node_agent.settings import Flavour, load_settings, resolve_flavour
+
+URL = {"FLAMENCO_MANAGER_URL": "http://manager:8080/"}
+
+
+def test_defaults() -> None:
+    settings = load_settings(URL, {}, None)
+    assert settings.manager_url == "http://manager:8080/"
+    assert settings.task_types is None
+    assert settings.worker_name is None
+    assert settings.flavour is Flavour.AUTO
+    assert settings.restart_exit_code == 75
+    assert settings.registration_secret is None
+    assert settings.tools == ("blender", "ffmpeg", "ffprobe")
+    assert not settings.tools_explicit()
+    assert settings.source("manager_url") == "environment FLAMENCO_MANAGER_URL"
+
+
+def test_precedence_command_line_environment_file_default(tmp_path: Path) -> None:
+    config = tmp_path / "node-agent.yaml"
+    config.write_text(
+        "manager_url: http://from-file/\n"
+        "task_types: [blender, misc]\n"
+        "worker_name: from-file\n"
+        "restart_exit_code: 42\n"
+    )
+    environ = {
+        "NODE_AGENT_CONFIG": str(config),
+        "FLAMENCO_WORKER_NAME": "from-env",
+        "FLAMENCO_MANAGER_URL": "http://from-env/",
+    }
+    settings = load_settings(environ, {"manager_url": "https://from-cli/"}, None)
+    assert settings.manager_url == "https://from-cli/"
+    assert settings.worker_name == "from-env"
+    assert settings.task_types == ("blender", "misc")
+    assert settings.restart_exit_code == 42
+    assert settings.tools == ("blender", "ffmpeg", "ffprobe")
+    assert settings.source("manager_url") == "command line --manager-url"
+    assert settings.source("worker_name") == "environment FLAMENCO_WORKER_NAME"
+    assert settings.source("task_types") == str(config)
+    assert settings.source("tools") == "default"
+
+
+def test_package_config_used_only_without_node_agent_config(tmp_path: Path) -> None:
+    packaged = tmp_path / "node-agent.yaml"
+    packaged.write_text("tools: blender\nmanager_url: http://packaged/\n")
+    settings = load_settings({}, {}, packaged)
+    assert settings.tools == ("blender",) and settings.tools_explicit()
+    assert settings.manager_url == "http://packaged/"
+    other = tmp_path / "other.yaml"
+    other.write_text("manager_url: http://other/\n")
+    assert load_settings({"NODE_AGENT_CONFIG": str(other)}, {}, packaged).tools == (
+        "blender",
+        "ffmpeg",
+        "ffprobe",
+    )
+    assert load_settings(URL, {}, tmp_path / "absent.yaml").tools_explicit() is False
+
+
+def test_every_bad_value_reported_at_once(tmp_path: Path) -> None:
+    config = tmp_path / "cfg.yaml"
+    config.write_text("colour: blue\nworker_name: ok\ntask_typo: [x]\n")
+    environ = {
+        "NODE_AGENT_CONFIG": str(config),
+        "FLAMENCO_MANAGER_URL": "manager:8080",
+        "FLAMENCO_TASK_TYPES": "  ",
+        "FLAMENCO_WORKER_FLAVOUR": "v4",
+        "FLAMENCO_RESTART_EXIT_CODE": "forty-two",
+        "FLAMENCO_REGISTRATION_SECRET": "",
+    }
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(environ, {"tools": ""}, None)
+    messages = [str(p) for p in caught.value.problems]
+    expected = [
+        f"{config}: colour: unknown setting",
+        f"{config}: task_typo: unknown setting",
+        "manager_url='manager:8080' (from environment FLAMENCO_MANAGER_URL): expected an "
+        "http:// or https:// URL with a host",
+        "task_types='  ' (from environment FLAMENCO_TASK_TYPES): expected at least one name",
+        "flavour='v4' (from environment FLAMENCO_WORKER_FLAVOUR): expected auto, v2 or v3",
+        "restart_exit_code='forty-two' (from environment FLAMENCO_RESTART_EXIT_CODE): "
+        "expected a whole number",
+        "registration_secret=<redacted> (from environment FLAMENCO_REGISTRATION_SECRET)",
+        "tools='' (from command line --tools): expected at least one name",
+    ]
+    for fragment in expected:
+        assert any(m.startswith(fragment) for m in messages), (fragment, messages)
+    assert len(messages) == len(expected)
+
+
+def test_secret_values_never_in_messages() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(
+            {**URL, "FLAMENCO_REGISTRATION_SECRET": "", "FLAMENCO_WORKER_FLAVOUR": "x"}, {}, None
+        )
+    assert "<redacted>" in caught.value.render()
+
+
+@pytest.mark.parametrize("url", ["ftp://manager/", "http://", "http:///path", "manager"])
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(InvalidInput, match="expected an http:// or https:// URL"):
+        load_settings({"FLAMENCO_MANAGER_URL": url}, {}, None)
+
+
+def test_manager_url_is_required() -> None:
+    with pytest.raises(InvalidInput, match="FLAMENCO_MANAGER_URL in the pool's"):
+        load_settings({}, {}, None)
+
+
+@pytest.mark.parametrize("code", ["0", "256", "-1"])
+def test_restart_exit_code_range(code: str) -> None:
+    with pytest.raises(InvalidInput, match="1 to 255"):
+        load_settings({**URL, "FLAMENCO_RESTART_EXIT_CODE": code}, {}, None)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("[unclosed", "is not valid YAML"), ("- a list\n", "expected a mapping")],
+)
+def test_bad_yaml_file(tmp_path: Path, text: str, problem: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    with pytest.raises(InvalidInput, match=problem):
+        load_settings({**URL, "NODE_AGENT_CONFIG": str(config)}, {}, None)
+
+
+def test_missing_yaml_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="cannot read: No such file"):
+        load_settings({**URL, "NODE_AGENT_CONFIG": str(tmp_path / "no.yaml")}, {}, None)
+
+
+@pytest.mark.parametrize(
+    "version, flavour, guessed",
+    [
+        ("2.2.1", Flavour.V2, False),
+        ("3.5.2", Flavour.V3, False),
+        ("10.0", Flavour.V3, False),
+        ("v3.6", Flavour.V3, False),
+        ("daily", Flavour.V3, True),
+        (None, Flavour.V3, True),
+        ("1.0", Flavour.V3, True),
+    ],
+)
+def test_auto_flavour(version: Optional[str], flavour: Flavour, guessed: bool) -> None:
+    choice = resolve_flavour(Flavour.AUTO, version)
+    assert (choice.flavour, choice.guessed) == (flavour, guessed)
+
+
+def test_explicit_flavour_wins() -> None:
+    assert resolve_flavour(Flavour.V2, "3.5").flavour is Flavour.V2
