@@ -7,24 +7,41 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Optional
 
-from node_agent import __version__, bootstrap
+from node_agent import __version__, bootstrap, proctree
 from node_agent.env import BatchEnv
 from node_agent.envfile import overlay
 from node_agent.envview import env_summary, env_to_json
 from node_agent.errors import (
+    EXIT_ALREADY_RUNNING,
     EXIT_FAILURE,
     EXIT_INVALID,
+    EXIT_NOT_RUNNING,
     EXIT_OK,
     InvalidInput,
     Problem,
     RuntimeFailure,
 )
-from node_agent.log import get_logger, setup_logging
+from node_agent.layout import Layout
+from node_agent.lock import LOCK_FILE, AlreadyRunning, NodeLock
+from node_agent.log import get_logger, hide_secrets, setup_logging
+from node_agent.policy import RestartPolicy
+from node_agent.redact import is_secret
 from node_agent.settings import CONFIG_FILE_NAME, SPECS, Settings, load_settings
+from node_agent.state import (
+    STATE_FILE,
+    AgentState,
+    Phase,
+    own_create_time,
+    process_alive,
+    read_state,
+    write_state,
+)
+from node_agent.supervise import GaveUp, Supervisor, stop_stale_worker, worker_spec
 
 log = get_logger("cli")
 
@@ -33,9 +50,11 @@ def _environ(args: argparse.Namespace) -> dict[str, str]:
     return overlay(os.environ, args.env_file)
 
 
-def _prepare(args: argparse.Namespace) -> tuple[BatchEnv, Settings]:
-    """The environment and the settings, each validated (problems of both at once)."""
+def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settings]:
+    """The merged environment, the Batch model and the settings, each validated
+    (the problems of both at once)."""
     environ = _environ(args)
+    hide_secrets(v for k, v in environ.items() if is_secret(k))
     problems: list[Problem] = []
     env: Optional[BatchEnv] = None
     try:
@@ -51,7 +70,7 @@ def _prepare(args: argparse.Namespace) -> tuple[BatchEnv, Settings]:
         problems.extend(exc.problems)
     if problems or env is None:
         raise InvalidInput("invalid environment or settings", problems)
-    return env, settings
+    return environ, env, settings
 
 
 def plan_lines(plan: bootstrap.Plan) -> list[str]:
@@ -67,7 +86,7 @@ def plan_lines(plan: bootstrap.Plan) -> list[str]:
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Link the tools and write the worker config; print the plan and the changes."""
-    env, settings = _prepare(args)
+    _, env, settings = _prepare(args)
     plan = bootstrap.plan(env, settings, bootstrap.survey(env, settings))
     for line in plan_lines(plan):
         print(line)
@@ -80,6 +99,122 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     else:
         print("nothing to change: the node is already set up")
     return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Bootstrap the node, then supervise the worker for the node's whole life."""
+    environ, env, settings = _prepare(args)
+    plan = bootstrap.plan(env, settings, bootstrap.survey(env, settings))
+    for line in plan_lines(plan):
+        log.info("%s", line.strip())
+    layout = plan.layout
+    try:
+        os.makedirs(layout.agent_dir, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot create {layout.agent_dir}: {exc.strerror}") from None
+    lock = NodeLock(os.path.join(layout.agent_dir, LOCK_FILE))
+    lock.acquire()
+    try:
+        state_path = os.path.join(layout.agent_dir, STATE_FILE)
+        stop_stale_worker(read_state(state_path), settings.stop_grace)
+        done = bootstrap.apply(plan)
+        log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
+        if not proctree.become_subreaper():
+            log.warning(
+                "cannot become a child subreaper: orphaned worker processes may outlive a stop"
+            )
+        state = AgentState(
+            agent_pid=os.getpid(),
+            agent_create_time=own_create_time(),
+            phase=Phase.STARTING,
+            started_at=time.time(),
+            flavour=plan.flavour.flavour.value,
+            worker_name=plan.worker_name,
+            worker_executable=plan.worker_executable,
+            worker_dir=layout.worker_dir,
+            config_path=plan.config_path,
+        )
+        policy = RestartPolicy(
+            flavour=plan.flavour.flavour,
+            restart_exit_code=settings.restart_exit_code,
+            restart_on_clean_exit=settings.restart_on_clean_exit,
+            backoff_initial=settings.backoff_initial,
+            backoff_cap=settings.backoff_cap,
+            reset_after=settings.backoff_reset_after,
+        )
+        supervisor = Supervisor(
+            worker_spec(plan, settings, environ),
+            policy,
+            settings,
+            write_state(state_path, state),
+            state_path,
+        )
+        try:
+            return supervisor.run()
+        except GaveUp as exc:
+            raise RuntimeFailure(str(exc)) from None
+    finally:
+        lock.release()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the agent's state file and whether its processes are alive."""
+    env = BatchEnv.from_environ(_environ(args))
+    path = os.path.join(Layout.for_env(env).agent_dir, STATE_FILE)
+    state = read_state(path)
+    if state is None:
+        if args.json:
+            print(json.dumps({"state_file": path, "agent_alive": False, "worker_alive": False}))
+        else:
+            print(f"node-agent has not run on this node (no state file at {path})")
+        return EXIT_NOT_RUNNING
+    agent_alive = process_alive(state.agent_pid, state.agent_create_time)
+    worker_alive = process_alive(state.worker_pid, state.worker_create_time)
+    if args.json:
+        document = {
+            **state.to_json(),
+            "state_file": path,
+            "agent_alive": agent_alive,
+            "worker_alive": worker_alive,
+        }
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        print(status_text(state, agent_alive, worker_alive))
+    return EXIT_OK if agent_alive else EXIT_NOT_RUNNING
+
+
+def status_text(state: AgentState, agent_alive: bool, worker_alive: bool) -> str:
+    """The state as a few lines for an operator."""
+
+    def when(stamp: Optional[float]) -> str:
+        return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
+
+    alive = {True: "running", False: "not running"}
+    rows = [
+        ("agent", f"pid {state.agent_pid}, {alive[agent_alive]}, phase {state.phase}"),
+        (
+            "worker",
+            f"{state.worker_name} ({state.flavour}), "
+            + (
+                f"pid {state.worker_pid}, {alive[worker_alive]}"
+                if state.worker_pid
+                else "not running"
+            ),
+        ),
+        ("started", when(state.started_at)),
+        ("restarts", f"{state.restarts}" + (", CRASH LOOP" if state.crash_loop else "")),
+        (
+            "last exit",
+            "-"
+            if state.last_exit_code is None
+            else f"{state.last_exit_code} ({state.last_exit_reason}) at {when(state.last_exit_at)}",
+        ),
+        ("next start", when(state.next_start_at)),
+        ("config", state.config_path),
+    ]
+    if state.stop_reason:
+        rows.append(("stop reason", state.stop_reason))
+    return "\n".join(f"{label:<11} {value}" for label, value in rows)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -117,7 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         "settings (override the environment and node-agent.yaml; see README)"
     )
     for spec in SPECS:
-        group.add_argument(spec.flag, dest=spec.key, metavar="VALUE", help=spec.help)
+        if spec.default is False:  # a boolean: the option alone switches it on
+            group.add_argument(
+                spec.flag, dest=spec.key, action="store_const", const="true", help=spec.help
+            )
+        else:
+            group.add_argument(spec.flag, dest=spec.key, metavar="VALUE", help=spec.help)
 
     boot = commands.add_parser(
         "bootstrap",
@@ -126,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     boot.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     boot.set_defaults(func=cmd_bootstrap)
+
+    run = commands.add_parser(
+        "run",
+        parents=[common, settings],
+        help="bootstrap, then run and supervise the worker (the start task)",
+    )
+    run.set_defaults(func=cmd_run)
+
+    status = commands.add_parser(
+        "status", parents=[common], help="show the agent's state; exit 5 when it is not running"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON (shape: see README)")
+    status.set_defaults(func=cmd_status)
     return parser
 
 
@@ -139,6 +292,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except InvalidInput as exc:
         print(f"node-agent: ERROR: {exc.render()}", file=sys.stderr)
         return EXIT_INVALID
+    except AlreadyRunning as exc:
+        print(f"node-agent: ERROR: {exc}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
     except RuntimeFailure as exc:
         print(f"node-agent: ERROR: {exc}", file=sys.stderr)
         return EXIT_FAILURE

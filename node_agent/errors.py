@@ -13,6 +13,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the node could not be set up or kept running (I/O, processes)
 EXIT_USAGE = 2  # the command line itself is wrong (argparse's own code)
 EXIT_INVALID = 3  # the environment, an env file or the settings are invalid
+EXIT_ALREADY_RUNNING = 4  # run: another agent already supervises this node's worker
+EXIT_NOT_RUNNING = 5  # status: no agent is running on this node
 
 
 @dataclass(frozen=True)

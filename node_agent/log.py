@@ -8,14 +8,40 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
+
+from node_agent.redact import REDACTED
 
 LOGGER_NAME = "node_agent"
+
+
+class _Redactor(logging.Formatter):
+    """Formats records, then replaces every known secret value: a safety net under
+    the rule that no message is ever built with a secret in it."""
+
+    def __init__(self) -> None:
+        super().__init__("node-agent: %(levelname)s: %(message)s")
+        self.secrets: set[str] = set()
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+_formatter = _Redactor()
+
+
+def hide_secrets(values: Iterable[str]) -> None:
+    """Never let these values appear in the agent's log output."""
+    _formatter.secrets.update(v for v in values if len(v) >= 4)
 
 
 def setup_logging(verbose: bool = False) -> None:
     """Send the agent's log records to stderr, one flushed line each."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("node-agent: %(levelname)s: %(message)s"))
+    handler.setFormatter(_formatter)
     root = logging.getLogger(LOGGER_NAME)
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -44,6 +44,13 @@ class Settings:
     restart_exit_code: int
     registration_secret: Optional[str]
     tools: tuple[str, ...]
+    stop_grace: float
+    backoff_initial: float
+    backoff_cap: float
+    backoff_reset_after: float
+    restart_on_clean_exit: bool
+    max_restarts: int
+    timestamps: bool
     sources: tuple[tuple[str, str], ...]
 
     def source(self, key: str) -> str:
@@ -97,6 +104,35 @@ def _flavour(text: str) -> Flavour:
         return Flavour(text.strip().lower())
     except ValueError:
         raise ValueError("expected auto, v2 or v3") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 < value < 10**6:
+        raise ValueError("expected a number of seconds above 0")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number (0 for no limit)") from None
+    if value < 0:
+        raise ValueError("expected a whole number (0 for no limit)")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _secret(text: str) -> str:
@@ -171,6 +207,62 @@ SPECS = (
         _words,
         ("blender", "ffmpeg", "ffprobe"),
         "executables to link into the shared dir",
+    ),
+    _Spec(
+        "stop_grace",
+        "NODE_AGENT_STOP_GRACE",
+        "--stop-grace",
+        _seconds,
+        30.0,
+        "seconds between SIGTERM to the worker and SIGKILL to its whole tree",
+    ),
+    _Spec(
+        "backoff_initial",
+        "NODE_AGENT_BACKOFF_INITIAL",
+        "--backoff-initial",
+        _seconds,
+        1.0,
+        "seconds: the first restart delay window after a failure",
+    ),
+    _Spec(
+        "backoff_cap",
+        "NODE_AGENT_BACKOFF_CAP",
+        "--backoff-cap",
+        _seconds,
+        60.0,
+        "seconds: the largest restart delay window",
+    ),
+    _Spec(
+        "backoff_reset_after",
+        "NODE_AGENT_BACKOFF_RESET_AFTER",
+        "--backoff-reset-after",
+        _seconds,
+        300.0,
+        "seconds of worker uptime after which the backoff starts over",
+    ),
+    _Spec(
+        "restart_on_clean_exit",
+        "NODE_AGENT_RESTART_ON_CLEAN_EXIT",
+        "--restart-on-clean-exit",
+        _boolean,
+        False,
+        "v3: restart the worker even after the Manager asked it to shut down",
+    ),
+    _Spec(
+        "max_restarts",
+        "NODE_AGENT_MAX_RESTARTS",
+        "--max-restarts",
+        _count,
+        0,
+        "give up after this many failed restarts in a row (0: never)",
+    ),
+    _Spec(
+        "timestamps",
+        "NODE_AGENT_TIMESTAMPS",
+        "--timestamps",
+        _boolean,
+        False,
+        "prefix each forwarded worker line with a UTC timestamp",
     ),
 )
 _BY_KEY = {spec.key: spec for spec in SPECS}

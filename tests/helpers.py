@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from node_agent.envfile import load_env_file
+
+T = TypeVar("T")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AZ_ENV = FIXTURES / "az_env"
@@ -15,3 +19,16 @@ BROKEN_ENVS = sorted((AZ_ENV / "broken").glob("*.env"))
 def fixture_env(name: str) -> dict[str, str]:
     """The variables of ``tests/fixtures/az_env/<name>.env``."""
     return load_env_file(str(AZ_ENV / f"{name}.env"))
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 20.0, what: str = "") -> T:
+    """Poll ``predicate`` every 10 ms until it returns something truthy; fail the test
+    after ``timeout`` seconds (a deadline, never a fixed wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.01)

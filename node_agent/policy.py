@@ -1,0 +1,93 @@
+"""What to do when the worker exits. Pure: an exit in, a decision out.
+
+The facts (flamenco-worker.md): the configured restart exit code means "restart
+me"; a v3 worker exits 0 only when the Manager asked it to shut down; a v2 worker
+also exits 0 after failures, so its 0 proves nothing. Anything else is a failure:
+restart after a capped exponential backoff with full jitter (tenacity's
+``wait_random_exponential``), the window growing with consecutive failures and
+reset once the worker stayed up for ``reset_after`` seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, cast
+
+from tenacity import RetryCallState, wait_random_exponential
+
+from node_agent.settings import Flavour
+
+CRASH_LOOP_FAILURES = 5  # consecutive short-lived failed runs that make a crash loop
+
+
+class Verdict(Enum):
+    """What the supervisor does next."""
+
+    RESTART_NOW = "restart now"
+    RESTART_AFTER_BACKOFF = "restart after backoff"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict on one exit, why, and the failure streak it leaves."""
+
+    verdict: Verdict
+    reason: str
+    failures: int  # consecutive failed runs, this one included
+
+    @property
+    def crash_loop(self) -> bool:
+        """Whether the worker keeps dying soon after it starts."""
+        return self.failures >= CRASH_LOOP_FAILURES
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """The operator's restart settings for one worker flavour."""
+
+    flavour: Flavour
+    restart_exit_code: int
+    restart_on_clean_exit: bool
+    backoff_initial: float
+    backoff_cap: float
+    reset_after: float
+
+    def decide(self, exit_code: int, uptime: float, failures: int) -> Decision:
+        """Judge an exit (``-N``: killed by signal N) after ``uptime`` seconds, with
+        ``failures`` consecutive failed runs before this one."""
+        streak = 0 if uptime >= self.reset_after else failures
+        if exit_code == self.restart_exit_code:
+            return Decision(Verdict.RESTART_NOW, "the worker asked to be restarted", 0)
+        if exit_code == 0 and self.flavour is Flavour.V3:
+            if self.restart_on_clean_exit:
+                return Decision(Verdict.RESTART_NOW, "clean exit; restart_on_clean_exit", 0)
+            return Decision(Verdict.STOP, "the Manager asked the worker to shut down", 0)
+        if exit_code == 0:
+            reason = "exit 0, which a v2 worker also gives after failures"
+        elif exit_code < 0:
+            reason = f"killed by signal {-exit_code}"
+        else:
+            reason = f"exit code {exit_code}"
+        return Decision(Verdict.RESTART_AFTER_BACKOFF, reason, streak + 1)
+
+    def delay(self, decision: Decision) -> float:
+        """Seconds to wait before the next start."""
+        if decision.verdict is not Verdict.RESTART_AFTER_BACKOFF:
+            return 0.0
+        wait = wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_cap)
+        delay: float = wait(_attempt(decision.failures))
+        return delay
+
+    def window(self, failures: int) -> float:
+        """The upper bound of the jittered delay after ``failures`` failures."""
+        return min(self.backoff_cap, self.backoff_initial * 2.0 ** (failures - 1))
+
+
+def _attempt(number: int) -> RetryCallState:
+    """A retry state for tenacity's wait strategies, which read only the attempt
+    number; ours counts consecutive failures, which a healthy run resets."""
+    state = RetryCallState(cast(Any, None), None, (), {})
+    state.attempt_number = number
+    return state

@@ -1,0 +1,88 @@
+"""The worker's process tree: find every member, signal it, stop it, reap it.
+
+The worker starts in a session and process group of its own, with a token in its
+environment that every descendant inherits, even one that calls ``setsid`` or
+double-forks. The agent is a child subreaper, so orphaned descendants are
+re-parented to it (and reaped by it) rather than to init.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+from collections.abc import Iterable
+from typing import Optional
+
+import psutil
+
+from node_agent.log import get_logger
+
+log = get_logger("proctree")
+
+TOKEN_VARIABLE = "NODE_AGENT_WORKER_TOKEN"  # noqa: S105 (a variable name, not a secret)
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process adopt orphaned descendants (Linux). False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _has_token(process: psutil.Process, token: str) -> bool:
+    try:
+        return process.environ().get(TOKEN_VARIABLE) == token
+    except (psutil.Error, OSError):
+        return False
+
+
+def tree_members(token: str, pgid: Optional[int] = None) -> list[psutil.Process]:
+    """Every live process of a worker tree: the agent's descendants carrying the
+    token, any process anywhere carrying it (after an agent was killed), and the
+    members of the worker's process group."""
+    found: dict[int, psutil.Process] = {}
+    me = os.getpid()
+    for process in psutil.process_iter():
+        if process.pid == me:
+            continue
+        try:
+            in_group = pgid is not None and os.getpgid(process.pid) == pgid
+        except OSError:
+            continue
+        if in_group or _has_token(process, token):
+            found[process.pid] = process
+    return [p for p in found.values() if _alive(p)]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def send(processes: Iterable[psutil.Process], sig: signal.Signals) -> None:
+    """Send a signal to each process that is still the one we found (pid reuse safe)."""
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(sig)
+
+
+def reap() -> list[tuple[int, int]]:
+    """Collect every exited child (``(pid, exit code)``, -N for signal N), so no
+    zombie is left; returns at once when none has exited."""
+    reaped: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append((pid, os.waitstatus_to_exitcode(status)))

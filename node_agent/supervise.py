@@ -1,0 +1,387 @@
+"""Run the Flamenco Worker for the node's whole life and lose nothing.
+
+One worker at a time, in a session of its own, its stdout and stderr forwarded by
+``logpump``. The main thread sleeps in ``select`` on a self-pipe that signals
+(``signal.set_wakeup_fd``) and other threads (``request_stop``) write to, so the
+agent uses no CPU while the worker runs and reacts at once to SIGCHLD, SIGTERM,
+SIGINT and SIGHUP. Restarts follow ``policy``; tenacity's ``Retrying`` does the
+waiting, through a sleep that a stop request cuts short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+import psutil
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+)
+
+from node_agent import proctree
+from node_agent.bootstrap import Plan
+from node_agent.log import get_logger
+from node_agent.logpump import Pump, utc_stamp
+from node_agent.policy import Decision, RestartPolicy, Verdict
+from node_agent.settings import Flavour, Settings
+from node_agent.state import AgentState, Phase, process_alive, write_state
+
+log = get_logger("supervise")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_POLL = 0.01  # seconds between checks while processes are being stopped
+_PUMP_DRAIN = 5.0  # seconds to wait for output still in the pipes after a stop
+_HIDDEN_FROM_WORKER = ("FLAMENCO_REGISTRATION_SECRET",)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How to start the worker: command, working dir, environment."""
+
+    argv: tuple[str, ...]
+    cwd: str
+    env: tuple[tuple[str, str], ...]
+
+
+def worker_spec(plan: Plan, settings: Settings, environ: Mapping[str, str]) -> WorkerSpec:
+    """The worker's command line and environment for the planned flavour (pure).
+
+    The shared dir is first on ``PATH`` (Batch puts it last; the tools must win), the
+    data dir is stable (``FLAMENCO_HOME`` for v3, ``HOME`` for v2) so credentials
+    survive restarts and reboots.
+    """
+    env = {k: v for k, v in environ.items() if k not in _HIDDEN_FROM_WORKER}
+    shared = plan.layout.shared_dir
+    path = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != shared]
+    env["PATH"] = os.pathsep.join([shared, *path])
+    argv: tuple[str, ...] = (plan.worker_executable,)
+    if plan.flavour.flavour is Flavour.V2:
+        env["HOME"] = plan.layout.worker_home
+    else:
+        env["FLAMENCO_HOME"] = plan.layout.worker_home
+        env["FLAMENCO_WORKER_NAME"] = plan.worker_name
+        argv += ("-restart-exit-code", str(settings.restart_exit_code))
+    return WorkerSpec(argv=argv, cwd=plan.layout.worker_dir, env=tuple(sorted(env.items())))
+
+
+class WorkerExited(Exception):
+    """The worker exited and the policy wants it restarted (tenacity retries this)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+class GaveUp(Exception):
+    """``max_restarts`` failed restarts in a row."""
+
+
+class Supervisor:
+    """Keeps one worker running; ``run`` returns when supervision ends."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        policy: RestartPolicy,
+        settings: Settings,
+        state: AgentState,
+        state_path: str,
+        *,
+        stdout_fd: int = 1,
+        stderr_fd: int = 2,
+    ) -> None:
+        self.spec = spec
+        self.policy = policy
+        self.settings = settings
+        self.state = state
+        self.state_path = state_path
+        self.stdout_fd = stdout_fd
+        self.stderr_fd = stderr_fd
+        self.stop_reason: Optional[str] = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+
+    # -- thread-safe controls ------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Ask for a graceful stop of the worker and the end of supervision."""
+        with self._lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    # -- the loop -------------------------------------------------------------
+
+    def _update(self, **changes: Any) -> None:
+        self.state = write_state(self.state_path, replace(self.state, **changes))
+
+    def _wait(self, timeout: Optional[float]) -> None:
+        """Sleep until woken (signal, child exit, request) or ``timeout`` passes."""
+        readable, _, _ = select.select([self._wake_r], [], [], timeout)
+        if readable:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._wake_r, 4096):
+                    pass
+
+    def _sleep(self, seconds: float) -> None:
+        """tenacity's sleep between restarts, cut short by a stop request."""
+        deadline = time.monotonic() + seconds
+        while self.stop_reason is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wait(remaining)
+            proctree.reap()
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        assert retry_state.next_action is not None
+        delay = retry_state.next_action.sleep
+        if delay <= 0:
+            return
+        if self.state.crash_loop:
+            log.error(
+                "crash loop: the worker failed %d times in a row, each within %.0f s of "
+                "starting; check its output above. Next start in %.1f s",
+                self.state.consecutive_failures,
+                self.policy.reset_after,
+                delay,
+            )
+        else:
+            log.info("restarting the worker in %.1f s", delay)
+        self._update(phase=Phase.BACKING_OFF, next_start_at=time.time() + delay)
+
+    def run(self) -> int:
+        """Supervise until a stop request or a final worker exit; returns the agent's
+        exit code. Raises ``GaveUp`` after ``max_restarts`` failed restarts in a row."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_signal)
+        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        try:
+            limit = self.settings.max_restarts
+            retrying = Retrying(
+                retry=retry_if_exception_type(WorkerExited),
+                wait=self._wait_for,
+                stop=stop_after_attempt(limit + 1) if limit else stop_never,
+                sleep=self._sleep,
+                before_sleep=self._before_sleep,
+                reraise=True,
+            )
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        self._run_once()
+            except WorkerExited as exc:
+                raise GaveUp(
+                    f"gave up after {limit} failed restarts in a row (max_restarts); last: "
+                    f"{exc.decision.reason}"
+                ) from None
+            return 0
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum != signal.SIGCHLD:
+            self.request_stop(f"received {signal.Signals(signum).name}")
+
+    def _wait_for(self, retry_state: RetryCallState) -> float:
+        assert retry_state.outcome is not None
+        exc = retry_state.outcome.exception()
+        assert isinstance(exc, WorkerExited)
+        return self.policy.delay(exc.decision)
+
+    def _run_once(self) -> None:
+        """Start the worker, forward its output, wait for its exit, stop what is
+        left of its tree, and judge the exit: return to end supervision, raise
+        ``WorkerExited`` to restart."""
+        if self.stop_reason is not None:
+            self._finish()
+            return
+        token = secrets.token_hex(16)
+        env = dict(self.spec.env)
+        env[proctree.TOKEN_VARIABLE] = token
+        started = time.monotonic()
+        try:
+            process = subprocess.Popen(
+                self.spec.argv,
+                cwd=self.spec.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            log.error("cannot start the worker %s: %s", self.spec.argv[0], exc.strerror)
+            self._judge(127 if isinstance(exc, FileNotFoundError) else 126, 0.0)
+            return
+        assert process.stdout is not None and process.stderr is not None
+        stamp = utc_stamp if self.settings.timestamps else None
+        pumps = [
+            Pump(os.dup(process.stdout.fileno()), self.stdout_fd, "stdout", stamp).start(),
+            Pump(os.dup(process.stderr.fileno()), self.stderr_fd, "stderr", stamp).start(),
+        ]
+        process.stdout.close()
+        process.stderr.close()
+        self._update(
+            phase=Phase.RUNNING,
+            worker_pid=process.pid,
+            worker_create_time=psutil.Process(process.pid).create_time(),
+            worker_token=token,
+            worker_started_at=time.time(),
+            next_start_at=None,
+        )
+        log.info("worker started (pid %d): %s", process.pid, " ".join(self.spec.argv))
+        code, kill_at = self._wait_for_exit(process, token)
+        uptime = time.monotonic() - started
+        self._stop_leftovers(token, process.pid, kill_at)
+        for pump in pumps:
+            if not pump.join(_PUMP_DRAIN):
+                log.warning("worker output still open after it stopped; not waiting for it")
+        self._judge(code, uptime)
+
+    def _wait_for_exit(
+        self, process: subprocess.Popen[bytes], token: str
+    ) -> tuple[int, Optional[float]]:
+        """Wait for the worker's exit, reaping every child meanwhile. On a stop
+        request: SIGTERM to the worker and, at the grace deadline, SIGKILL to its
+        whole tree. Returns the exit code and the deadline (None: no stop asked)."""
+        kill_at: Optional[float] = None
+        killed = False
+        while True:
+            for pid, code in proctree.reap():
+                if pid == process.pid:
+                    process.returncode = code  # reaped here, so Popen must not wait
+                    return code, kill_at
+            if self.stop_reason is not None and kill_at is None:
+                self._update(phase=Phase.STOPPING, stop_reason=self.stop_reason)
+                log.info(
+                    "stopping the worker (%s): SIGTERM, SIGKILL to its tree after %.0f s",
+                    self.stop_reason,
+                    self.settings.stop_grace,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+                kill_at = time.monotonic() + self.settings.stop_grace
+            if kill_at is not None and not killed and time.monotonic() >= kill_at:
+                log.warning(
+                    "the worker did not stop within %.0f s: SIGKILL to its whole tree",
+                    self.settings.stop_grace,
+                )
+                proctree.send(proctree.tree_members(token, process.pid), signal.SIGKILL)
+                killed = True
+            if kill_at is None:
+                self._wait(None)
+            elif killed:
+                self._wait(_POLL)
+            else:
+                self._wait(max(0.0, kill_at - time.monotonic()))
+
+    def _stop_leftovers(self, token: str, pgid: int, kill_at: Optional[float]) -> None:
+        """Stop what outlived the worker (an orphaned Blender, a daemon it forked):
+        SIGTERM, then SIGKILL at the grace deadline; reap everything."""
+        members = proctree.tree_members(token, pgid)
+        if members:
+            log.warning(
+                "stopping %d process(es) left by the worker: %s",
+                len(members),
+                ", ".join(str(p.pid) for p in members),
+            )
+            proctree.send(members, signal.SIGTERM)
+            deadline = (
+                kill_at if kill_at is not None else time.monotonic() + self.settings.stop_grace
+            )
+            while members and time.monotonic() < deadline:
+                self._wait(min(_POLL, max(0.0, deadline - time.monotonic())))
+                proctree.reap()
+                members = proctree.tree_members(token, pgid)
+            while members:
+                proctree.send(members, signal.SIGKILL)
+                self._wait(_POLL)
+                proctree.reap()
+                members = proctree.tree_members(token, pgid)
+        proctree.reap()
+
+    def _judge(self, code: int, uptime: float) -> None:
+        exited = {
+            "last_exit_code": code,
+            "last_exit_at": time.time(),
+            "worker_pid": None,
+            "worker_create_time": None,
+        }
+        if self.stop_reason is not None:
+            self._update(last_exit_reason=f"stopped: {self.stop_reason}", **exited)
+            log.info("worker stopped (exit %d); %s", code, self.stop_reason)
+            self._finish()
+            return
+        decision = self.policy.decide(code, uptime, self.state.consecutive_failures)
+        self._update(
+            last_exit_reason=decision.reason,
+            consecutive_failures=decision.failures,
+            crash_loop=decision.crash_loop,
+            restarts=self.state.restarts + (decision.verdict is not Verdict.STOP),
+            **exited,
+        )
+        level = (
+            logging.WARNING if decision.verdict is Verdict.RESTART_AFTER_BACKOFF else logging.INFO
+        )
+        log.log(
+            level,
+            "worker exited after %.1f s: %s; %s",
+            uptime,
+            decision.reason,
+            decision.verdict.value,
+        )
+        if decision.verdict is Verdict.STOP:
+            self.stop_reason = decision.reason
+            self._finish()
+            return
+        raise WorkerExited(decision)
+
+    def _finish(self) -> None:
+        self._update(phase=Phase.STOPPED, stop_reason=self.stop_reason, next_start_at=None)
+
+
+def stop_stale_worker(previous: Optional[AgentState], grace: float) -> None:
+    """Stop a worker tree left running by an agent that was killed (SIGKILL, OOM):
+    found by the worker's pid and create time and by its token; SIGTERM, then
+    SIGKILL after ``grace``."""
+    if previous is None or previous.worker_token is None:
+        return
+    members = proctree.tree_members(previous.worker_token)
+    if previous.worker_pid is not None and process_alive(
+        previous.worker_pid, previous.worker_create_time
+    ):
+        members.append(psutil.Process(previous.worker_pid))
+    if not members:
+        return
+    log.warning(
+        "a worker left by a previous agent (pid %s) is still running: stopping %d "
+        "process(es) of its tree",
+        previous.worker_pid,
+        len({p.pid for p in members}),
+    )
+    proctree.send(members, signal.SIGTERM)
+    _, alive = psutil.wait_procs(members, timeout=grace)
+    proctree.send(alive, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=grace)

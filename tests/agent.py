@@ -1,0 +1,139 @@
+"""Run the real agent (``python -m node_agent run``) on a real temporary node with
+the stand-in worker, its stdout and stderr going to files like a start task's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Optional
+
+import psutil
+
+from tests.helpers import wait_until
+from tests.nodes import TestNode, make_node, write_executable
+
+STANDIN = Path(__file__).parent / "workers" / "standin.py"
+FAST = {
+    "NODE_AGENT_STOP_GRACE": "3",
+    "NODE_AGENT_BACKOFF_INITIAL": "0.05",
+    "NODE_AGENT_BACKOFF_CAP": "0.4",
+}
+
+
+@dataclass
+class Agent:
+    """A running agent and where its output goes."""
+
+    process: subprocess.Popen[bytes]
+    node: TestNode
+    stdout_path: Path
+    stderr_path: Path
+    work: Path
+    _files: tuple[IO[bytes], IO[bytes]]
+
+    @property
+    def stdout(self) -> bytes:
+        return self.stdout_path.read_bytes()
+
+    @property
+    def stderr(self) -> bytes:
+        return self.stderr_path.read_bytes()
+
+    @property
+    def state_path(self) -> Path:
+        return self.node.shared / ".node-agent" / "state.json"
+
+    def state(self) -> dict[str, Any]:
+        """The state file's document ({} before the first write)."""
+        try:
+            document: dict[str, Any] = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return document
+
+    def runs(self) -> list[int]:
+        """The pids of every worker start so far (the stand-in's ``count`` step)."""
+        path = self.work / "runs"
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+    def wait_running(self, starts: int = 1) -> dict[str, Any]:
+        """Wait until the ``starts``-th worker is running."""
+        return wait_until(
+            lambda: (
+                len(self.runs()) >= starts
+                and self.state().get("phase") == "running"
+                and self.state().get("worker_pid") == self.runs()[starts - 1]
+                and self.state()
+            ),
+            what=f"worker start #{starts}",
+        )
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """The agent's exit code, once it has exited."""
+        code = self.process.wait(timeout)
+        for handle in self._files:
+            handle.close()
+        return code
+
+    def stop(self) -> None:
+        """Make sure nothing of this agent outlives the test."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        for handle in self._files:
+            handle.close()
+
+
+def worker_node(root: Path, fixture: str = "newer_spot") -> TestNode:
+    """A node whose flamenco-worker package holds the stand-in worker."""
+    node = make_node(root, fixture)
+    launcher = f'#!/bin/sh\nexec "{sys.executable}" "{STANDIN}" "$@"\n'
+    write_executable(node.package_dir("flamenco-worker") / "flamenco-worker", launcher)
+    return node
+
+
+def start_agent(
+    tmp_path: Path,
+    steps: str,
+    node: Optional[TestNode] = None,
+    args: tuple[str, ...] = (),
+    **environ: str,
+) -> Agent:
+    """Start ``node-agent run`` with the stand-in worker doing ``steps``."""
+    node = node or worker_node(tmp_path / "node")
+    work = tmp_path / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {
+        **node.environ,
+        "PATH": node.environ["PATH"] + os.pathsep + os.environ["PATH"],
+        **FAST,
+        "FAKE_WORKER": steps,
+        "FAKE_WORKER_DIR": str(work),
+        **environ,
+    }
+    out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    out, err = open(out_path, "ab"), open(err_path, "ab")  # noqa: SIM115 (closed by Agent)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "node_agent", "run", *args],
+        stdout=out,
+        stderr=err,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    return Agent(process, node, out_path, err_path, work, (out, err))
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,0 +1,134 @@
+"""The supervisor's parts in-process: log pump, lock, state file, worker command."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from node_agent import bootstrap
+from node_agent.lock import AlreadyRunning, NodeLock
+from node_agent.logpump import CHUNK, Pump, utc_stamp
+from node_agent.settings import load_settings
+from node_agent.state import AgentState, own_create_time, process_alive, read_state, write_state
+from node_agent.supervise import worker_spec
+from tests.nodes import make_node
+
+
+def _pump(data: bytes, stamp: bool = False) -> bytes:
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    pump = Pump(source_r, sink_w, "test", utc_stamp if stamp else None).start()
+    received = bytearray()
+    reader = threading.Thread(target=lambda: _drain(sink_r, received))
+    reader.start()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(source_w, view[: CHUNK // 3]) :]
+    os.close(source_w)
+    assert pump.join(30)
+    os.close(sink_w)
+    reader.join(30)
+    os.close(sink_r)
+    return bytes(received)
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    while chunk := os.read(fd, 1 << 16):
+        into.extend(chunk)
+
+
+def test_pump_is_byte_exact_and_terminates_the_last_line() -> None:
+    data = b"a\xff\xfe\n" * 1000 + b"\x00tail"
+    assert _pump(data) == data + b"\n"
+    assert _pump(b"") == b""
+    assert _pump(b"done\n") == b"done\n"
+
+
+def test_pump_timestamps_every_line_once() -> None:
+    out = _pump(b"one\ntwo\n" + b"x" * (3 * CHUNK) + b"\nlast", stamp=True).decode()
+    lines = out.split("\n")
+    assert lines[-1] == ""
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+    assert all(stamp.match(line) for line in lines[:-1])
+    assert [stamp.sub("", line, count=1) for line in lines[:-1]] == [
+        "one",
+        "two",
+        "x" * (3 * CHUNK),
+        "last",
+    ]
+
+
+def test_pump_keeps_draining_when_its_output_is_gone() -> None:
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    os.close(sink_r)  # nobody will ever read our output
+    pump = Pump(source_r, sink_w, "test").start()
+    os.write(source_w, b"lost\n" * 1000)
+    os.close(source_w)
+    assert pump.join(30)
+    assert isinstance(pump.error, BrokenPipeError)
+    os.close(sink_w)
+
+
+def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
+    first = NodeLock(str(tmp_path / "agent.lock"))
+    first.acquire()
+    with pytest.raises(AlreadyRunning, match=f"pid {os.getpid()}"):
+        NodeLock(str(tmp_path / "agent.lock")).acquire()
+    first.release()
+    second = NodeLock(str(tmp_path / "agent.lock"))
+    second.acquire()
+    second.release()
+
+
+def _state() -> AgentState:
+    return AgentState(
+        agent_pid=os.getpid(),
+        agent_create_time=own_create_time(),
+        phase="running",
+        started_at=1.0,
+        flavour="v3",
+        worker_name="w",
+        worker_executable="/x",
+        worker_dir="/w",
+        config_path="/w/c",
+    )
+
+
+def test_state_round_trip_and_liveness(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.json")
+    assert read_state(path) is None
+    written = write_state(path, _state())
+    assert written.updated_at > 0
+    assert read_state(path) == written
+    assert process_alive(written.agent_pid, written.agent_create_time)
+    assert not process_alive(written.agent_pid, written.agent_create_time - 5)  # reused pid
+    assert not process_alive(None, None)
+    Path(path).write_text("{not json")
+    assert read_state(path) is None
+
+
+def test_worker_spec_per_flavour(tmp_path: Path) -> None:
+    for fixture, flavour in (("newer_spot", "v3"), ("seed", "v2")):
+        node = make_node(tmp_path / fixture, fixture)
+        environ = {**node.environ, "FLAMENCO_REGISTRATION_SECRET": "s3cret"}
+        settings = load_settings(environ, {}, None)
+        plan = bootstrap.plan(node.env, settings, bootstrap.survey(node.env, settings))
+        spec = worker_spec(plan, settings, environ)
+        env = dict(spec.env)
+        shared = str(node.shared)
+        assert env["PATH"].split(":")[0] == shared
+        assert env["PATH"].split(":").count(shared) == 1
+        assert "FLAMENCO_REGISTRATION_SECRET" not in env
+        assert spec.cwd == plan.layout.worker_dir
+        if flavour == "v3":
+            assert spec.argv[1:] == ("-restart-exit-code", "75")
+            assert env["FLAMENCO_HOME"] == plan.layout.worker_home
+            assert env["FLAMENCO_WORKER_NAME"] == plan.worker_name
+        else:
+            assert spec.argv[1:] == ()
+            assert env["HOME"] == plan.layout.worker_home
