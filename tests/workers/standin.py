@@ -4,11 +4,12 @@
 
   count              append "<pid>" to $FAKE_WORKER_DIR/runs (one line per start)
   mixed              write the mixed stream (see MIXED_*) to stdout and stderr
-  lines:N            write N short Blender-like lines to stdout
+  lines:N[:B]        write N short Blender-like lines to stdout, B per write (1000)
   partial:TEXT       write TEXT to stdout without a newline
   run-tag            write "run N" (N: this start's number) without a newline
   out:TEXT / err:TEXT  write TEXT and a newline
   term:N             exit N on SIGTERM (default: die by the signal)
+  term-stamp         on SIGTERM write the time to $DIR/exited, then exit 1
   ignore-term        ignore SIGTERM
   child-ignoring-term  start a child that ignores SIGTERM and sleeps; pid to $DIR/child
   daemon             double-fork a setsid daemon that ignores SIGTERM; pid to $DIR/daemon
@@ -24,6 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 DIR = Path(os.environ.get("FAKE_WORKER_DIR", "."))
@@ -37,6 +39,7 @@ MIXED_STDOUT = (
     + b"L" * (10 * 1024 * 1024)  # a 10 MB line
     + b"\nlast line without newline"
 )
+BLENDER_LINE = b"Fra:1 Mem:12.3M (Peak 14.1M) | Time:00:01.23 | Rendering 1/100 samples\n"
 MIXED_STDERR = b"err line 1\n\xff\xfe binary err\nerr tail without newline"
 
 
@@ -93,9 +96,10 @@ def main() -> None:
             _write(1, MIXED_STDOUT)
             _write(2, MIXED_STDERR)
         elif name == "lines":
-            line = b"Fra:1 Mem:12.3M (Peak 14.1M) | Time:00:01.23 | Rendering 1/100 samples\n"
-            block = line * 1000
-            for _ in range(int(arg) // 1000):
+            count, _, per_write = arg.partition(":")
+            batch = int(per_write or 1000)
+            block = BLENDER_LINE * batch
+            for _ in range(int(count) // batch):
                 _write(1, block)
         elif name == "run-tag":
             _write(1, b"run %d" % runs)
@@ -103,6 +107,12 @@ def main() -> None:
             _write(1, arg.encode())
         elif name in ("out", "err"):
             _write(1 if name == "out" else 2, arg.encode() + b"\n")
+        elif name == "term-stamp":
+            def stamped_exit(*_: object) -> None:
+                (DIR / "exited").write_text(repr(time.time()))
+                os._exit(1)
+
+            signal.signal(signal.SIGTERM, stamped_exit)
         elif name == "term":
             signal.signal(signal.SIGTERM, lambda *_, code=int(arg): os._exit(code))
         elif name == "ignore-term":
