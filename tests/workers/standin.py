@@ -108,6 +108,7 @@ def main() -> None:
         elif name in ("out", "err"):
             _write(1 if name == "out" else 2, arg.encode() + b"\n")
         elif name == "term-stamp":
+
             def stamped_exit(*_: object) -> None:
                 (DIR / "exited").write_text(repr(time.time()))
                 os._exit(1)
