@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Optional
 
-from node_agent import __version__, bootstrap, proctree
+from node_agent import __version__, agent, bootstrap
 from node_agent.env import BatchEnv
 from node_agent.envfile import overlay
 from node_agent.envview import env_summary, env_to_json
@@ -27,21 +27,16 @@ from node_agent.errors import (
     RuntimeFailure,
 )
 from node_agent.layout import Layout
-from node_agent.lock import LOCK_FILE, AlreadyRunning, NodeLock
+from node_agent.lock import AlreadyRunning
 from node_agent.log import get_logger, hide_secrets, setup_logging
-from node_agent.policy import RestartPolicy
 from node_agent.redact import is_secret
 from node_agent.settings import CONFIG_FILE_NAME, SPECS, Settings, load_settings
 from node_agent.state import (
     STATE_FILE,
     AgentState,
-    Phase,
-    own_create_time,
     process_alive,
     read_state,
-    write_state,
 )
-from node_agent.supervise import GaveUp, Supervisor, stop_stale_worker, worker_spec
 
 log = get_logger("cli")
 
@@ -107,54 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = bootstrap.plan(env, settings, bootstrap.survey(env, settings))
     for line in plan_lines(plan):
         log.info("%s", line.strip())
-    layout = plan.layout
-    try:
-        os.makedirs(layout.agent_dir, exist_ok=True)
-    except OSError as exc:
-        raise RuntimeFailure(f"cannot create {layout.agent_dir}: {exc.strerror}") from None
-    lock = NodeLock(os.path.join(layout.agent_dir, LOCK_FILE))
-    lock.acquire()
-    try:
-        state_path = os.path.join(layout.agent_dir, STATE_FILE)
-        stop_stale_worker(read_state(state_path), settings.stop_grace)
-        done = bootstrap.apply(plan)
-        log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
-        if not proctree.become_subreaper():
-            log.warning(
-                "cannot become a child subreaper: orphaned worker processes may outlive a stop"
-            )
-        state = AgentState(
-            agent_pid=os.getpid(),
-            agent_create_time=own_create_time(),
-            phase=Phase.STARTING,
-            started_at=time.time(),
-            flavour=plan.flavour.flavour.value,
-            worker_name=plan.worker_name,
-            worker_executable=plan.worker_executable,
-            worker_dir=layout.worker_dir,
-            config_path=plan.config_path,
-        )
-        policy = RestartPolicy(
-            flavour=plan.flavour.flavour,
-            restart_exit_code=settings.restart_exit_code,
-            restart_on_clean_exit=settings.restart_on_clean_exit,
-            backoff_initial=settings.backoff_initial,
-            backoff_cap=settings.backoff_cap,
-            reset_after=settings.backoff_reset_after,
-        )
-        supervisor = Supervisor(
-            worker_spec(plan, settings, environ),
-            policy,
-            settings,
-            write_state(state_path, state),
-            state_path,
-        )
-        try:
-            return supervisor.run()
-        except GaveUp as exc:
-            raise RuntimeFailure(str(exc)) from None
-    finally:
-        lock.release()
+    return agent.run(environ, env, settings, plan)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -77,7 +77,7 @@ class RestartPolicy:
         if decision.verdict is not Verdict.RESTART_AFTER_BACKOFF:
             return 0.0
         wait = wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_cap)
-        delay: float = wait(_attempt(decision.failures))
+        delay: float = wait(attempt_state(decision.failures))
         return delay
 
     def window(self, failures: int) -> float:
@@ -85,7 +85,7 @@ class RestartPolicy:
         return min(self.backoff_cap, self.backoff_initial * 2.0 ** (failures - 1))
 
 
-def _attempt(number: int) -> RetryCallState:
+def attempt_state(number: int) -> RetryCallState:
     """A retry state for tenacity's wait strategies, which read only the attempt
     number; ours counts consecutive failures, which a healthy run resets."""
     state = RetryCallState(cast(Any, None), None, (), {})

@@ -51,6 +51,12 @@ class Settings:
     restart_on_clean_exit: bool
     max_restarts: int
     timestamps: bool
+    manager_wait_cap: float
+    manager_wait_deadline: Optional[float]
+    watch_events: bool
+    ack_events: bool
+    forget_worker: Optional[bool]  # None: on for Spot nodes
+    imds_url: str
     sources: tuple[tuple[str, str], ...]
 
     def source(self, key: str) -> str:
@@ -133,6 +139,16 @@ def _boolean(text: str) -> bool:
     if lowered in ("false", "no", "off", "0"):
         return False
     raise ValueError("expected true or false")
+
+
+def _deadline(text: str) -> Optional[float]:
+    if text.strip() in ("0", "never", "none"):
+        return None
+    return _seconds(text)
+
+
+def _auto_boolean(text: str) -> Optional[bool]:
+    return None if text.strip().lower() == "auto" else _boolean(text)
 
 
 def _secret(text: str) -> str:
@@ -263,6 +279,54 @@ SPECS = (
         _boolean,
         False,
         "prefix each forwarded worker line with a UTC timestamp",
+    ),
+    _Spec(
+        "manager_wait_cap",
+        "NODE_AGENT_MANAGER_WAIT_CAP",
+        "--manager-wait-cap",
+        _seconds,
+        60.0,
+        "seconds: the largest wait between attempts to reach the Manager",
+    ),
+    _Spec(
+        "manager_wait_deadline",
+        "NODE_AGENT_MANAGER_WAIT_DEADLINE",
+        "--manager-wait-deadline",
+        _deadline,
+        None,
+        "seconds to wait for the Manager before giving up (0: never give up)",
+    ),
+    _Spec(
+        "watch_events",
+        "NODE_AGENT_WATCH_EVENTS",
+        "--watch-events",
+        _boolean,
+        True,
+        "watch Azure Scheduled Events (preemption, reboots)",
+    ),
+    _Spec(
+        "ack_events",
+        "NODE_AGENT_ACK_EVENTS",
+        "--ack-events",
+        _boolean,
+        True,
+        "acknowledge an event once the worker has stopped for it",
+    ),
+    _Spec(
+        "forget_worker",
+        "NODE_AGENT_FORGET_WORKER",
+        "--forget-worker",
+        _auto_boolean,
+        None,
+        "v3: remove the worker from the Manager before preemption (auto: on Spot nodes)",
+    ),
+    _Spec(
+        "imds_url",
+        "NODE_AGENT_IMDS_URL",
+        "--imds-url",
+        _url,
+        "http://169.254.169.254",
+        "the Instance Metadata Service's base URL",
     ),
 )
 _BY_KEY = {spec.key: spec for spec in SPECS}

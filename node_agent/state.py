@@ -24,6 +24,7 @@ class Phase:
     """The agent's phases, as written to the state file."""
 
     STARTING = "starting"
+    WAITING_FOR_MANAGER = "waiting-for-manager"
     RUNNING = "running"
     BACKING_OFF = "backing-off"
     STOPPING = "stopping"

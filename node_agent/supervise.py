@@ -36,6 +36,7 @@ from node_agent import proctree
 from node_agent.bootstrap import Plan
 from node_agent.log import get_logger
 from node_agent.logpump import Pump, utc_stamp
+from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Flavour, Settings
 from node_agent.state import AgentState, Phase, process_alive, write_state
@@ -45,6 +46,7 @@ log = get_logger("supervise")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _POLL = 0.01  # seconds between checks while processes are being stopped
 _PUMP_DRAIN = 5.0  # seconds to wait for output still in the pipes after a stop
+CHECK_MANAGER_AFTER = 2  # consecutive failures after which the Manager is checked first
 _HIDDEN_FROM_WORKER = ("FLAMENCO_REGISTRATION_SECRET",)
 
 
@@ -103,6 +105,7 @@ class Supervisor:
         *,
         stdout_fd: int = 1,
         stderr_fd: int = 2,
+        manager: Optional[ManagerCheck] = None,
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -111,6 +114,7 @@ class Supervisor:
         self.state_path = state_path
         self.stdout_fd = stdout_fd
         self.stderr_fd = stderr_fd
+        self.manager = manager
         self.stop_reason: Optional[str] = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
@@ -213,6 +217,8 @@ class Supervisor:
         """Start the worker, forward its output, wait for its exit, stop what is
         left of its tree, and judge the exit: return to end supervision, raise
         ``WorkerExited`` to restart."""
+        if self.stop_reason is None:
+            self._await_manager()
         if self.stop_reason is not None:
             self._finish()
             return
@@ -259,6 +265,25 @@ class Supervisor:
             if not pump.join(_PUMP_DRAIN):
                 log.warning("worker output still open after it stopped; not waiting for it")
         self._judge(code, uptime)
+
+    def _await_manager(self) -> None:
+        """Before a start that needs the Manager, wait until it answers: a worker
+        without credentials gets one registration attempt only (v3 exits 1), and a
+        worker that keeps failing may be failing to reach it."""
+        check = self.manager
+        if check is None:
+            return
+        if check.has_credentials() and self.state.consecutive_failures < CHECK_MANAGER_AFTER:
+            return
+        self._update(phase=Phase.WAITING_FOR_MANAGER)
+        try:
+            wait_for_manager(check, self._sleep, lambda: self.stop_reason is not None)
+        except ManagerUnavailable as exc:
+            if self.stop_reason is None:
+                raise GaveUp(
+                    f"gave up waiting for the Manager after {check.deadline:.0f} s "
+                    f"(manager_wait_deadline): {exc}"
+                ) from None
 
     def _wait_for_exit(
         self, process: subprocess.Popen[bytes], token: str

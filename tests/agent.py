@@ -14,6 +14,9 @@ from typing import IO, Any, Optional
 
 import psutil
 
+from node_agent import proctree
+from node_agent.standins.imds import FakeImds
+from node_agent.standins.manager import FakeManager
 from tests.helpers import wait_until
 from tests.nodes import TestNode, make_node, write_executable
 
@@ -34,6 +37,8 @@ class Agent:
     stdout_path: Path
     stderr_path: Path
     work: Path
+    manager: FakeManager
+    imds: FakeImds
     _files: tuple[IO[bytes], IO[bytes]]
 
     @property
@@ -84,12 +89,23 @@ class Agent:
         return code
 
     def stop(self) -> None:
-        """Make sure nothing of this agent outlives the test."""
+        """Make sure nothing of this agent, its worker tree, nor its stand-ins outlives
+        the test: SIGTERM (the agent stops its tree), SIGKILL if it will not go, then
+        any process still carrying the worker's token."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        token = self.state().get("worker_token")
+        if token:
+            proctree.send(proctree.tree_members(token), signal.SIGKILL)
         for handle in self._files:
             handle.close()
+        self.manager.stop()
+        self.imds.stop()
 
 
 def worker_node(root: Path, fixture: str = "newer_spot") -> TestNode:
@@ -103,18 +119,26 @@ def worker_node(root: Path, fixture: str = "newer_spot") -> TestNode:
 def start_agent(
     tmp_path: Path,
     steps: str,
+    *,
     node: Optional[TestNode] = None,
     args: tuple[str, ...] = (),
+    manager: Optional[FakeManager] = None,
+    imds: Optional[FakeImds] = None,
     **environ: str,
 ) -> Agent:
-    """Start ``node-agent run`` with the stand-in worker doing ``steps``."""
+    """Start ``node-agent run`` with the stand-in worker doing ``steps``, a stand-in
+    Manager and a stand-in Metadata Service (never the real one's address)."""
     node = node or worker_node(tmp_path / "node")
+    manager = manager or FakeManager().start()
+    imds = imds or FakeImds().start()
     work = tmp_path / "work"
     work.mkdir(parents=True, exist_ok=True)
     env = {
         **node.environ,
         "PATH": node.environ["PATH"] + os.pathsep + os.environ["PATH"],
         **FAST,
+        "FLAMENCO_MANAGER_URL": manager.url,
+        "NODE_AGENT_IMDS_URL": imds.url,
         "FAKE_WORKER": steps,
         "FAKE_WORKER_DIR": str(work),
         **environ,
@@ -128,7 +152,7 @@ def start_agent(
         stdin=subprocess.DEVNULL,
         env=env,
     )
-    return Agent(process, node, out_path, err_path, work, (out, err))
+    return Agent(process, node, out_path, err_path, work, manager, imds, (out, err))
 
 
 def alive(pid: int) -> bool:

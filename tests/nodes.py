@@ -20,6 +20,7 @@ TOOL_SCRIPTS = {
     "ffprobe": "#!/bin/sh\necho 'ffprobe version 7.0.2 (stand-in)'\n",
     "flamenco-worker": "#!/bin/sh\necho 'flamenco-worker (stand-in)'\n",
 }
+CLOSED_LOOPBACK = "http://127.0.0.1:9"  # the discard port: nothing listens, refused at once
 PACKAGE_FILES = {
     "blender": ("blender",),
     "ffmpeg": ("ffmpeg", "ffprobe"),
@@ -83,6 +84,8 @@ def make_node(
     environ = rebase(original, original["AZ_BATCH_NODE_ROOT_DIR"], str(root))
     if manager_url is not None:
         environ["FLAMENCO_MANAGER_URL"] = manager_url
+    # Never the real Metadata Service's address: a closed loopback port by default.
+    environ["NODE_AGENT_IMDS_URL"] = CLOSED_LOOPBACK
     node = TestNode(root=root, environ=environ)
     for name in ("AZ_BATCH_NODE_SHARED_DIR", "AZ_BATCH_TASK_WORKING_DIR"):
         Path(environ[name]).mkdir(parents=True, exist_ok=True)

@@ -7,31 +7,18 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import pytest
 
 from node_agent.errors import EXIT_ALREADY_RUNNING, EXIT_NOT_RUNNING, EXIT_OK
-from tests.agent import Agent, alive, start_agent, worker_node
+from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
 from tests.workers.standin import MIXED_STDERR, MIXED_STDOUT
 
-AGENTS: list[Agent] = []
-
-
-@pytest.fixture(autouse=True)
-def _cleanup() -> Iterator[None]:
-    yield
-    while AGENTS:
-        AGENTS.pop().stop()
-
-
-def _start(tmp_path: Path, steps: str, **kwargs: object) -> Agent:
-    agent = start_agent(tmp_path, steps, **kwargs)  # type: ignore[arg-type]
-    AGENTS.append(agent)
-    return agent
+Start = Callable[..., Agent]
 
 
 def _status(agent: Agent, *args: str) -> subprocess.CompletedProcess[str]:
@@ -49,8 +36,8 @@ def _status(agent: Agent, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_output_is_forwarded_byte_exact(tmp_path: Path) -> None:
-    agent = _start(tmp_path, "count,mixed,exit:0")
+def test_output_is_forwarded_byte_exact(run_agent: Start) -> None:
+    agent = run_agent("count,mixed,exit:0")
     assert agent.wait() == EXIT_OK
     # Invalid UTF-8, 100k lines, a 10 MB line, and the unterminated last line
     # (terminated by the agent) all arrive unchanged, in order.
@@ -59,29 +46,29 @@ def test_output_is_forwarded_byte_exact(tmp_path: Path) -> None:
     assert b"node-agent: INFO: worker started" in agent.stderr
 
 
-def test_output_printed_after_the_worker_exited_is_kept(tmp_path: Path) -> None:
-    agent = _start(tmp_path, "count,late-print,out:worker line,exit:0")
+def test_output_printed_after_the_worker_exited_is_kept(run_agent: Start) -> None:
+    agent = run_agent("count,late-print,out:worker line,exit:0")
     assert agent.wait() == EXIT_OK
     # The grandchild printed when the agent stopped it, after the worker had exited.
     assert agent.stdout == b"worker line\nlate line\n"
 
 
-def test_partial_line_is_not_glued_to_the_next_run(tmp_path: Path) -> None:
-    agent = _start(tmp_path, "count,run-tag,exit-first:1:75,out:,wait")
+def test_partial_line_is_not_glued_to_the_next_run(run_agent: Start) -> None:
+    agent = run_agent("count,run-tag,exit-first:1:75,out:,wait")
     agent.wait_running(starts=2)
     wait_until(lambda: agent.stdout.endswith(b"run 2\n"))
     assert agent.stdout == b"run 1\nrun 2\n"
 
 
-def test_timestamps(tmp_path: Path) -> None:
-    agent = _start(tmp_path, "count,out:hello,partial:bye,exit:0", args=("--timestamps",))
+def test_timestamps(run_agent: Start) -> None:
+    agent = run_agent("count,out:hello,partial:bye,exit:0", args=("--timestamps",))
     assert agent.wait() == EXIT_OK
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
     assert re.fullmatch(f"{stamp}hello\n{stamp}bye\n", agent.stdout.decode()), agent.stdout
 
 
-def test_v3_clean_exit_ends_supervision(tmp_path: Path) -> None:
-    agent = _start(tmp_path, "count,exit:0")
+def test_v3_clean_exit_ends_supervision(run_agent: Start) -> None:
+    agent = run_agent("count,exit:0")
     assert agent.wait() == EXIT_OK
     assert len(agent.runs()) == 1
     state = agent.state()
@@ -89,24 +76,24 @@ def test_v3_clean_exit_ends_supervision(tmp_path: Path) -> None:
     assert state["stop_reason"] == "the Manager asked the worker to shut down"
 
 
-def test_v2_clean_exit_restarts(tmp_path: Path) -> None:
+def test_v2_clean_exit_restarts(tmp_path: Path, run_agent: Start) -> None:
     node = worker_node(tmp_path / "node", "seed")
-    agent = _start(tmp_path, "count,exit-first:1:0,wait", node=node)
+    agent = run_agent("count,exit-first:1:0,wait", node=node)
     state = agent.wait_running(starts=2)
     assert state["flavour"] == "v2" and state["restarts"] == 1
     assert "v2 worker also gives after failures" in state["last_exit_reason"]
 
 
-def test_restart_exit_code_restarts_at_once(tmp_path: Path) -> None:
-    agent = _start(tmp_path, "count,exit-first:1:75,wait")
+def test_restart_exit_code_restarts_at_once(run_agent: Start) -> None:
+    agent = run_agent("count,exit-first:1:75,wait")
     state = agent.wait_running(starts=2)
     assert state["restarts"] == 1 and state["consecutive_failures"] == 0
     assert state["last_exit_reason"] == "the worker asked to be restarted"
     assert b"restart now" in agent.stderr and b"restarting the worker in" not in agent.stderr
 
 
-def test_crash_loop_backs_off_and_is_reported(tmp_path: Path) -> None:
-    agent = _start(tmp_path, "count,exit:3")
+def test_crash_loop_backs_off_and_is_reported(run_agent: Start) -> None:
+    agent = run_agent("count,exit:3")
     wait_until(lambda: len(agent.runs()) >= 7, what="7 starts")
     state = wait_until(lambda: agent.state().get("crash_loop") and agent.state())
     assert state["consecutive_failures"] >= 5 and state["last_exit_code"] == 3
@@ -124,8 +111,8 @@ def _tree_pids(agent: Agent) -> list[int]:
     return [agent.runs()[-1], *(int((work / n).read_text()) for n in ("child", "daemon"))]
 
 
-def test_sigterm_stops_the_whole_tree(tmp_path: Path) -> None:
-    agent = _start(tmp_path, "count,child-ignoring-term,daemon,term:1,wait")
+def test_sigterm_stops_the_whole_tree(run_agent: Start) -> None:
+    agent = run_agent("count,child-ignoring-term,daemon,term:1,wait")
     agent.wait_running()
     wait_until(lambda: (agent.work / "child").exists() and (agent.work / "daemon").exists())
     pids = _tree_pids(agent)
@@ -142,8 +129,8 @@ def test_sigterm_stops_the_whole_tree(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
-def test_other_stop_signals(tmp_path: Path, sig: signal.Signals) -> None:
-    agent = _start(tmp_path, "count,wait")
+def test_other_stop_signals(sig: signal.Signals, run_agent: Start) -> None:
+    agent = run_agent("count,wait")
     worker = agent.wait_running()["worker_pid"]
     agent.signal(sig)
     assert agent.wait() == EXIT_OK
@@ -151,10 +138,8 @@ def test_other_stop_signals(tmp_path: Path, sig: signal.Signals) -> None:
     assert agent.state()["stop_reason"] == f"received {sig.name}"
 
 
-def test_worker_ignoring_sigterm_is_killed_at_the_grace_period(tmp_path: Path) -> None:
-    agent = _start(
-        tmp_path, "count,ignore-term,child-ignoring-term,wait", NODE_AGENT_STOP_GRACE="1"
-    )
+def test_worker_ignoring_sigterm_is_killed_at_the_grace_period(run_agent: Start) -> None:
+    agent = run_agent("count,ignore-term,child-ignoring-term,wait", NODE_AGENT_STOP_GRACE="1")
     worker = agent.wait_running()["worker_pid"]
     wait_until((agent.work / "child").exists)
     child = int((agent.work / "child").read_text())
@@ -165,9 +150,9 @@ def test_worker_ignoring_sigterm_is_killed_at_the_grace_period(tmp_path: Path) -
     assert b"did not stop within 1 s: SIGKILL to its whole tree" in agent.stderr
 
 
-def test_leftovers_are_stopped_and_reaped_before_the_next_start(tmp_path: Path) -> None:
-    agent = _start(
-        tmp_path, "count,daemon,child-ignoring-term,exit-first:1:3,wait", NODE_AGENT_STOP_GRACE="1"
+def test_leftovers_are_stopped_and_reaped_before_the_next_start(run_agent: Start) -> None:
+    agent = run_agent(
+        "count,daemon,child-ignoring-term,exit-first:1:3,wait", NODE_AGENT_STOP_GRACE="1"
     )
     state = agent.wait_running(starts=2)
     first_tree = [agent.runs()[0]]
@@ -181,31 +166,31 @@ def test_leftovers_are_stopped_and_reaped_before_the_next_start(tmp_path: Path) 
     assert not [pid for pid in first_tree if alive(pid)]
 
 
-def test_second_agent_is_refused(tmp_path: Path) -> None:
-    first = _start(tmp_path, "count,wait")
+def test_second_agent_is_refused(tmp_path: Path, run_agent: Start) -> None:
+    first = run_agent("count,wait")
     first.wait_running()
-    second = _start(tmp_path / "b", "count,wait", node=first.node)
+    second = run_agent(where=tmp_path / "b", steps="count,wait", node=first.node)
     assert second.wait() == EXIT_ALREADY_RUNNING
     assert b"already supervising the worker on this node" in second.stderr
     assert len(first.runs()) == 1 and first.process.poll() is None
 
 
-def test_stale_worker_of_a_killed_agent_is_stopped(tmp_path: Path) -> None:
-    first = _start(tmp_path, "count,child-ignoring-term,wait", NODE_AGENT_STOP_GRACE="1")
+def test_stale_worker_of_a_killed_agent_is_stopped(run_agent: Start) -> None:
+    first = run_agent("count,child-ignoring-term,wait", NODE_AGENT_STOP_GRACE="1")
     old_worker = first.wait_running()["worker_pid"]
     wait_until((first.work / "child").exists)
     old_child = int((first.work / "child").read_text())
     first.process.kill()
     first.wait()
     assert alive(old_worker) and alive(old_child)  # orphaned, still rendering
-    second = _start(tmp_path, "count,wait", node=first.node, NODE_AGENT_STOP_GRACE="1")
+    second = run_agent("count,wait", node=first.node, NODE_AGENT_STOP_GRACE="1")
     second.wait_running(starts=2)
     assert not alive(old_worker) and not alive(old_child)
     assert b"a worker left by a previous agent" in second.stderr
 
 
-def test_status_in_each_phase(tmp_path: Path) -> None:
-    agent = _start(tmp_path, "count,wait")
+def test_status_in_each_phase(run_agent: Start) -> None:
+    agent = run_agent("count,wait")
     before = _status(agent)
     assert before.returncode in (EXIT_OK, EXIT_NOT_RUNNING)
     agent.wait_running()
@@ -248,7 +233,12 @@ def test_a_stalled_stdout_reader_does_not_stop_the_agent_from_stopping(tmp_path:
         "FAKE_WORKER": "count,lines:200000,wait",
         "FAKE_WORKER_DIR": str(tmp_path),
         "NODE_AGENT_STOP_GRACE": "1",
+        "NODE_AGENT_WATCH_EVENTS": "false",
     }
+    # The worker registered before, so it starts without waiting for a Manager.
+    home = node.shared / ".node-agent/worker/home"
+    home.mkdir(parents=True)
+    (home / "flamenco-worker-credentials.yaml").write_text("worker_id: registered-before\n")
     # Nobody reads the agent's stdout: the pipe fills and stays full.
     agent = subprocess.Popen(
         [sys.executable, "-m", "node_agent", "run"],
@@ -271,10 +261,10 @@ def test_a_stalled_stdout_reader_does_not_stop_the_agent_from_stopping(tmp_path:
         agent.stdout.close()
 
 
-def test_worker_that_cannot_start_is_retried(tmp_path: Path) -> None:
+def test_worker_that_cannot_start_is_retried(tmp_path: Path, run_agent: Start) -> None:
     node = worker_node(tmp_path / "node")
     (node.package_dir("flamenco-worker") / "flamenco-worker").write_text("#!/nonexistent/sh\n")
-    agent = _start(tmp_path, "count", node=node)
+    agent = run_agent("count", node=node)
     wait_until(lambda: agent.state().get("restarts", 0) >= 2)
     assert agent.state()["last_exit_code"] == 127
     assert b"cannot start the worker" in agent.stderr

@@ -1,0 +1,140 @@
+"""``node-agent run``: the start task's whole life, put together.
+
+Lock the node, stop a worker a killed agent left behind, apply the bootstrap plan,
+supervise the worker while watching Scheduled Events, and when the platform is
+about to take the node away: forget the worker on the Manager (the node comes back
+with a wiped disk), then let the platform go ahead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Optional
+
+from node_agent import bootstrap, proctree
+from node_agent.bootstrap import Plan
+from node_agent.env import BatchEnv
+from node_agent.errors import RuntimeFailure
+from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
+from node_agent.lock import LOCK_FILE, NodeLock
+from node_agent.log import get_logger
+from node_agent.manager import ManagerCheck, forget_worker, worker_id
+from node_agent.policy import RestartPolicy
+from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
+from node_agent.settings import Flavour, Settings
+from node_agent.state import STATE_FILE, AgentState, Phase, own_create_time, read_state, write_state
+from node_agent.supervise import GaveUp, Supervisor, stop_stale_worker, worker_spec
+
+log = get_logger("agent")
+
+# Reboot/Redeploy: stop the worker this long before NotBefore, beyond its grace.
+EVENT_MARGIN = 15.0
+
+
+def credentials_path(plan: Plan) -> Path:
+    """The worker's credentials file for the planned flavour."""
+    name = V2_HOME_CONFIG if plan.flavour.flavour is Flavour.V2 else V3_CREDENTIALS
+    return Path(plan.layout.worker_home, name)
+
+
+def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Plan) -> int:
+    """Run the node until supervision ends; returns the exit code."""
+    layout = plan.layout
+    try:
+        os.makedirs(layout.agent_dir, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot create {layout.agent_dir}: {exc.strerror}") from None
+    lock = NodeLock(os.path.join(layout.agent_dir, LOCK_FILE))
+    lock.acquire()
+    try:
+        state_path = os.path.join(layout.agent_dir, STATE_FILE)
+        stop_stale_worker(read_state(state_path), settings.stop_grace)
+        done = bootstrap.apply(plan)
+        log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
+        if not proctree.become_subreaper():
+            log.warning(
+                "cannot become a child subreaper: orphaned worker processes may outlive a stop"
+            )
+        supervisor = _supervisor(environ, settings, plan, state_path)
+        watcher = None
+        if settings.watch_events:
+            watcher = EventWatcher(
+                settings.imds_url,
+                lambda event: supervisor.request_stop(f"{event.event_type} event {event.event_id}"),
+                margin=settings.stop_grace + EVENT_MARGIN,
+            ).start()
+        try:
+            try:
+                code = supervisor.run()
+            except GaveUp as exc:
+                raise RuntimeFailure(str(exc)) from None
+            if watcher is not None and watcher.stopping_for is not None:
+                _after_platform_stop(watcher, watcher.stopping_for, env, settings, plan)
+            return code
+        finally:
+            if watcher is not None:
+                watcher.stop()
+    finally:
+        lock.release()
+
+
+def _supervisor(
+    environ: Mapping[str, str], settings: Settings, plan: Plan, state_path: str
+) -> Supervisor:
+    state = AgentState(
+        agent_pid=os.getpid(),
+        agent_create_time=own_create_time(),
+        phase=Phase.STARTING,
+        started_at=time.time(),
+        flavour=plan.flavour.flavour.value,
+        worker_name=plan.worker_name,
+        worker_executable=plan.worker_executable,
+        worker_dir=plan.layout.worker_dir,
+        config_path=plan.config_path,
+    )
+    policy = RestartPolicy(
+        flavour=plan.flavour.flavour,
+        restart_exit_code=settings.restart_exit_code,
+        restart_on_clean_exit=settings.restart_on_clean_exit,
+        backoff_initial=settings.backoff_initial,
+        backoff_cap=settings.backoff_cap,
+        reset_after=settings.backoff_reset_after,
+    )
+    check = ManagerCheck(
+        url=settings.manager_url,
+        flavour=plan.flavour.flavour,
+        cap=settings.manager_wait_cap,
+        deadline=settings.manager_wait_deadline,
+        credentials=credentials_path(plan),
+    )
+    return Supervisor(
+        worker_spec(plan, settings, environ),
+        policy,
+        settings,
+        write_state(state_path, state),
+        state_path,
+        manager=check,
+    )
+
+
+def _after_platform_stop(
+    watcher: EventWatcher, event: ScheduledEvent, env: BatchEnv, settings: Settings, plan: Plan
+) -> None:
+    """The worker has stopped (and signed off) for a platform event."""
+    forget: Optional[bool] = settings.forget_worker
+    if forget is None:
+        forget = env.node.is_spot
+    if event.event_type in DISK_WIPING and forget:
+        if plan.flavour.flavour is not Flavour.V3:
+            log.info("not removing the worker from the Manager: only v3 Managers can")
+        else:
+            found = worker_id(credentials_path(plan))
+            if found is None:
+                log.info("no worker credentials: nothing to remove from the Manager")
+            else:
+                forget_worker(settings.manager_url, found)
+    if settings.ack_events:
+        watcher.acknowledge(event)

@@ -1,0 +1,181 @@
+"""Talking to the Flamenco Manager: wait until it answers, forget a worker.
+
+A thousand nodes booting together, or coming back after a Manager outage, must not
+hammer it: retries wait a random time in an exponentially growing window, capped
+(full jitter, tenacity's ``wait_random_exponential``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import requests
+import yaml
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_any,
+    stop_never,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from node_agent.log import get_logger
+from node_agent.settings import Flavour
+
+log = get_logger("manager")
+
+PROBE_TIMEOUT = 10.0  # seconds for one attempt
+FIRST_WINDOW = 1.0  # seconds: the first retry waits up to this long
+
+
+class ManagerUnavailable(Exception):
+    """The Manager did not answer as it should; the message says how."""
+
+
+@dataclass(frozen=True)
+class ManagerCheck:
+    """How to tell that the Manager is there, and how long to keep trying."""
+
+    url: str
+    flavour: Flavour
+    cap: float  # seconds: the largest retry window
+    deadline: Optional[float]  # seconds; None: never give up
+    credentials: Path  # the worker's credentials file
+    timeout: float = PROBE_TIMEOUT  # seconds for one attempt
+
+    def has_credentials(self) -> bool:
+        """Whether the worker registered before (then it retries on its own)."""
+        try:
+            return self.credentials.stat().st_size > 0
+        except OSError:
+            return False
+
+
+def backoff(cap: float) -> wait_random_exponential:
+    """The wait between attempts: uniform in [0, min(cap, 2^(n-1)) s]."""
+    return wait_random_exponential(multiplier=FIRST_WINDOW, max=cap)
+
+
+def reason(exc: BaseException) -> str:
+    """Why a request failed, in a few words an operator can act on."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS error ({str(exc.args[0])[:120] if exc.args else exc})"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timeout"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = str(exc)
+        if "Connection refused" in text:
+            return "connection refused"
+        if "Name or service not known" in text or "NameResolutionError" in text:
+            return "host name not found"
+        return "cannot connect"
+    return str(exc) or type(exc).__name__
+
+
+def probe(session: requests.Session, check: ManagerCheck) -> str:
+    """One attempt: v3 ``GET /api/v3/version`` must answer 200; for v2 any HTTP answer
+    from the base URL will do. Returns what the Manager said; raises
+    ``ManagerUnavailable``."""
+    base = check.url.rstrip("/")
+    url = f"{base}/api/v3/version" if check.flavour is not Flavour.V2 else base + "/"
+    try:
+        response = session.get(url, timeout=check.timeout)
+    except requests.RequestException as exc:
+        raise ManagerUnavailable(reason(exc)) from None
+    if check.flavour is Flavour.V2:
+        return f"HTTP {response.status_code}"
+    if response.status_code != 200:
+        raise ManagerUnavailable(f"HTTP {response.status_code}")
+    try:
+        version = response.json().get("version", "?")
+    except ValueError:
+        raise ManagerUnavailable("HTTP 200 but not JSON: not a Flamenco Manager?") from None
+    return f"Flamenco Manager {version}"
+
+
+class _StopWhen(stop_base):
+    def __init__(self, predicate: Callable[[], bool]) -> None:
+        self.predicate = predicate
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.predicate()
+
+
+def wait_for_manager(
+    check: ManagerCheck,
+    sleep: Callable[[float], None],
+    should_stop: Callable[[], bool],
+) -> str:
+    """Poll until the Manager answers; one log line per failed attempt with the time
+    so far and the reason. Raises ``ManagerUnavailable`` past the deadline or when
+    ``should_stop`` says so (``sleep`` must return early then)."""
+    started = time.monotonic()
+
+    def log_attempt(state: RetryCallState) -> None:
+        assert state.outcome is not None and state.next_action is not None
+        log.warning(
+            "Manager %s: attempt %d after %.1f s: %s; next attempt in %.1f s",
+            check.url,
+            state.attempt_number,
+            time.monotonic() - started,
+            state.outcome.exception(),
+            state.next_action.sleep,
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(ManagerUnavailable),
+        wait=backoff(check.cap),
+        stop=stop_any(
+            _StopWhen(should_stop),
+            stop_after_delay(check.deadline) if check.deadline else stop_never,
+        ),
+        sleep=sleep,
+        before_sleep=log_attempt,
+        reraise=True,
+    )
+    with requests.Session() as session:
+        session.trust_env = False  # a node's proxy settings are not for the farm's LAN
+        answer = retrying(probe, session, check)
+    log.info("Manager %s answered after %.1f s: %s", check.url, time.monotonic() - started, answer)
+    return answer
+
+
+def worker_id(credentials: Path) -> Optional[str]:
+    """The v3 worker's id from its credentials file (never its secret)."""
+    try:
+        document = yaml.safe_load(credentials.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    value = document.get("worker_id") if isinstance(document, dict) else None
+    return str(value) if value else None
+
+
+def forget_worker(url: str, worker: str) -> bool:
+    """Remove a worker's entry from the Manager (``DELETE /api/v3/worker-mgt/workers/
+    {id}``); True when it is gone. Failures are logged, never raised."""
+    target = f"{url.rstrip('/')}/api/v3/worker-mgt/workers/{worker}"
+    try:
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.delete(target, timeout=PROBE_TIMEOUT)
+    except requests.RequestException as exc:
+        log.warning("could not remove worker %s from the Manager: %s", worker, reason(exc))
+        return False
+    if response.status_code in (200, 204, 404):
+        log.info(
+            "removed worker %s from the Manager (HTTP %d): the node comes back with a "
+            "wiped disk and registers anew",
+            worker,
+            response.status_code,
+        )
+        return True
+    log.warning(
+        "could not remove worker %s from the Manager: HTTP %d", worker, response.status_code
+    )
+    return False

@@ -1,0 +1,122 @@
+"""A threaded HTTP server on 127.0.0.1 that records every request."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Optional
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request a stand-in received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        """The body as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a stand-in answers."""
+
+    status: int
+    body: Any = None  # JSON-encoded unless bytes
+
+    def encoded(self) -> bytes:
+        """The body as bytes."""
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        return json.dumps(self.body).encode()
+
+
+Handler = Callable[[Request], Optional[Response]]
+
+
+class StandinServer:
+    """Serves ``handle(request)`` on 127.0.0.1; ``port=0`` picks a free port. A
+    handler returning None drops the connection without an answer."""
+
+    def __init__(self, handle: Handler, port: int = 0) -> None:
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = Request(
+                    self.command,
+                    self.path,
+                    dict(self.headers.items()),
+                    self.rfile.read(length) if length else b"",
+                    time.time(),
+                )
+                with outer._lock:
+                    outer.requests.append(request)
+                response = handle(request)
+                if response is None:
+                    self.close_connection = True
+                    return
+                body = response.encoded()
+                self.send_response(response.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the recorded requests are the log."""
+
+        self._handler_class = _Handler
+        self._port = port
+        self._server: Optional[ThreadingHTTPServer] = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one asked for, until it is started)."""
+        return int(self._server.server_address[1]) if self._server else self._port
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> StandinServer:
+        """Bind the port (not before: a stand-in that is not started must refuse
+        connections, as a server that is down does) and serve in the background."""
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler_class)
+        self._server.daemon_threads = True
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def received(self, method: str, path_prefix: str) -> list[Request]:
+        """The requests so far with this method whose path starts with the prefix."""
+        with self._lock:
+            return [
+                r for r in self.requests if r.method == method and r.path.startswith(path_prefix)
+            ]

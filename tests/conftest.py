@@ -1,0 +1,27 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+from tests.agent import Agent, start_agent
+
+
+@pytest.fixture
+def run_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    """Start the real agent (``tests.agent.start_agent``) in ``tmp_path`` or ``where``;
+    every agent started is stopped, with its tree and stand-ins, after the test."""
+    started: list[Agent] = []
+
+    def start(steps: str, where: Optional[Path] = None, **kwargs: Any) -> Agent:
+        agent = start_agent(where or tmp_path, steps, **kwargs)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()

@@ -1,0 +1,143 @@
+"""Scheduled Events: parsing, deciding, and the watcher against the stand-in IMDS."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from node_agent.preempt import EventWatcher, Reaction, ScheduledEvent, due, parse_events
+from node_agent.standins.imds import EVENTS_PATH, FakeImds
+from tests.helpers import wait_until
+from tests.nodes import CLOSED_LOOPBACK
+
+
+def test_parse_events() -> None:
+    document = {
+        "DocumentIncarnation": 3,
+        "Events": [
+            {"EventId": "A", "EventType": "Preempt", "Resources": ["vm1"], "NotBefore": ""},
+            {
+                "EventId": "B",
+                "EventType": "Reboot",
+                "Resources": ["vm1", "vm2"],
+                "NotBefore": "Mon, 19 Sep 2016 18:29:47 GMT",
+            },
+        ],
+    }
+    a, b = parse_events(document)
+    assert (a.event_id, a.reaction, a.not_before) == ("A", Reaction.STOP_NOW, None)
+    assert b.resources == ("vm1", "vm2") and b.not_before == 1474309787.0
+    assert parse_events({"Events": []}) == []
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"Events": None},
+        {"Events": [{"EventType": "x"}]},
+        {"Events": [{"EventId": "A", "NotBefore": "soon"}]},
+    ],
+)
+def test_parse_events_rejects_garbage(document: object) -> None:
+    with pytest.raises(ValueError):
+        parse_events(document)
+
+
+def _event(kind: str, not_before: float | None = None) -> ScheduledEvent:
+    return ScheduledEvent("E", kind, ("vm",), not_before)
+
+
+def test_when_each_event_stops_the_worker() -> None:
+    now = 1000.0
+    assert due(_event("Preempt"), now, 45)
+    assert due(_event("Terminate", now + 600), now, 45)
+    assert not due(_event("Reboot", now + 600), now, 45)
+    assert due(_event("Reboot", now + 40), now, 45)
+    assert due(_event("Redeploy"), now, 45)  # started: no NotBefore any more
+    assert not due(_event("Freeze"), now, 45)
+    assert not due(_event("SomethingNew"), now, 45)
+
+
+@pytest.fixture
+def imds() -> Iterator[FakeImds]:
+    fake = FakeImds(vm_name="vm-1").start()
+    yield fake
+    fake.stop()
+
+
+def _watch(url: str, timeout: float = 2.0) -> tuple[EventWatcher, list[ScheduledEvent]]:
+    stops: list[ScheduledEvent] = []
+    watcher = EventWatcher(
+        url, stops.append, margin=45, poll=0.02, timeout=timeout, backoff_cap=0.1
+    ).start()
+    return watcher, stops
+
+
+def test_the_stand_in_insists_on_the_metadata_header(imds: FakeImds) -> None:
+    assert requests.get(imds.url + EVENTS_PATH, timeout=5).status_code == 400
+    answer = requests.get(imds.url + EVENTS_PATH, headers={"Metadata": "true"}, timeout=5)
+    assert answer.json()["Events"] == []
+
+
+def test_preempt_for_this_vm_stops_and_is_acknowledged(imds: FakeImds) -> None:
+    watcher, stops = _watch(imds.url)
+    try:
+        wait_until(lambda: watcher.vm_name == "vm-1")
+        imds.schedule("Freeze", "F-1")
+        imds.schedule("Preempt", "OTHER", resources=["vm-2"])
+        wait_until(lambda: len(imds.server.received("GET", EVENTS_PATH)) >= 5)
+        assert stops == []
+        imds.schedule("Preempt", "P-1")
+        [event] = wait_until(lambda: stops)
+        assert (event.event_id, event.event_type) == ("P-1", "Preempt")
+        assert watcher.acknowledge(event)
+        assert imds.acknowledged() == ["P-1"]
+    finally:
+        watcher.stop()
+
+
+def test_every_failure_kind_is_logged_once_and_watching_goes_on(
+    imds: FakeImds, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "node_agent")
+    watcher, stops = _watch(imds.url, timeout=0.2)
+    try:
+        wait_until(lambda: watcher.vm_name == "vm-1")
+        for mode, kind in (
+            ("400", "HTTP 400"),
+            ("429", "HTTP 429"),
+            ("500", "HTTP 500"),
+            ("garbage", "invalid JSON"),
+            ("hang", "timeout"),
+        ):
+            imds.fail(mode)
+            seen = len(imds.server.requests)
+            # Two failed polls of this kind.
+            wait_until(lambda seen=seen: len(imds.server.requests) >= seen + 2, 60)
+            wait_until(lambda kind=kind: any(kind in r.getMessage() for r in caplog.records))
+        imds.fail(None)
+        imds.schedule("Terminate", "T-1")
+        [event] = wait_until(lambda: stops, 90)
+        assert event.event_id == "T-1"
+    finally:
+        watcher.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    for kind in ("HTTP 400", "HTTP 429", "HTTP 500", "invalid JSON", "timeout"):
+        assert sum(kind in m for m in messages) == 1, (kind, messages)
+
+
+def test_off_azure_the_watcher_stays_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "node_agent")
+    watcher, stops = _watch(CLOSED_LOOPBACK)
+    try:
+        wait_until(lambda: watcher.failures >= 3)
+    finally:
+        watcher.stop()
+    [record] = caplog.records
+    assert "no Instance Metadata Service" in record.getMessage()
+    assert "not on Azure?" in record.getMessage()
+    assert stops == []
