@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from node_agent.env import BatchEnv
+from node_agent.simulate import rebase
 from tests.helpers import fixture_env
 
 # The stand-in tools print the first line their real counterparts print.
@@ -57,17 +58,6 @@ class TestNode:
         """Write the environment to a KEY=VALUE file and return its path."""
         path.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.environ.items())))
         return path
-
-
-def rebase(environ: dict[str, str], old_root: str, new_root: str) -> dict[str, str]:
-    """The variables with every path under ``old_root`` moved under ``new_root``, in
-    ``:``-separated lists such as ``PATH`` too."""
-
-    def move(part: str) -> str:
-        inside = part == old_root or part.startswith(old_root + "/")
-        return new_root + part[len(old_root) :] if inside else part
-
-    return {k: ":".join(move(part) for part in v.split(":")) for k, v in environ.items()}
 
 
 def make_node(

@@ -19,7 +19,7 @@ class FakeManager:
 
     def __init__(self, port: int = 0) -> None:
         self.workers: dict[str, dict[str, object]] = {}
-        self.requested_status = ""  # "", "restart" or "offline": next sign-on/state answer
+        self._requests: dict[str, str] = {}  # worker id -> status to deliver once
         self._lock = threading.Lock()
         self.server = StandinServer(self._handle, port)
 
@@ -36,6 +36,12 @@ class FakeManager:
     def stop(self) -> None:
         """Stop serving."""
         self.server.stop()
+
+    def ask(self, status: str) -> None:
+        """Ask every registered worker for a state ("restart" or "offline"), delivered
+        once, at its next state poll."""
+        with self._lock:
+            self._requests.update((worker_id, status) for worker_id in self.workers)
 
     def registered_names(self) -> list[str]:
         """The names of every registration so far, in order."""
@@ -96,12 +102,13 @@ class FakeManager:
             action = path[len(f"{API}/worker/") :]
             if action == "sign-on":
                 self.workers[worker_id]["status"] = "awake"
-                return Response(200, {"status_requested": self.requested_status})
+                return Response(200, {"status_requested": ""})
             if action == "sign-off":
                 self.workers[worker_id]["status"] = "offline"
                 return Response(204)
             if action == "state":
-                status = self.requested_status
+                with self._lock:
+                    status = self._requests.pop(worker_id, "")
                 return Response(200, {"status_requested": status}) if status else Response(204)
             if action in ("state-changed", "task"):
                 return Response(204)

@@ -1,0 +1,281 @@
+"""Ship it: the package builder, the pool template, and a simulated Batch node
+running the real start task from the built package."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from node_agent.envfile import load_env_file
+from node_agent.simulate import SimulatedNode, start_task_command
+from node_agent.standins.imds import EVENTS_PATH, FakeImds
+from node_agent.standins.manager import FakeManager
+from tests.helpers import AZ_ENV, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "packaging" / "build"
+POOL = REPO / "packaging" / "pool.json"
+STANDINS = REPO / "packaging" / "standin-packages"
+NODE_NAME = "spot-render-v3-0f6a1c2e9d8b"
+
+
+def _build(worker: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BUILD), "--worker", str(worker), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("package") / "flamenco-worker.zip"
+    result = _build(REPO / "packaging" / "standin-worker", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"built {out}: ") and "MiB" in result.stdout
+    return out
+
+
+def test_same_inputs_build_the_same_bytes(package: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.zip"
+    assert _build(REPO / "packaging" / "standin-worker", again).returncode == 0
+    assert again.read_bytes() == package.read_bytes()
+
+
+def test_package_layout(package: Path) -> None:
+    with zipfile.ZipFile(package) as archive:
+        infos = {i.filename: i for i in archive.infolist()}
+        names = [i.filename for i in archive.infolist()]  # in archive order
+    assert names == sorted(names)
+    assert "node-agent" in infos and "flamenco-worker" in infos  # at the top level
+    assert not any(n.startswith("node_agent/") or "/node_agent/standins/" in n for n in names)
+    assert any(
+        n.startswith("_node_agent/vendor-x86_64/psutil/") and n.endswith(".abi3.so") for n in names
+    )
+    assert not any(".cpython-" in n and n.endswith(".so") for n in names)
+    for name in ("node-agent", "flamenco-worker"):
+        assert (infos[name].external_attr >> 16) & 0o777 == 0o755
+    assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in infos.values())
+    assert all(((i.external_attr >> 16) & 0o170000) == 0o100000 for i in infos.values())
+
+
+def _interpreters() -> list[str]:
+    """The machine's system python3, plus any real 3.9 or 3.12 interpreter installed
+    (pyenv's versions here): each must run the packaged agent."""
+    candidates = [shutil.which("python3", path="/usr/bin:/bin") or "python3"]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.9*/bin/python3"))
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.12*/bin/python3"))
+    return [
+        c
+        for c in candidates
+        if subprocess.run([c, "-c", "pass"], capture_output=True, check=False).returncode == 0
+    ]
+
+
+@pytest.mark.parametrize("python", _interpreters())
+def test_packaged_agent_runs_isolated(package: Path, tmp_path: Path, python: str) -> None:
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(tmp_path)
+    # -I: no site-packages, no user site, no PYTHON* variables: only what is vendored.
+    result = subprocess.run(
+        [
+            python,
+            "-I",
+            str(tmp_path / "node-agent"),
+            "env",
+            "--json",
+            "--env-file",
+            str(AZ_ENV / "seed.env"),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["packages"][2]["version"] == "2.2.1"
+    imports = subprocess.run(
+        [
+            python,
+            "-I",
+            "-c",
+            "import sys; sys.path[:0] = sys.argv[1:]; "
+            "import node_agent.agent, requests, yaml, psutil, tenacity; print(psutil.__file__)",
+            str(tmp_path / "_node_agent/lib"),
+            str(tmp_path / "_node_agent/vendor-x86_64"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert imports.returncode == 0, imports.stderr
+    assert imports.stdout.startswith(str(tmp_path / "_node_agent/vendor-x86_64"))
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("missing", "no flamenco-worker executable at its top level"),
+        ("not-executable", "not executable; chmod +x it"),
+        ("symlink", "a symlink; a zip cannot hold one"),
+        ("reserved", "the package builder puts its own node-agent there"),
+    ],
+)
+def test_builder_refuses_a_bad_worker_release(tmp_path: Path, fault: str, message: str) -> None:
+    worker = tmp_path / "release"
+    worker.mkdir()
+    exe = worker / "flamenco-worker"
+    if fault != "missing":
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o644 if fault == "not-executable" else 0o755)
+    if fault == "symlink":
+        (worker / "tools").symlink_to("/usr/bin")
+    if fault == "reserved":
+        (worker / "node-agent").write_text("")
+    result = _build(worker, tmp_path / "out.zip")
+    assert result.returncode == 3
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_pool_template_matches_the_batch_sdk() -> None:
+    from azure.batch.models import PoolAddParameter
+
+    document = json.loads(POOL.read_text())
+    model = PoolAddParameter.deserialize(document)
+    assert not model.validate()
+    # The SDK drops fields it does not know: a misspelt one would be missing here.
+    assert model.serialize(keep_readonly=True) == document
+    start = document["startTask"]
+    assert start["waitForSuccess"] is False
+    assert start["userIdentity"]["autoUser"]["elevationLevel"] == "nonadmin"
+    assert start["commandLine"].startswith("/bin/sh -c ")
+    assert {r["applicationId"] for r in document["applicationPackageReferences"]} == {
+        "blender",
+        "ffmpeg",
+        "flamenco-worker",
+    }
+    assert "FLAMENCO_MANAGER_URL" in start_task_command(POOL)[1]
+
+
+def _zip_folder(folder: Path, out: Path) -> Path:
+    with zipfile.ZipFile(out, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                info = zipfile.ZipInfo(path.relative_to(folder).as_posix())
+                info.create_system = 3
+                info.external_attr = (0o100000 | (path.stat().st_mode & 0o777)) << 16
+                archive.writestr(info, path.read_bytes())
+    return out
+
+
+@pytest.fixture
+def services() -> Iterator[tuple[FakeManager, FakeImds]]:
+    manager, imds = FakeManager().start(), FakeImds().start()
+    yield manager, imds
+    manager.stop()
+    imds.stop()
+
+
+def _tree_of(root: Path) -> list[psutil.Process]:
+    """Every process whose command line or working dir lies in the node's root."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        info = process.info
+        text = " ".join(info["cmdline"] or []) + " " + (info["cwd"] or "")
+        if str(root) in text:
+            found.append(process)
+    return found
+
+
+def test_simulated_node_end_to_end(
+    package: Path, tmp_path: Path, services: tuple[FakeManager, FakeImds]
+) -> None:
+    manager, imds = services
+    root = tmp_path / "batch" / "tasks"
+    fixture = load_env_file(str(AZ_ENV / "newer_spot.env"))
+    packages = {
+        "flamenco-worker": package,
+        "blender": _zip_folder(STANDINS / "blender", tmp_path / "blender.zip"),
+        "ffmpeg": _zip_folder(STANDINS / "ffmpeg", tmp_path / "ffmpeg.zip"),
+    }
+    node = SimulatedNode(
+        root,
+        fixture,
+        packages,
+        POOL,
+        {"FLAMENCO_MANAGER_URL": manager.url, "NODE_AGENT_IMDS_URL": imds.url},
+    )
+    node.lay_out()
+    stdout, stderr = node.startup / "stdout.txt", node.startup / "stderr.txt"
+
+    # First boot: the worker registers with the node's name and starts working.
+    node.start()
+    wait_until(
+        lambda: b"signed on" in stdout.read_bytes() and b"ffmpeg:" in stdout.read_bytes(), 60
+    )
+    assert manager.registered_names() == [NODE_NAME]
+    shared = root / "shared"
+    path = node.environ["PATH"]
+    for tool in ("blender", "ffmpeg", "ffprobe"):
+        assert shutil.which(tool, path=path) == str(shared / tool)
+    out = stdout.read_text()
+    assert f"blender: {shared}/blender: Blender 4.2.3 (stand-in)" in out
+    assert "STAND-IN Flamenco Worker starting" in out and "node-agent:" not in out
+    err = stderr.read_text()
+    assert "node-agent: INFO: worker started" in err and "STAND-IN" not in err
+    config = yaml.safe_load((shared / ".node-agent/worker/flamenco-worker.yaml").read_text())
+    assert config == {
+        "manager_url": manager.url,
+        "task_types": ["blender", "ffmpeg", "file-management", "misc"],
+        "restart_exit_code": 75,
+        "worker_name": NODE_NAME,
+    }
+    credentials = yaml.safe_load(
+        (shared / ".node-agent/worker/home/flamenco-worker-credentials.yaml").read_text()
+    )
+
+    # The node is stopped (deleted, or rebooting): nothing is left behind.
+    assert node.stop() == 0
+    assert _tree_of(root) == []
+    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 1
+
+    # Reboot: the start task runs again and the worker re-uses its credentials.
+    node.start()
+    wait_until(lambda: stdout.read_text().count("signed on") == 2, 60)
+    assert manager.registered_names() == [NODE_NAME]
+    assert "using the credentials in" in stdout.read_text()
+
+    # The Manager asks for a restart: the worker exits with the restart code and the
+    # agent starts it again at once.
+    manager.ask("restart")
+    wait_until(lambda: stdout.read_text().count("signed on") == 3, 60)
+    assert "the worker asked to be restarted; restart now" in stderr.read_text()
+
+    # Spot preemption: the worker signs off, the Manager drops it, the event is
+    # acknowledged, and the start task ends.
+    imds.schedule("Preempt", "EVICT-1")
+    assert node.process is not None and node.process.wait(60) == 0
+    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 2
+    assert credentials["worker_id"] not in manager.workers
+    assert imds.acknowledged() == ["EVICT-1"]
+    assert _tree_of(root) == []
+
+    # No secret in what an operator reads.
+    everything = stdout.read_text() + stderr.read_text()
+    for secret in (credentials["worker_secret"], fixture["AZ_BATCH_AUTHENTICATION_TOKEN"]):
+        assert secret not in everything
+    assert imds.server.received("GET", EVENTS_PATH)
