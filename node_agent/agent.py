@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
-from node_agent import bootstrap, proctree
+from node_agent import bootstrap, doctor, proctree
 from node_agent.bootstrap import Plan
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
@@ -32,6 +32,7 @@ log = get_logger("agent")
 
 # Reboot/Redeploy: stop the worker this long before NotBefore, beyond its grace.
 EVENT_MARGIN = 15.0
+STARTUP_CHECK_LIMIT = 15.0  # seconds the start-up health report may take
 
 
 def credentials_path(plan: Plan) -> Path:
@@ -54,6 +55,7 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
         stop_stale_worker(read_state(state_path), settings.stop_grace)
         done = bootstrap.apply(plan)
         log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
+        _report_health(environ)
         if not proctree.become_subreaper():
             log.warning(
                 "cannot become a child subreaper: orphaned worker processes may outlive a stop"
@@ -79,6 +81,19 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
                 watcher.stop()
     finally:
         lock.release()
+
+
+def _report_health(environ: Mapping[str, str]) -> None:
+    """The doctor's report, once, into stderr.txt: the answer is there even when
+    nobody logs in. Before supervision starts, so its processes are its own."""
+    rows = doctor.run_checks(environ, limit=STARTUP_CHECK_LIMIT)
+    failed = sum(r.status is doctor.Status.FAILED for r in rows)
+    log.info(
+        "health report (node-agent doctor): %s",
+        "all checks passed" if not failed else f"{failed} check(s) failed",
+    )
+    for line in doctor.render(rows).splitlines():
+        log.info("  %s", line)
 
 
 def _supervisor(

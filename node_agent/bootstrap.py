@@ -171,7 +171,9 @@ def _state(path: str, read: bool = False) -> PathState:
     )
 
 
-def _locate(package_dir: str, name: str) -> Optional[Found]:
+def locate(package_dir: str, name: str) -> Optional[Found]:
+    """An executable at the top of a package folder, or one level down when the zip
+    wrapped everything in one folder; None when neither."""
     top = os.path.join(package_dir, name)
     state = _state(top)
     if state.kind is Kind.FILE:
@@ -222,7 +224,7 @@ def survey(env: BatchEnv, settings: Settings) -> Survey:
     except OSError as exc:
         raise RuntimeFailure(f"{exc.filename}: cannot read: {exc.strerror}") from None
     executables = {
-        (package.path, name): _locate(package.path, name)
+        (package.path, name): locate(package.path, name)
         for package, name in _wanted_executables(env, settings)
     }
     return Survey(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Optional
 
-from node_agent import __version__, agent, bootstrap
+from node_agent import __version__, agent, bootstrap, doctor
 from node_agent.env import BatchEnv
 from node_agent.envfile import overlay
 from node_agent.envview import env_summary, env_to_json
@@ -22,6 +22,7 @@ from node_agent.errors import (
     EXIT_INVALID,
     EXIT_NOT_RUNNING,
     EXIT_OK,
+    EXIT_UNHEALTHY,
     InvalidInput,
     Problem,
     RuntimeFailure,
@@ -165,6 +166,16 @@ def status_text(state: AgentState, agent_alive: bool, worker_alive: bool) -> str
     return "\n".join(f"{label:<11} {value}" for label, value in rows)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Run every check; print one row each (or JSON); exit 6 if any failed."""
+    rows = doctor.run_checks(_environ(args))
+    if args.json:
+        print(json.dumps(doctor.to_json(rows), indent=2))
+    else:
+        print(doctor.render(rows))
+    return EXIT_OK if doctor.healthy(rows) else EXIT_UNHEALTHY
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     """Print the parsed environment."""
     env = BatchEnv.from_environ(_environ(args))
@@ -227,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print JSON (shape: see README)")
     status.set_defaults(func=cmd_status)
+
+    diagnose = commands.add_parser(
+        "doctor", parents=[common], help="check the node and say how to fix what is wrong"
+    )
+    diagnose.add_argument("--json", action="store_true", help="print JSON (shape: see README)")
+    diagnose.set_defaults(func=cmd_doctor)
     return parser
 
 

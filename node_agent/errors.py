@@ -15,6 +15,7 @@ EXIT_USAGE = 2  # the command line itself is wrong (argparse's own code)
 EXIT_INVALID = 3  # the environment, an env file or the settings are invalid
 EXIT_ALREADY_RUNNING = 4  # run: another agent already supervises this node's worker
 EXIT_NOT_RUNNING = 5  # status: no agent is running on this node
+EXIT_UNHEALTHY = 6  # doctor: at least one check failed
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,9 @@ def test_simulated_node_end_to_end(
     assert "STAND-IN Flamenco Worker starting" in out and "node-agent:" not in out
     err = stderr.read_text()
     assert "node-agent: INFO: worker started" in err and "STAND-IN" not in err
+    # The doctor's report, once at start-up, is in stderr.txt for whoever reads it.
+    assert "node-agent: INFO: health report (node-agent doctor): all checks passed" in err
+    assert "node-agent: INFO:   OK       blender --version           Blender 4.2.3" in err
     config = yaml.safe_load((shared / ".node-agent/worker/flamenco-worker.yaml").read_text())
     assert config == {
         "manager_url": manager.url,
