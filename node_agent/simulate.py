@@ -53,6 +53,19 @@ def extract_like_batch(archive: Path, folder: Path) -> None:
                 os.chmod(target, mode)
 
 
+def zip_package(folder: Path, out: Path) -> Path:
+    """A package zip of a folder's files, at the zip's top level, Unix modes kept
+    (for the stand-in blender and ffmpeg packages)."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                info = zipfile.ZipInfo(path.relative_to(folder).as_posix())
+                info.create_system = 3  # Unix: external_attr holds the mode
+                info.external_attr = (0o100000 | (path.stat().st_mode & 0o777)) << 16
+                archive.writestr(info, path.read_bytes())
+    return out
+
+
 def start_task_command(pool_json: Path) -> tuple[str, dict[str, str]]:
     """The start task's command line and environment settings from a pool template."""
     start = json.loads(pool_json.read_text(encoding="utf-8"))["startTask"]

@@ -8,6 +8,8 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+from node_agent.standins.imds import FakeImds
+from node_agent.standins.manager import FakeManager
 from tests.agent import Agent, start_agent
 
 
@@ -25,3 +27,12 @@ def run_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     yield start
     for agent in started:
         agent.stop()
+
+
+@pytest.fixture
+def services() -> Iterator[tuple[FakeManager, FakeImds]]:
+    """A stand-in Manager and Metadata Service, serving, stopped after the test."""
+    manager, imds = FakeManager().start(), FakeImds().start()
+    yield manager, imds
+    manager.stop()
+    imds.stop()

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -28,14 +27,6 @@ SECRETS = {
     "STORAGE_ACCOUNT_KEY": "key-77e2-never-print-me",
 }
 WORKER_SECRET = "wsec-41b0-never-print-me"
-
-
-@pytest.fixture
-def services() -> Iterator[tuple[FakeManager, FakeImds]]:
-    manager, imds = FakeManager().start(), FakeImds().start()
-    yield manager, imds
-    manager.stop()
-    imds.stop()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,7 @@ from tests.nodes import TestNode
 from tests.test_manager import _free_port
 
 Start = Callable[..., Agent]
+Services = tuple[FakeManager, FakeImds]
 
 
 def _registered(tmp_path: Path, manager: FakeManager) -> TestNode:
@@ -58,16 +60,24 @@ def test_worker_starts_only_once_the_manager_answers(run_agent: Start) -> None:
     assert [r.path for r in manager.server.requests] == ["/api/v3/version"]
 
 
-def test_preempt_stops_the_worker_forgets_it_and_acknowledges(
-    tmp_path: Path, run_agent: Start
-) -> None:
-    manager, imds = FakeManager().start(), FakeImds().start()
+def _watching(tmp_path: Path, run_agent: Start, services: Services, steps: str) -> Agent:
+    """The agent on a node whose worker registered before, once its worker runs and
+    its watcher polls the stand-in Metadata Service."""
+    manager, imds = services
     node = _registered(tmp_path, manager)
-    agent = run_agent("count,term-stamp,wait", node=node, manager=manager, imds=imds)
+    agent = run_agent(steps, node=node, manager=manager, imds=imds)
     agent.wait_running()
     wait_until(lambda: imds.server.received("GET", EVENTS_PATH))
+    return agent
+
+
+def test_preempt_stops_the_worker_forgets_it_and_acknowledges(
+    tmp_path: Path, run_agent: Start, services: Services
+) -> None:
+    manager, imds = services
+    agent = _watching(tmp_path, run_agent, services, "count,term-stamp,wait")
+    scheduled = time.time()
     imds.schedule("Preempt", "PRE-1")
-    scheduled = imds.server.requests[-1].at
     assert agent.wait() == EXIT_OK
     exited = float((agent.work / "exited").read_text())  # the worker got SIGTERM
     assert exited >= scheduled
@@ -82,11 +92,12 @@ def test_preempt_stops_the_worker_forgets_it_and_acknowledges(
     assert b"s3cret-of-w-42" not in agent.stderr + agent.stdout
 
 
-def test_other_vms_events_and_freeze_are_ignored(tmp_path: Path, run_agent: Start) -> None:
-    manager, imds = FakeManager().start(), FakeImds().start()
-    node = _registered(tmp_path, manager)
-    agent = run_agent("count,wait", node=node, manager=manager, imds=imds)
-    worker = agent.wait_running()["worker_pid"]
+def test_other_vms_events_and_freeze_are_ignored(
+    tmp_path: Path, run_agent: Start, services: Services
+) -> None:
+    manager, imds = services
+    agent = _watching(tmp_path, run_agent, services, "count,wait")
+    worker = agent.state()["worker_pid"]
     imds.schedule("Preempt", "NOT-US", resources=["another-vm"])
     imds.schedule("Freeze", "FRZ-1")
     wait_until(lambda: b"scheduled event FRZ-1 for this VM: Freeze (log only)" in agent.stderr)
@@ -101,13 +112,11 @@ def test_other_vms_events_and_freeze_are_ignored(tmp_path: Path, run_agent: Star
 
 
 def test_a_failing_metadata_service_never_stops_the_worker(
-    tmp_path: Path, run_agent: Start
+    tmp_path: Path, run_agent: Start, services: Services
 ) -> None:
-    manager, imds = FakeManager().start(), FakeImds().start()
-    node = _registered(tmp_path, manager)
-    agent = run_agent("count,wait", node=node, manager=manager, imds=imds)
-    worker = agent.wait_running()["worker_pid"]
-    wait_until(lambda: imds.server.received("GET", EVENTS_PATH))
+    _, imds = services
+    agent = _watching(tmp_path, run_agent, services, "count,wait")
+    worker = agent.state()["worker_pid"]
     for mode, kind in (("500", b"HTTP 500"), ("garbage", b"invalid JSON")):
         imds.fail(mode)
         wait_until(lambda kind=kind: kind in agent.stderr, 60)

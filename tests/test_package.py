@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from node_agent.envfile import load_env_file
-from node_agent.simulate import SimulatedNode, start_task_command
+from node_agent.simulate import SimulatedNode, start_task_command, zip_package
 from node_agent.standins.imds import EVENTS_PATH, FakeImds
 from node_agent.standins.manager import FakeManager
 from tests.helpers import AZ_ENV, wait_until
@@ -171,25 +170,6 @@ def test_pool_template_matches_the_batch_sdk() -> None:
     assert "FLAMENCO_MANAGER_URL" in start_task_command(POOL)[1]
 
 
-def _zip_folder(folder: Path, out: Path) -> Path:
-    with zipfile.ZipFile(out, "w") as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                info = zipfile.ZipInfo(path.relative_to(folder).as_posix())
-                info.create_system = 3
-                info.external_attr = (0o100000 | (path.stat().st_mode & 0o777)) << 16
-                archive.writestr(info, path.read_bytes())
-    return out
-
-
-@pytest.fixture
-def services() -> Iterator[tuple[FakeManager, FakeImds]]:
-    manager, imds = FakeManager().start(), FakeImds().start()
-    yield manager, imds
-    manager.stop()
-    imds.stop()
-
-
 def _tree_of(root: Path) -> list[psutil.Process]:
     """Every process whose command line or working dir lies in the node's root."""
     found = []
@@ -209,8 +189,8 @@ def test_simulated_node_end_to_end(
     fixture = load_env_file(str(AZ_ENV / "newer_spot.env"))
     packages = {
         "flamenco-worker": package,
-        "blender": _zip_folder(STANDINS / "blender", tmp_path / "blender.zip"),
-        "ffmpeg": _zip_folder(STANDINS / "ffmpeg", tmp_path / "ffmpeg.zip"),
+        "blender": zip_package(STANDINS / "blender", tmp_path / "blender.zip"),
+        "ffmpeg": zip_package(STANDINS / "ffmpeg", tmp_path / "ffmpeg.zip"),
     }
     node = SimulatedNode(
         root,
