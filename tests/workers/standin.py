@@ -49,6 +49,13 @@ def _write(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _publish(name: str, text: str) -> None:
+    """Write $DIR/name whole: a reader never sees it half-written."""
+    temp = DIR / f".{name}.{os.getpid()}"
+    temp.write_text(text)
+    os.replace(temp, DIR / name)
+
+
 def _sleeper(ignore_term: bool) -> None:
     if ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -66,7 +73,7 @@ def _fork_child(name: str, ignore_term: bool, daemon: bool) -> None:
         os.setsid()
         if os.fork():
             os._exit(0)
-    (DIR / name).write_text(str(os.getpid()))
+    _publish(name, str(os.getpid()))
     _sleeper(ignore_term)
 
 
@@ -110,7 +117,7 @@ def main() -> None:
         elif name == "term-stamp":
 
             def stamped_exit(*_: object) -> None:
-                (DIR / "exited").write_text(repr(time.time()))
+                _publish("exited", repr(time.time()))
                 os._exit(1)
 
             signal.signal(signal.SIGTERM, stamped_exit)
