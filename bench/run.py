@@ -8,7 +8,8 @@ than an absolute time. Not a test: nothing here passes or fails.
   agent to a file, against the same producer piped to ``cat`` into a file. Whole-run
   wall time, wall time net of fixed start-up (a 0-line run subtracted from each),
   and forwarder CPU per line (producer CPU subtracted);
-- idle CPU of the agent over 30 s with a quiet worker, against ``sleep``;
+- idle CPU of the agent over 30 s with a quiet worker, against ``sleep``, while it
+  polls the (stand-in) Metadata Service once a second as it does on Azure;
 - resident memory of the agent, against a bare Python interpreter;
 - stop latency: worker exit -> agent exit for a tree that obeys SIGTERM; SIGTERM ->
   agent exit for one that ignores it, against the grace period.
@@ -17,6 +18,7 @@ than an absolute time. Not a test: nothing here passes or fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shlex
@@ -30,6 +32,8 @@ from pathlib import Path
 
 import psutil
 
+from node_agent.standins.imds import FakeImds
+from node_agent.standins.manager import FakeManager
 from tests.agent import STANDIN, worker_node
 from tests.helpers import wait_until
 
@@ -56,6 +60,11 @@ def _timed(argv: list[str], env: dict[str, str], stdout: Path) -> tuple[float, f
     return wall, _cpu(usage)
 
 
+# The stand-in Manager and Metadata Service every agent here talks to (set in main):
+# the Metadata Service answers, so the agent polls it once a second, as on Azure.
+SERVICES: dict[str, str] = {}
+
+
 def _agent_env(root: Path, steps: str, **extra: str) -> dict[str, str]:
     node = worker_node(root)
     return {
@@ -63,6 +72,7 @@ def _agent_env(root: Path, steps: str, **extra: str) -> dict[str, str]:
         "PATH": node.environ["PATH"] + ":" + os.environ["PATH"],
         "FAKE_WORKER": steps,
         "FAKE_WORKER_DIR": str(root),
+        **SERVICES,
         **extra,
     }
 
@@ -137,6 +147,16 @@ def forwarding(
     }
 
 
+def _cpu_ns(pid: int) -> int:
+    """CPU time of every thread of a process in nanoseconds (schedstat: psutil's
+    clock ticks of 10 ms cannot resolve a tenth of a percent over 30 s)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
 def idle_and_memory(tmp: Path, seconds: float) -> dict[str, float]:
     """Agent CPU over ``seconds`` with a quiet worker, and its RSS; baselines: a
     ``sleep`` process over the same time, and a bare interpreter's RSS."""
@@ -144,11 +164,11 @@ def idle_and_memory(tmp: Path, seconds: float) -> dict[str, float]:
     sleeper = subprocess.Popen(["sleep", str(seconds + 30)])
     bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        me, other = psutil.Process(agent.pid), psutil.Process(sleeper.pid)
-        before, other_before = sum(me.cpu_times()[:2]), sum(other.cpu_times()[:2])
+        before, other_before = _cpu_ns(agent.pid), _cpu_ns(sleeper.pid)
         time.sleep(seconds)  # the measurement window itself
-        used = sum(me.cpu_times()[:2]) - before
-        other_used = sum(other.cpu_times()[:2]) - other_before
+        used = (_cpu_ns(agent.pid) - before) / 1e9
+        other_used = (_cpu_ns(sleeper.pid) - other_before) / 1e9
+        me = psutil.Process(agent.pid)
         rss = me.memory_info().rss / 2**20
         bare_rss = psutil.Process(bare.pid).memory_info().rss / 2**20
     finally:
@@ -199,6 +219,8 @@ def main() -> None:
     args = parser.parse_args()
     lines = LINES // 10 if args.quick else LINES
     repeat = 1 if args.quick else 3
+    manager, imds = FakeManager().start(), FakeImds().start()
+    SERVICES.update(FLAMENCO_MANAGER_URL=manager.url, NODE_AGENT_IMDS_URL=imds.url)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         forwarded = {

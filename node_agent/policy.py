@@ -80,10 +80,6 @@ class RestartPolicy:
         delay: float = wait(attempt_state(decision.failures))
         return delay
 
-    def window(self, failures: int) -> float:
-        """The upper bound of the jittered delay after ``failures`` failures."""
-        return min(self.backoff_cap, self.backoff_initial * 2.0 ** (failures - 1))
-
 
 def attempt_state(number: int) -> RetryCallState:
     """A retry state for tenacity's wait strategies, which read only the attempt

@@ -28,7 +28,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
-    stop_after_attempt,
     stop_never,
 )
 
@@ -183,7 +182,7 @@ class Supervisor:
             retrying = Retrying(
                 retry=retry_if_exception_type(WorkerExited),
                 wait=self._wait_for,
-                stop=stop_after_attempt(limit + 1) if limit else stop_never,
+                stop=self._give_up if limit else stop_never,
                 sleep=self._sleep,
                 before_sleep=self._before_sleep,
                 reraise=True,
@@ -202,6 +201,11 @@ class Supervisor:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _give_up(self, retry_state: RetryCallState) -> bool:
+        """tenacity's stop: ``max_restarts`` failed restarts in a row (the streak a
+        healthy run or a requested restart resets), not restarts overall."""
+        return self.state.consecutive_failures > self.settings.max_restarts
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if signum != signal.SIGCHLD:

@@ -62,9 +62,8 @@ def test_crash_loop_after_five_quick_failures() -> None:
 
 
 def test_delays_are_full_jitter_in_a_growing_capped_window() -> None:
-    policy = _policy()
-    windows = [policy.window(n) for n in range(1, 10)]
-    assert windows == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    policy = _policy()  # 1 s initial window, 60 s cap
+    windows = [1, 2, 4, 8, 16, 32, 60, 60, 60]
     for failures, window in enumerate(windows, start=1):
         decision = policy.decide(1, 1.0, failures - 1)
         delays = [policy.delay(decision) for _ in range(300)]

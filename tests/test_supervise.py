@@ -13,7 +13,7 @@ from typing import Callable
 import psutil
 import pytest
 
-from node_agent.errors import EXIT_ALREADY_RUNNING, EXIT_NOT_RUNNING, EXIT_OK
+from node_agent.errors import EXIT_ALREADY_RUNNING, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
 from tests.workers.standin import MIXED_STDERR, MIXED_STDOUT
@@ -109,6 +109,15 @@ def test_crash_loop_backs_off_and_is_reported(run_agent: Start) -> None:
 def _tree_pids(agent: Agent) -> list[int]:
     work = agent.work
     return [agent.runs()[-1], *(int((work / n).read_text()) for n in ("child", "daemon"))]
+
+
+def test_max_restarts_counts_failures_in_a_row_only(run_agent: Start) -> None:
+    # Two requested restarts first (not failures), then failures until it gives up.
+    agent = run_agent("count,exit-first:2:75,exit:3", NODE_AGENT_MAX_RESTARTS="2")
+    assert agent.wait() == EXIT_FAILURE
+    assert len(agent.runs()) == 2 + 3  # the failures: the first run and 2 restarts
+    assert b"gave up after 2 failed restarts in a row (max_restarts)" in agent.stderr
+    assert agent.state()["consecutive_failures"] == 3
 
 
 def test_sigterm_stops_the_whole_tree(run_agent: Start) -> None:
