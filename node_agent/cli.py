@@ -9,7 +9,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Callable, Optional
 
 from node_agent import __version__, agent, bootstrap, doctor
@@ -31,7 +30,7 @@ from node_agent.layout import Layout
 from node_agent.lock import AlreadyRunning
 from node_agent.log import get_logger, hide_secrets, setup_logging
 from node_agent.redact import is_secret
-from node_agent.settings import CONFIG_FILE_NAME, SPECS, Settings, load_settings
+from node_agent.settings import SPECS, Settings, load_settings, package_config
 from node_agent.state import (
     STATE_FILE,
     AgentState,
@@ -57,11 +56,9 @@ def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settin
         env = BatchEnv.from_environ(environ)
     except InvalidInput as exc:
         problems.extend(exc.problems)
-    worker = env.find_package("flamenco-worker") if env else None
-    package_config = Path(worker.path, CONFIG_FILE_NAME) if worker else None
     command_line = {spec.key: getattr(args, spec.key) for spec in SPECS}
     try:
-        settings = load_settings(environ, command_line, package_config)
+        settings = load_settings(environ, command_line, package_config(env))
     except InvalidInput as exc:
         problems.extend(exc.problems)
     if problems or env is None:

@@ -38,7 +38,7 @@ from node_agent.layout import (
     Layout,
 )
 from node_agent.manager import ManagerCheck, ManagerUnavailable, probe
-from node_agent.settings import Flavour, Settings, load_settings, resolve_flavour
+from node_agent.settings import Flavour, Settings, load_settings, package_config, resolve_flavour
 from node_agent.state import STATE_FILE, process_alive, read_state
 
 JSON_SCHEMA_VERSION = 1
@@ -103,11 +103,8 @@ class Context:
             env_problems = tuple(str(p) for p in exc.problems)
         settings: Optional[Settings] = None
         settings_problems: tuple[str, ...] = ()
-        worker = env.find_package("flamenco-worker") if env else None
         try:
-            settings = load_settings(
-                environ, {}, Path(worker.path, "node-agent.yaml") if worker else None
-            )
+            settings = load_settings(environ, {}, package_config(env))
         except InvalidInput as exc:
             settings_problems = tuple(str(p) for p in exc.problems)
         return cls(environ, env, env_problems, settings, settings_problems)

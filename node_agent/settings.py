@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from node_agent.env import BatchEnv
 from node_agent.errors import InvalidInput, Problem
 from node_agent.redact import REDACTED, is_secret
 
@@ -365,6 +366,13 @@ def read_config_file(path: Path, problems: list[Problem]) -> dict[str, str]:
             continue
         values[key] = _yaml_text(value)
     return values
+
+
+def package_config(env: Optional[BatchEnv]) -> Optional[Path]:
+    """``node-agent.yaml`` at the top of the flamenco-worker package, beside the
+    agent (used when it exists and ``NODE_AGENT_CONFIG`` is not set)."""
+    worker = env.find_package("flamenco-worker") if env is not None else None
+    return Path(worker.path, CONFIG_FILE_NAME) if worker is not None else None
 
 
 def load_settings(
