@@ -53,7 +53,9 @@ def test_worker_starts_only_once_the_manager_answers(run_agent: Start) -> None:
         rb"([\d.]+) s",
         agent.stderr,
     )
-    assert len(set(delays)) > 1  # jittered, not in lockstep
+    # Within the cap (that they are jittered is shown on the raw delays in
+    # test_manager: the log rounds them to 0.1 s).
+    assert len(delays) >= 4 and all(float(d) <= 0.3 for d in delays)
     assert b"answered after" in agent.stderr
     # The stand-in worker never contacts the Manager: every request is the agent's,
     # and none came before the Manager was up.
