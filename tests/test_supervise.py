@@ -160,19 +160,22 @@ def test_worker_ignoring_sigterm_is_killed_at_the_grace_period(run_agent: Start)
 
 
 def test_leftovers_are_stopped_and_reaped_before_the_next_start(run_agent: Start) -> None:
+    # Only the first run leaves a daemon and a SIGTERM-ignoring child behind.
     agent = run_agent(
-        "count,daemon,child-ignoring-term,exit-first:1:3,wait", NODE_AGENT_STOP_GRACE="1"
+        "count,later-runs-wait:1,daemon,child-ignoring-term,exit:3", NODE_AGENT_STOP_GRACE="1"
     )
     state = agent.wait_running(starts=2)
-    first_tree = [agent.runs()[0]]
     assert b"stopping 2 process(es) left by the worker" in agent.stderr
-    # The first run's daemon and child are gone and reaped: no zombie under the agent.
-    agent_process = psutil.Process(state["agent_pid"])
-    zombies = [
-        c for c in agent_process.children(recursive=True) if c.status() == psutil.STATUS_ZOMBIE
+    first_tree = [
+        agent.runs()[0],
+        *(int((agent.work / n).read_text()) for n in ("daemon", "child")),
     ]
-    assert zombies == []
-    assert not [pid for pid in first_tree if alive(pid)]
+    # Gone and reaped before the second start: not even a zombie is left of them.
+    assert not [pid for pid in first_tree if psutil.pid_exists(pid)]
+    agent_process = psutil.Process(state["agent_pid"])
+    assert [
+        c for c in agent_process.children(recursive=True) if c.status() == psutil.STATUS_ZOMBIE
+    ] == []
 
 
 def test_second_agent_is_refused(tmp_path: Path, run_agent: Start) -> None:

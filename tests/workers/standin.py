@@ -16,6 +16,7 @@
   late-print         start a child that, told to stop (after this worker exited),
                      prints "late line" on its way out
   exit-first:K:N     exit N if this is one of the first K starts (needs count)
+  later-runs-wait:K  from the (K+1)-th start on, skip the other steps and wait
   exit:N             exit N now
   wait               sleep until a signal ends the process
 """
@@ -131,6 +132,10 @@ def main() -> None:
             _fork_child("daemon", ignore_term=True, daemon=True)
         elif name == "late-print":
             _late_print()
+        elif name == "later-runs-wait":
+            if runs > int(arg):
+                while True:
+                    signal.pause()
         elif name == "exit-first":
             count, code = arg.split(":")
             if runs <= int(count):
