@@ -46,7 +46,6 @@ class Pump:
         self.source = source
         self.sink = sink
         self.stamp = stamp
-        self.bytes = 0
         self.error: Optional[OSError] = None
         self._at_line_start = True
         self._thread = threading.Thread(target=self._run, name=f"pump-{name}", daemon=True)
@@ -87,7 +86,6 @@ class Pump:
                 chunk = os.read(self.source, CHUNK)
                 if not chunk:
                     break
-                self.bytes += len(chunk)
                 self._emit(self._prefixed(chunk) if self.stamp else chunk)
                 self._at_line_start = chunk.endswith(b"\n")
             if not self._at_line_start:

@@ -43,10 +43,10 @@ def _has_token(process: psutil.Process, token: str) -> bool:
 
 
 def tree_members(token: str, pgid: Optional[int] = None) -> list[psutil.Process]:
-    """Every live process of a worker tree: the agent's descendants carrying the
-    token, any process anywhere carrying it (after an agent was killed), and the
-    members of the worker's process group."""
-    found: dict[int, psutil.Process] = {}
+    """Every live process of a worker tree: any process carrying the token (even
+    one left by an agent that was killed) and the members of the worker's process
+    group."""
+    members = []
     me = os.getpid()
     for process in psutil.process_iter():
         if process.pid == me:
@@ -56,8 +56,8 @@ def tree_members(token: str, pgid: Optional[int] = None) -> list[psutil.Process]
         except OSError:
             continue
         if in_group or _has_token(process, token):
-            found[process.pid] = process
-    return [p for p in found.values() if _alive(p)]
+            members.append(process)
+    return [p for p in members if _alive(p)]
 
 
 def _alive(process: psutil.Process) -> bool:
