@@ -13,7 +13,7 @@ from typing import Callable
 import pytest
 
 from node_agent import bootstrap, doctor
-from node_agent.doctor import Row, Status
+from node_agent.doctor import Row, Status, node_checks, tool_checks
 from node_agent.errors import EXIT_OK, EXIT_UNHEALTHY
 from node_agent.settings import load_settings
 from node_agent.standins.imds import FakeImds
@@ -212,7 +212,7 @@ def test_broken_node(
     found: str,
     fix: str,
 ) -> None:
-    monkeypatch.setattr(doctor, "TOOL_TIMEOUT", 1.0)
+    monkeypatch.setattr(tool_checks, "TOOL_TIMEOUT", 1.0)
     breaks(healthy)
     rows = doctor.run_checks(healthy.environ)
     failed = {r.check: r for r in rows if r.status is Status.FAILED}
@@ -225,7 +225,7 @@ def test_broken_node(
 def test_disk_almost_full(healthy: TestNode, monkeypatch: pytest.MonkeyPatch) -> None:
     # A stand-in for the disk: 200 MiB free against the reserved 1 GiB.
     usage = type("usage", (), {"free": 200 * 2**20, "total": 2**40, "used": 0})
-    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr(node_checks.shutil, "disk_usage", lambda path: usage)
     failed = _failed(healthy)
     assert failed["disk"].found.startswith("0.2 GiB free on ")
     assert "reserved 1.0 GiB" in failed["disk"].found
@@ -236,7 +236,7 @@ def test_a_check_past_its_limit_is_failed_not_waited_for(
     healthy: TestNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _hanging_ffprobe(healthy)
-    monkeypatch.setattr(doctor, "TOOL_TIMEOUT", 30.0)
+    monkeypatch.setattr(tool_checks, "TOOL_TIMEOUT", 30.0)
     rows = {r.check: r for r in doctor.run_checks(healthy.environ, limit=1.0)}
     assert rows["tools"].status is Status.FAILED and "no result within 1 s" in rows["tools"].found
     assert rows["environment"].status is Status.OK

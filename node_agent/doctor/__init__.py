@@ -1,0 +1,71 @@
+"""``node-agent doctor``: what is wrong with this node, and how to fix it.
+
+Every check runs (in parallel, each with a time limit) and gives one row: a status
+(ok, warning, failed, skipped), what it found, and for anything not ok the fix in
+one sentence. Nothing secret is ever shown: credentials are reported as present or
+absent, variables through the redacting model.
+
+The checks live by family: ``setup_checks`` (environment, settings, PATH),
+``tool_checks`` (packages, executables, GPUs), ``service_checks`` (Manager, Metadata
+Service), ``node_checks`` (worker config, disk and memory, the agent).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable
+
+from node_agent.doctor.context import Context
+from node_agent.doctor.node_checks import check_agent, check_resources, check_worker_config
+from node_agent.doctor.report import Row, Status, healthy, render, to_json
+from node_agent.doctor.service_checks import check_manager, check_metadata
+from node_agent.doctor.setup_checks import check_environment, check_path, check_settings
+from node_agent.doctor.tool_checks import check_gpus, check_packages, check_tools
+
+__all__ = ["CHECKS", "Context", "Row", "Status", "healthy", "render", "run_checks", "to_json"]
+
+CHECK_LIMIT = 30.0  # seconds any one check may take
+
+Check = Callable[[Context], list[Row]]
+
+CHECKS: tuple[Check, ...] = (
+    check_environment,
+    check_settings,
+    check_packages,
+    check_tools,
+    check_path,
+    check_worker_config,
+    check_manager,
+    check_metadata,
+    check_resources,
+    check_gpus,
+    check_agent,
+)
+
+
+def run_checks(environ: Mapping[str, str], limit: float = CHECK_LIMIT) -> list[Row]:
+    """Every check, in parallel, each within ``limit`` seconds; rows in check order."""
+    ctx = Context.from_environ(environ)
+    pool = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="doctor")
+    futures = [(check, pool.submit(check, ctx)) for check in CHECKS]
+    deadline = time.monotonic() + limit
+    rows: list[Row] = []
+    for check, future in futures:
+        name = check.__name__.replace("check_", "")
+        try:
+            rows.extend(future.result(timeout=max(0.0, deadline - time.monotonic())))
+        except FutureTimeout:
+            rows.append(
+                Row(
+                    name,
+                    Status.FAILED,
+                    f"no result within {limit:.0f} s",
+                    "run that check's command by hand on the node to see where it hangs",
+                )
+            )
+    # A check past its limit is reported above; the report must not wait for it.
+    pool.shutdown(wait=False, cancel_futures=True)
+    return rows

@@ -1,0 +1,58 @@
+"""What the checks look at: the environment, and the model and settings where they
+parse."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+from node_agent.env import BatchEnv
+from node_agent.errors import InvalidInput
+from node_agent.layout import Layout
+from node_agent.settings import Flavour, Settings, load_settings, package_config, resolve_flavour
+
+NEEDS_ENV = "skipped: the environment does not parse"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the checks look at: the environment and, where they parse, the model and
+    the settings."""
+
+    environ: Mapping[str, str]
+    env: Optional[BatchEnv]
+    env_problems: tuple[str, ...]
+    settings: Optional[Settings]
+    settings_problems: tuple[str, ...]
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Context:
+        """Parse what can be parsed; keep the problems of what cannot."""
+        env: Optional[BatchEnv] = None
+        env_problems: tuple[str, ...] = ()
+        try:
+            env = BatchEnv.from_environ(environ)
+        except InvalidInput as exc:
+            env_problems = tuple(str(p) for p in exc.problems)
+        settings: Optional[Settings] = None
+        settings_problems: tuple[str, ...] = ()
+        try:
+            settings = load_settings(environ, {}, package_config(env))
+        except InvalidInput as exc:
+            settings_problems = tuple(str(p) for p in exc.problems)
+        return cls(environ, env, env_problems, settings, settings_problems)
+
+    @property
+    def layout(self) -> Optional[Layout]:
+        """The node's paths, when the environment parses."""
+        return Layout.for_env(self.env) if self.env else None
+
+    @property
+    def flavour(self) -> Optional[Flavour]:
+        """The worker generation, when it can be told."""
+        if self.env is None:
+            return None
+        worker = self.env.find_package("flamenco-worker")
+        chosen = self.settings.flavour if self.settings else Flavour.AUTO
+        return resolve_flavour(chosen, worker.version if worker else None).flavour

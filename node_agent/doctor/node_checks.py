@@ -1,0 +1,162 @@
+"""Checks of the node's own state: the worker's config and credentials, disk and
+memory, the agent's state file."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+from pathlib import Path
+
+import psutil
+import yaml
+
+from node_agent.doctor.context import NEEDS_ENV, Context
+from node_agent.doctor.report import Row, Status
+from node_agent.layout import V2_CONFIG, V2_HOME_CONFIG, V3_CONFIG, V3_CREDENTIALS
+from node_agent.settings import Flavour
+from node_agent.state import STATE_FILE, process_alive, read_state
+
+
+def check_worker_config(ctx: Context) -> list[Row]:
+    """The worker config parses; credentials present or not (never shown)."""
+    layout, flavour = ctx.layout, ctx.flavour
+    if layout is None or flavour is None:
+        return [Row("worker config", Status.SKIPPED, NEEDS_ENV)]
+    v2 = flavour is Flavour.V2
+    config = Path(layout.worker_dir, V2_CONFIG if v2 else V3_CONFIG)
+    rows = []
+    if not config.exists():
+        rows.append(
+            Row(
+                "worker config",
+                Status.WARNING,
+                f"{config} does not exist yet",
+                "node-agent run (or bootstrap) writes it",
+            )
+        )
+    else:
+        try:
+            if v2:
+                configparser.ConfigParser().read_string(config.read_text(encoding="utf-8"))
+            elif not isinstance(yaml.safe_load(config.read_text(encoding="utf-8")) or {}, dict):
+                raise ValueError("not a mapping")
+            rows.append(Row("worker config", Status.OK, f"{config} ({flavour.value})"))
+        except (OSError, ValueError, yaml.YAMLError, configparser.Error) as exc:
+            rows.append(
+                Row(
+                    "worker config",
+                    Status.FAILED,
+                    f"{config} cannot be parsed: {str(exc).splitlines()[0]}",
+                    "delete it: node-agent rewrites it at the next start",
+                )
+            )
+    credentials = Path(layout.worker_home, V2_HOME_CONFIG if v2 else V3_CREDENTIALS)
+    if credentials.exists():
+        rows.append(Row("credentials", Status.OK, f"present in {credentials} (not shown)"))
+    else:
+        rows.append(
+            Row(
+                "credentials",
+                Status.OK,
+                "none yet: the worker registers with the Manager at its first start",
+            )
+        )
+    return rows
+
+
+def check_resources(ctx: Context) -> list[Row]:
+    """Free disk on the node root against Batch's reserved space; free memory."""
+    rows = []
+    if ctx.env is None:
+        rows.append(Row("disk", Status.SKIPPED, NEEDS_ENV))
+    else:
+        reserved = ctx.env.reserved_disk_space
+        floor = max(
+            v or 0 for v in (reserved.task_bytes, reserved.node_bytes, reserved.os_bytes, 2**30)
+        )
+        try:
+            free = shutil.disk_usage(ctx.env.node.root_dir).free
+        except OSError as exc:
+            rows.append(
+                Row(
+                    "disk",
+                    Status.FAILED,
+                    f"{ctx.env.node.root_dir}: {exc.strerror}",
+                    "check AZ_BATCH_NODE_ROOT_DIR",
+                )
+            )
+        else:
+            status = (
+                Status.OK
+                if free >= 2 * floor
+                else (Status.WARNING if free >= floor else Status.FAILED)
+            )
+            rows.append(
+                Row(
+                    "disk",
+                    status,
+                    f"{free / 2**30:.1f} GiB free on "
+                    f"{ctx.env.node.root_dir} (reserved {floor / 2**30:.1f} GiB)",
+                    None
+                    if status is Status.OK
+                    else "free space (old job outputs, caches) or use a VM size with a "
+                    "larger temporary disk",
+                )
+            )
+    available = psutil.virtual_memory().available
+    rows.append(
+        Row(
+            "memory",
+            Status.OK if available >= 2**30 else Status.WARNING,
+            f"{available / 2**30:.1f} GiB available",
+            None if available >= 2**30 else "use a VM size with more memory",
+        )
+    )
+    return rows
+
+
+def check_agent(ctx: Context) -> list[Row]:
+    """The agent's state: running, restarts, last exit."""
+    if ctx.layout is None:
+        return [Row("agent", Status.SKIPPED, NEEDS_ENV)]
+    state = read_state(os.path.join(ctx.layout.agent_dir, STATE_FILE))
+    if state is None:
+        return [
+            Row(
+                "agent",
+                Status.WARNING,
+                "has not run on this node",
+                "node-agent run is the pool's start task: check startTask.commandLine",
+            )
+        ]
+    running = process_alive(state.agent_pid, state.agent_create_time)
+    last = (
+        ""
+        if state.last_exit_code is None
+        else f", last exit {state.last_exit_code} ({state.last_exit_reason})"
+    )
+    found = (
+        f"{'running' if running else 'not running'}, phase {state.phase}, "
+        f"{state.restarts} restart(s){last}"
+    )
+    if state.crash_loop:
+        return [
+            Row(
+                "agent",
+                Status.FAILED,
+                found + ", CRASH LOOP",
+                "read the worker's output in stdout.txt/stderr.txt for why it keeps exiting",
+            )
+        ]
+    return [
+        Row(
+            "agent",
+            Status.OK if running else Status.WARNING,
+            found,
+            None
+            if running
+            else "the start task is not running: see its exit in "
+            "Batch Explorer, or restart the node",
+        )
+    ]

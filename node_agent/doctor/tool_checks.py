@@ -1,0 +1,208 @@
+"""Checks of the packages and the executables in them: present, executable, and
+really running (blender, ffmpeg, ffprobe, nvidia-smi)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+from node_agent.bootstrap import TOOL_PACKAGES, locate
+from node_agent.doctor.context import NEEDS_ENV, Context
+from node_agent.doctor.report import Row, Status
+from node_agent.layout import WORKER_EXECUTABLE
+
+TOOL_TIMEOUT = 20.0  # seconds for blender --version and friends
+# Libraries Blender needs that minimal Linux images lack, and the Debian/Ubuntu
+# packages that provide them.
+LIBRARY_PACKAGES = {
+    "libX11.so.6": "libx11-6",
+    "libXi.so.6": "libxi6",
+    "libXxf86vm.so.1": "libxxf86vm1",
+    "libXfixes.so.3": "libxfixes3",
+    "libXrender.so.1": "libxrender1",
+    "libGL.so.1": "libgl1",
+    "libEGL.so.1": "libegl1",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libSM.so.6": "libsm6",
+    "libICE.so.6": "libice6",
+    "libXext.so.6": "libxext6",
+}
+
+
+def check_packages(ctx: Context) -> list[Row]:
+    """Each expected package, its version, the executables in it."""
+    if ctx.env is None:
+        return [Row("packages", Status.SKIPPED, NEEDS_ENV)]
+    tools = ctx.settings.tools if ctx.settings else ("blender", "ffmpeg", "ffprobe")
+    wanted = [("flamenco-worker", WORKER_EXECUTABLE)]
+    wanted += [(TOOL_PACKAGES.get(tool, tool), tool) for tool in tools]
+    rows = []
+    for package_id in dict.fromkeys(p for p, _ in wanted):
+        package = ctx.env.find_package(package_id)
+        if package is None:
+            rows.append(
+                Row(
+                    f"package {package_id}",
+                    Status.FAILED,
+                    "not on this node",
+                    "add it to the pool's applicationPackageReferences",
+                )
+            )
+        elif not os.path.isdir(package.path):
+            rows.append(
+                Row(
+                    f"package {package_id}",
+                    Status.FAILED,
+                    f"{package.path} does not exist",
+                    "Batch could not extract it: check the package zip and the "
+                    "node's start-up errors",
+                )
+            )
+        else:
+            rows.append(
+                Row(
+                    f"package {package_id}",
+                    Status.OK,
+                    f"version {package.version or 'unknown'} at {package.path}",
+                )
+            )
+    for package_id, name in wanted:
+        package = ctx.env.find_package(package_id)
+        if package is None or not os.path.isdir(package.path):
+            continue
+        found = locate(package.path, name)
+        if found is None:
+            rows.append(
+                Row(
+                    f"executable {name}",
+                    Status.FAILED,
+                    f"no {name} at the top of {package.path}",
+                    f"rebuild the {package_id} zip with {name} at its top level",
+                )
+            )
+        elif not found.state.executable:
+            rows.append(
+                Row(
+                    f"executable {name}",
+                    Status.FAILED,
+                    f"{found.path} is not executable",
+                    "rebuild the zip with the executable bit stored (zip on Linux "
+                    "keeps it); node-agent bootstrap fixes files it owns",
+                )
+            )
+        elif found.nested_in:
+            rows.append(
+                Row(
+                    f"executable {name}",
+                    Status.FAILED,
+                    f"{found.path}: the zip has everything inside {found.nested_in!r} "
+                    "(node-agent copes, but the package is built wrong)",
+                    f"rebuild the zip from inside {found.nested_in} so files are at its top level",
+                )
+            )
+        else:
+            rows.append(Row(f"executable {name}", Status.OK, found.path))
+    return rows
+
+
+def check_tools(ctx: Context) -> list[Row]:
+    """The tools really run, through the links on PATH."""
+    tools = ctx.settings.tools if ctx.settings else ("blender", "ffmpeg", "ffprobe")
+    path = ctx.environ.get("PATH", "")
+    rows = []
+    for tool in tools:
+        flag = "--version" if tool == "blender" else "-version"
+        rows.append(_run_tool(tool, flag, path))
+    return rows
+
+
+def _run_tool(tool: str, flag: str, path: str) -> Row:
+    found = shutil.which(tool, path=path)
+    name = f"{tool} {flag}"
+    if found is None:
+        return Row(
+            name,
+            Status.FAILED,
+            f"{tool} is not on PATH",
+            "run node-agent bootstrap (it links the tools into the shared dir)",
+        )
+    try:
+        result = subprocess.run(
+            [found, flag],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=TOOL_TIMEOUT,
+            env={"PATH": path},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Row(
+            name,
+            Status.FAILED,
+            f"{found} did not answer within {TOOL_TIMEOUT:.0f} s",
+            "run it by hand on the node to see where it hangs",
+        )
+    except OSError as exc:
+        return Row(
+            name,
+            Status.FAILED,
+            f"{found}: {exc.strerror}",
+            "check the file is a Linux executable for this CPU",
+        )
+    first = (result.stdout.strip() or result.stderr.strip()).splitlines()[:1]
+    if result.returncode != 0:
+        missing = re.findall(r"(lib[\w+.-]+\.so[.\d]*): cannot open shared object", result.stderr)
+        packages = sorted({LIBRARY_PACKAGES.get(lib, lib) for lib in missing})
+        fix = (
+            "install the system libraries it needs (usually "
+            f"{' '.join(packages)}) in the pool's image or a custom image"
+            if missing
+            else "run it by hand on the node to see why it fails"
+        )
+        detail = result.stderr.strip().splitlines()[:1] or first
+        return Row(
+            name,
+            Status.FAILED,
+            f"exit {result.returncode}: {detail[0] if detail else '(no output)'}",
+            fix,
+        )
+    return Row(name, Status.OK, first[0] if first else "(no output)")
+
+
+def check_gpus(ctx: Context) -> list[Row]:
+    """GPUs visible to the node (GPU pools)."""
+    smi = shutil.which("nvidia-smi", path=ctx.environ.get("PATH", os.defpath))
+    if smi is None:
+        return [Row("gpus", Status.SKIPPED, "no nvidia-smi: not a GPU pool")]
+    try:
+        result = subprocess.run(
+            [smi, "-L"],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=TOOL_TIMEOUT,
+            check=False,
+        )
+    except (subprocess.TimeoutExpired, OSError) as exc:
+        return [
+            Row(
+                "gpus",
+                Status.FAILED,
+                f"nvidia-smi failed: {exc}",
+                "check the NVIDIA driver (a GPU VM image or driver extension)",
+            )
+        ]
+    gpus = [line for line in result.stdout.splitlines() if line.startswith("GPU ")]
+    if result.returncode != 0 or not gpus:
+        return [
+            Row(
+                "gpus",
+                Status.FAILED,
+                (result.stderr or result.stdout).strip()[:200],
+                "check the NVIDIA driver (a GPU VM image or driver extension)",
+            )
+        ]
+    return [Row("gpus", Status.OK, f"{len(gpus)}: " + "; ".join(gpus))]
