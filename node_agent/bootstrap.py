@@ -2,7 +2,7 @@
 
 Three steps, so the decisions are testable without a node:
 
-- ``survey`` reads what is on the node now (I/O, read-only);
+- ``survey`` (its own module) reads what is on the node now (I/O, read-only);
 - ``plan`` decides, from the environment, the settings and that survey, what must
   change and why (pure);
 - ``apply`` carries the plan out (I/O; atomic per file and link).
@@ -16,8 +16,6 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import stat
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
@@ -36,55 +34,8 @@ from node_agent.layout import (
 )
 from node_agent.packages import AppPackage
 from node_agent.settings import Flavour, FlavourChoice, Settings, resolve_flavour
+from node_agent.survey import TOOL_PACKAGES, Kind, Survey
 from node_agent.workerconfig import render_v2, render_v3, v2_credentials
-
-# ffprobe ships in the ffmpeg package; any other tool in the package of its own name.
-TOOL_PACKAGES = {"ffprobe": "ffmpeg"}
-
-
-class Kind(Enum):
-    """What is at a path."""
-
-    MISSING = "missing"
-    FILE = "file"
-    DIR = "directory"
-    SYMLINK = "symlink"
-    OTHER = "special file"
-
-
-@dataclass(frozen=True)
-class PathState:
-    """One path as the survey found it (never following a final symlink)."""
-
-    kind: Kind
-    link_target: Optional[str] = None
-    content: Optional[bytes] = None  # only for the config files node-agent rewrites
-    mode: int = 0
-    owned: bool = False
-    executable: bool = False
-
-
-@dataclass(frozen=True)
-class Found:
-    """An executable found in a package folder."""
-
-    path: str
-    nested_in: Optional[str]  # the one folder the zip wrongly wrapped everything in
-    state: PathState
-
-
-@dataclass(frozen=True)
-class Survey:
-    """What the node looks like now, as far as the plan needs to know."""
-
-    paths: Mapping[str, PathState]
-    package_dirs: Mapping[str, bool]  # package folder -> exists
-    executables: Mapping[tuple[str, str], Optional[Found]]  # (package dir, name)
-    shared_writable: bool
-
-    def at(self, path: str) -> PathState:
-        """The state of a surveyed path."""
-        return self.paths[path]
 
 
 class ActionKind(Enum):
@@ -135,104 +86,6 @@ class Plan:
         """The worker config file for the chosen flavour."""
         name = V2_CONFIG if self.flavour.flavour is Flavour.V2 else V3_CONFIG
         return posixpath.join(self.layout.worker_dir, name)
-
-
-# ------------------------------------------------------------------ survey (I/O)
-
-
-def _can_execute(st: os.stat_result) -> bool:
-    if os.getuid() == 0:
-        return bool(st.st_mode & 0o111)
-    if st.st_uid == os.getuid():
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid in (os.getgid(), *os.getgroups()):
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
-
-
-def _state(path: str, read: bool = False) -> PathState:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return PathState(Kind.MISSING)
-    except NotADirectoryError:
-        return PathState(Kind.MISSING)
-    mode = stat.S_IMODE(st.st_mode)
-    owned = st.st_uid == os.getuid()
-    if stat.S_ISLNK(st.st_mode):
-        return PathState(Kind.SYMLINK, link_target=os.readlink(path), mode=mode, owned=owned)
-    if stat.S_ISDIR(st.st_mode):
-        return PathState(Kind.DIR, mode=mode, owned=owned)
-    if not stat.S_ISREG(st.st_mode):
-        return PathState(Kind.OTHER, mode=mode, owned=owned)
-    content = fsutil.read_regular_file(path) if read else None
-    return PathState(
-        Kind.FILE, content=content, mode=mode, owned=owned, executable=_can_execute(st)
-    )
-
-
-def locate(package_dir: str, name: str) -> Optional[Found]:
-    """An executable at the top of a package folder, or one level down when the zip
-    wrapped everything in one folder; None when neither."""
-    top = os.path.join(package_dir, name)
-    state = _state(top)
-    if state.kind is Kind.FILE:
-        return Found(top, None, state)
-    try:
-        entries = os.listdir(package_dir)
-    except OSError:
-        return None
-    if len(entries) == 1 and os.path.isdir(os.path.join(package_dir, entries[0])):
-        nested = os.path.join(package_dir, entries[0], name)
-        state = _state(nested)
-        if state.kind is Kind.FILE:
-            return Found(nested, entries[0], state)
-    return None
-
-
-def _wanted_executables(env: BatchEnv, settings: Settings) -> list[tuple[AppPackage, str]]:
-    wanted = []
-    worker = env.find_package("flamenco-worker")
-    if worker is not None:
-        wanted.append((worker, WORKER_EXECUTABLE))
-    for tool in settings.tools:
-        package = env.find_package(TOOL_PACKAGES.get(tool, tool))
-        if package is not None:
-            wanted.append((package, tool))
-    return wanted
-
-
-def survey(env: BatchEnv, settings: Settings) -> Survey:
-    """Look at the node (read-only). Raises ``RuntimeFailure`` when something that
-    matters cannot even be read (a config file that may hold credentials)."""
-    layout = Layout.for_env(env)
-    paths: dict[str, PathState] = {}
-    try:
-        for path in (
-            layout.agent_dir,
-            layout.worker_dir,
-            layout.worker_home,
-            os.path.join(layout.worker_home, V3_CREDENTIALS),
-            os.path.join(layout.worker_home, V2_HOME_CONFIG),
-        ):
-            paths[path] = _state(path)
-        for name in (V2_CONFIG, V3_CONFIG):
-            path = os.path.join(layout.worker_dir, name)
-            paths[path] = _state(path, read=True)
-        for tool in settings.tools:
-            paths[layout.link(tool)] = _state(layout.link(tool))
-    except OSError as exc:
-        raise RuntimeFailure(f"{exc.filename}: cannot read: {exc.strerror}") from None
-    executables = {
-        (package.path, name): locate(package.path, name)
-        for package, name in _wanted_executables(env, settings)
-    }
-    return Survey(
-        paths=paths,
-        package_dirs={p.path: os.path.isdir(p.path) for p in env.packages},
-        executables=executables,
-        shared_writable=os.access(layout.shared_dir, os.W_OK | os.X_OK),
-    )
 
 
 # ------------------------------------------------------------------ plan (pure)

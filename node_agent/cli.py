@@ -37,6 +37,7 @@ from node_agent.state import (
     process_alive,
     read_state,
 )
+from node_agent.survey import survey
 
 log = get_logger("cli")
 
@@ -80,7 +81,7 @@ def plan_lines(plan: bootstrap.Plan) -> list[str]:
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Link the tools and write the worker config; print the plan and the changes."""
     _, env, settings = _prepare(args)
-    plan = bootstrap.plan(env, settings, bootstrap.survey(env, settings))
+    plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):
         print(line)
     if args.dry_run:
@@ -97,7 +98,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Bootstrap the node, then supervise the worker for the node's whole life."""
     environ, env, settings = _prepare(args)
-    plan = bootstrap.plan(env, settings, bootstrap.survey(env, settings))
+    plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):
         log.info("%s", line.strip())
     return agent.run(environ, env, settings, plan)

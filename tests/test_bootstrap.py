@@ -16,6 +16,7 @@ from node_agent import bootstrap
 from node_agent.bootstrap import ActionKind, Plan
 from node_agent.errors import InvalidInput, RuntimeFailure
 from node_agent.settings import Settings, load_settings
+from node_agent.survey import survey
 from tests.helpers import AZ_ENV
 from tests.nodes import TestNode, is_executable_mode, make_node
 
@@ -34,7 +35,7 @@ def _settings(node: TestNode, **overrides: str) -> Settings:
 
 def _plan(node: TestNode, **overrides: str) -> Plan:
     settings = _settings(node, **overrides)
-    return bootstrap.plan(node.env, settings, bootstrap.survey(node.env, settings))
+    return bootstrap.plan(node.env, settings, survey(node.env, settings))
 
 
 def _run(node: TestNode, **overrides: str) -> list[bootstrap.Action]:

@@ -19,6 +19,7 @@ from node_agent.settings import load_settings
 from node_agent.standins.imds import FakeImds
 from node_agent.standins.manager import FakeManager
 from node_agent.state import AgentState, write_state
+from node_agent.survey import survey
 from tests.nodes import CLOSED_LOOPBACK, TestNode, make_node, write_executable
 
 SECRETS = {
@@ -36,7 +37,7 @@ def healthy(tmp_path: Path, services: tuple[FakeManager, FakeImds]) -> TestNode:
     node = make_node(tmp_path / "root", "newer_spot", manager_url=manager.url)
     node.environ.update(SECRETS, NODE_AGENT_IMDS_URL=imds.url)
     settings = load_settings(node.environ, {}, None)
-    bootstrap.apply(bootstrap.plan(node.env, settings, bootstrap.survey(node.env, settings)))
+    bootstrap.apply(bootstrap.plan(node.env, settings, survey(node.env, settings)))
     credentials = node.shared / ".node-agent/worker/home/flamenco-worker-credentials.yaml"
     credentials.write_text(f"worker_id: w-1\nworker_secret: {WORKER_SECRET}\n")
     return node

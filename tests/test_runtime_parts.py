@@ -15,6 +15,7 @@ from node_agent.logpump import CHUNK, Pump, utc_stamp
 from node_agent.settings import load_settings
 from node_agent.state import AgentState, own_create_time, process_alive, read_state, write_state
 from node_agent.supervise import worker_spec
+from node_agent.survey import survey
 from tests.nodes import make_node
 
 
@@ -117,7 +118,7 @@ def test_worker_spec_per_flavour(tmp_path: Path) -> None:
         node = make_node(tmp_path / fixture, fixture)
         environ = {**node.environ, "FLAMENCO_REGISTRATION_SECRET": "s3cret"}
         settings = load_settings(environ, {}, None)
-        plan = bootstrap.plan(node.env, settings, bootstrap.survey(node.env, settings))
+        plan = bootstrap.plan(node.env, settings, survey(node.env, settings))
         spec = worker_spec(plan, settings, environ)
         env = dict(spec.env)
         shared = str(node.shared)

@@ -8,10 +8,10 @@ import re
 import shutil
 import subprocess
 
-from node_agent.bootstrap import TOOL_PACKAGES, locate
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
 from node_agent.layout import WORKER_EXECUTABLE
+from node_agent.survey import TOOL_PACKAGES, locate
 
 TOOL_TIMEOUT = 20.0  # seconds for blender --version and friends
 # Libraries Blender needs that minimal Linux images lack, and the Debian/Ubuntu
