@@ -18,13 +18,14 @@ from node_agent import bootstrap, doctor, proctree
 from node_agent.bootstrap import Plan
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
+from node_agent.flavour import Flavour
 from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
 from node_agent.lock import LOCK_FILE, NodeLock
 from node_agent.log import get_logger
 from node_agent.manager import ManagerCheck, forget_worker, worker_id
 from node_agent.policy import RestartPolicy
 from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
-from node_agent.settings import Flavour, Settings
+from node_agent.settings import Settings
 from node_agent.state import STATE_FILE, AgentState, Phase, own_create_time, read_state, write_state
 from node_agent.supervise import GaveUp, Supervisor, stop_stale_worker, worker_spec
 

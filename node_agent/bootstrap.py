@@ -23,6 +23,7 @@ from typing import Optional
 from node_agent import fsutil
 from node_agent.env import BatchEnv
 from node_agent.errors import InvalidInput, Problem, RuntimeFailure
+from node_agent.flavour import Flavour, FlavourChoice, resolve_flavour
 from node_agent.layout import (
     V2_CONFIG,
     V2_HOME_CONFIG,
@@ -33,7 +34,7 @@ from node_agent.layout import (
     default_worker_name,
 )
 from node_agent.packages import AppPackage
-from node_agent.settings import Flavour, FlavourChoice, Settings, resolve_flavour
+from node_agent.settings import Settings
 from node_agent.survey import TOOL_PACKAGES, Kind, Survey
 from node_agent.workerconfig import render_v2, render_v3, v2_credentials
 

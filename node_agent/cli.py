@@ -30,7 +30,8 @@ from node_agent.layout import Layout
 from node_agent.lock import AlreadyRunning
 from node_agent.log import get_logger, hide_secrets, setup_logging
 from node_agent.redact import is_secret
-from node_agent.settings import SPECS, Settings, load_settings, package_config
+from node_agent.setting_specs import SPECS
+from node_agent.settings import Settings, load_settings, package_config
 from node_agent.state import (
     STATE_FILE,
     AgentState,

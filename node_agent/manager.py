@@ -25,8 +25,8 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from node_agent.flavour import Flavour
 from node_agent.log import get_logger
-from node_agent.settings import Flavour
 
 log = get_logger("manager")
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from node_agent.settings import Flavour
+from node_agent.flavour import Flavour
 
 CRASH_LOOP_FAILURES = 5  # consecutive short-lived failed runs that make a crash loop
 

@@ -33,11 +33,12 @@ from tenacity import (
 
 from node_agent import proctree
 from node_agent.bootstrap import Plan
+from node_agent.flavour import Flavour
 from node_agent.log import get_logger
 from node_agent.logpump import Pump, utc_stamp
 from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
 from node_agent.policy import Decision, RestartPolicy, Verdict
-from node_agent.settings import Flavour, Settings
+from node_agent.settings import Settings
 from node_agent.state import AgentState, Phase, process_alive, write_state
 
 log = get_logger("supervise")

@@ -11,6 +11,7 @@ from typing import Optional
 
 import pytest
 
+from node_agent.flavour import Flavour
 from node_agent.manager import (
     ManagerCheck,
     ManagerUnavailable,
@@ -18,7 +19,6 @@ from node_agent.manager import (
     wait_for_manager,
     worker_id,
 )
-from node_agent.settings import Flavour
 from node_agent.standins.manager import FakeManager
 from node_agent.standins.server import Request, Response, StandinServer
 from tests.nodes import CLOSED_LOOPBACK

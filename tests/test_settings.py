@@ -8,7 +8,8 @@ from typing import Optional
 import pytest
 
 from node_agent.errors import InvalidInput
-from node_agent.settings import Flavour, load_settings, resolve_flavour
+from node_agent.flavour import Flavour, resolve_flavour
+from node_agent.settings import load_settings
 
 URL = {"FLAMENCO_MANAGER_URL": "http://manager:8080/"}
 

@@ -9,8 +9,9 @@ from typing import Optional
 
 from node_agent.env import BatchEnv
 from node_agent.errors import InvalidInput
+from node_agent.flavour import Flavour, resolve_flavour
 from node_agent.layout import Layout
-from node_agent.settings import Flavour, Settings, load_settings, package_config, resolve_flavour
+from node_agent.settings import Settings, load_settings, package_config
 
 NEEDS_ENV = "skipped: the environment does not parse"
 

@@ -13,8 +13,8 @@ import yaml
 
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
+from node_agent.flavour import Flavour
 from node_agent.layout import V2_CONFIG, V2_HOME_CONFIG, V3_CONFIG, V3_CREDENTIALS
-from node_agent.settings import Flavour
 from node_agent.state import STATE_FILE, process_alive, read_state
 
 

@@ -1,0 +1,274 @@
+"""Every setting: its YAML key, environment variable, command-line option, value
+parser and default. The parsers are pure: text in, typed value out, or
+``ValueError("what was expected")``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
+
+from node_agent.flavour import Flavour
+
+
+def _url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return text.strip()
+
+
+def _words(text: str) -> tuple[str, ...]:
+    words = tuple(w for w in re.split(r"[\s,]+", text) if w)
+    if not words:
+        raise ValueError("expected at least one name (space or comma separated)")
+    return words
+
+
+def _name(text: str) -> str:
+    if not text.strip() or "\n" in text:
+        raise ValueError("expected a non-empty single-line name")
+    return text.strip()
+
+
+def _exit_code(text: str) -> int:
+    try:
+        code = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number from 1 to 255") from None
+    if not 0 < code < 256:
+        raise ValueError(
+            "expected a whole number from 1 to 255 (0 would make a "
+            "Manager-requested restart look like a shutdown)"
+        )
+    return code
+
+
+def _flavour(text: str) -> Flavour:
+    try:
+        return Flavour(text.strip().lower())
+    except ValueError:
+        raise ValueError("expected auto, v2 or v3") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 < value < 10**6:
+        raise ValueError("expected a number of seconds above 0")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number (0 for no limit)") from None
+    if value < 0:
+        raise ValueError("expected a whole number (0 for no limit)")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _deadline(text: str) -> Optional[float]:
+    if text.strip() in ("0", "never", "none"):
+        return None
+    return _seconds(text)
+
+
+def _auto_boolean(text: str) -> Optional[bool]:
+    return None if text.strip().lower() == "auto" else _boolean(text)
+
+
+def _secret(text: str) -> str:
+    if not text:
+        raise ValueError("expected a non-empty secret")
+    return text
+
+
+@dataclass(frozen=True)
+class Spec:
+    key: str  # attribute, YAML key
+    env: str  # environment variable
+    flag: str  # command-line option
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+
+SPECS = (
+    Spec(
+        "manager_url",
+        "FLAMENCO_MANAGER_URL",
+        "--manager-url",
+        _url,
+        None,
+        "the Flamenco Manager's URL (required)",
+    ),
+    Spec(
+        "task_types",
+        "FLAMENCO_TASK_TYPES",
+        "--task-types",
+        _words,
+        None,
+        "task types the worker accepts (default: the worker's own)",
+    ),
+    Spec(
+        "worker_name",
+        "FLAMENCO_WORKER_NAME",
+        "--worker-name",
+        _name,
+        None,
+        "the worker's name (default: <pool id>-<short node id>)",
+    ),
+    Spec(
+        "flavour",
+        "FLAMENCO_WORKER_FLAVOUR",
+        "--flavour",
+        _flavour,
+        Flavour.AUTO,
+        "auto, v2 or v3 (auto: from the flamenco-worker package version)",
+    ),
+    Spec(
+        "restart_exit_code",
+        "FLAMENCO_RESTART_EXIT_CODE",
+        "--restart-exit-code",
+        _exit_code,
+        75,
+        "exit code by which the worker asks to be restarted",
+    ),
+    Spec(
+        "registration_secret",
+        "FLAMENCO_REGISTRATION_SECRET",
+        "--registration-secret",
+        _secret,
+        None,
+        "v2 only: the Manager's worker registration secret",
+    ),
+    Spec(
+        "tools",
+        "NODE_AGENT_TOOLS",
+        "--tools",
+        _words,
+        ("blender", "ffmpeg", "ffprobe"),
+        "executables to link into the shared dir",
+    ),
+    Spec(
+        "stop_grace",
+        "NODE_AGENT_STOP_GRACE",
+        "--stop-grace",
+        _seconds,
+        30.0,
+        "seconds between SIGTERM to the worker and SIGKILL to its whole tree",
+    ),
+    Spec(
+        "backoff_initial",
+        "NODE_AGENT_BACKOFF_INITIAL",
+        "--backoff-initial",
+        _seconds,
+        1.0,
+        "seconds: the first restart delay window after a failure",
+    ),
+    Spec(
+        "backoff_cap",
+        "NODE_AGENT_BACKOFF_CAP",
+        "--backoff-cap",
+        _seconds,
+        60.0,
+        "seconds: the largest restart delay window",
+    ),
+    Spec(
+        "backoff_reset_after",
+        "NODE_AGENT_BACKOFF_RESET_AFTER",
+        "--backoff-reset-after",
+        _seconds,
+        300.0,
+        "seconds of worker uptime after which the backoff starts over",
+    ),
+    Spec(
+        "restart_on_clean_exit",
+        "NODE_AGENT_RESTART_ON_CLEAN_EXIT",
+        "--restart-on-clean-exit",
+        _boolean,
+        False,
+        "v3: restart the worker even after the Manager asked it to shut down",
+    ),
+    Spec(
+        "max_restarts",
+        "NODE_AGENT_MAX_RESTARTS",
+        "--max-restarts",
+        _count,
+        0,
+        "give up after this many failed restarts in a row (0: never)",
+    ),
+    Spec(
+        "timestamps",
+        "NODE_AGENT_TIMESTAMPS",
+        "--timestamps",
+        _boolean,
+        False,
+        "prefix each forwarded worker line with a UTC timestamp",
+    ),
+    Spec(
+        "manager_wait_cap",
+        "NODE_AGENT_MANAGER_WAIT_CAP",
+        "--manager-wait-cap",
+        _seconds,
+        60.0,
+        "seconds: the largest wait between attempts to reach the Manager",
+    ),
+    Spec(
+        "manager_wait_deadline",
+        "NODE_AGENT_MANAGER_WAIT_DEADLINE",
+        "--manager-wait-deadline",
+        _deadline,
+        None,
+        "seconds to wait for the Manager before giving up (0: never give up)",
+    ),
+    Spec(
+        "watch_events",
+        "NODE_AGENT_WATCH_EVENTS",
+        "--watch-events",
+        _boolean,
+        True,
+        "watch Azure Scheduled Events (preemption, reboots)",
+    ),
+    Spec(
+        "ack_events",
+        "NODE_AGENT_ACK_EVENTS",
+        "--ack-events",
+        _boolean,
+        True,
+        "acknowledge an event once the worker has stopped for it",
+    ),
+    Spec(
+        "forget_worker",
+        "NODE_AGENT_FORGET_WORKER",
+        "--forget-worker",
+        _auto_boolean,
+        None,
+        "v3: remove the worker from the Manager before preemption (auto: on Spot nodes)",
+    ),
+    Spec(
+        "imds_url",
+        "NODE_AGENT_IMDS_URL",
+        "--imds-url",
+        _url,
+        "http://169.254.169.254",
+        "the Instance Metadata Service's base URL",
+    ),
+)
+
+
+BY_KEY = {spec.key: spec for spec in SPECS}
