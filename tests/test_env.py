@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.env import BatchEnv, HostPort, TaskKind, UserIdentity
+from node_agent.env import BatchEnv
+from node_agent.env_model import HostPort, TaskKind, UserIdentity
 from node_agent.envfile import load_env_file
 from node_agent.errors import InvalidInput
 from tests.helpers import BROKEN_ENVS, GOOD_ENVS, fixture_env

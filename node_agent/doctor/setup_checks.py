@@ -6,7 +6,7 @@ import os
 
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
-from node_agent.env import TaskKind
+from node_agent.env_model import TaskKind
 
 
 def check_environment(ctx: Context) -> list[Row]:

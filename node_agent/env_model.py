@@ -1,0 +1,118 @@
+"""The typed pieces of a Batch node's environment: the account, the node and its
+dirs, the task, reserved disk space, variables kept as they came. Pure data; the
+parser in ``env`` builds them."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional
+
+from node_agent.redact import is_secret
+
+
+class UserIdentity(Enum):
+    """The four identities Batch runs a task as (``AZ_BATCH_TASK_USER_IDENTITY``)."""
+
+    TASK_NON_ADMIN = "TaskNonAdmin"
+    TASK_ADMIN = "TaskAdmin"
+    POOL_NON_ADMIN = "PoolNonAdmin"
+    POOL_ADMIN = "PoolAdmin"
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the task may use sudo (node-agent never needs it)."""
+        return self in (UserIdentity.TASK_ADMIN, UserIdentity.POOL_ADMIN)
+
+
+class TaskKind(Enum):
+    """Which kind of Batch task the environment belongs to."""
+
+    START = "start"
+    JOB = "job"
+    MULTI_INSTANCE = "multi-instance"
+
+
+@dataclass(frozen=True)
+class Account:
+    """The Batch account the node belongs to."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Node:
+    """The compute node and its directories."""
+
+    id: str
+    is_dedicated: bool
+    root_dir: str
+    shared_dir: str
+    startup_dir: str
+    mounts_dir: Optional[str]
+
+    @property
+    def is_spot(self) -> bool:
+        """Spot / low-priority nodes can be preempted at any time."""
+        return not self.is_dedicated
+
+    @property
+    def applications_dir(self) -> str:
+        """Where Batch extracts application packages."""
+        return posixpath.join(self.root_dir, "applications")
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """An address and a port, as in ``AZ_BATCH_MASTER_NODE``."""
+
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class MultiInstance:
+    """The extra context of a multi-instance task."""
+
+    hosts: tuple[str, ...]
+    master: HostPort
+    is_master: Optional[bool]
+    task_shared_dir: Optional[str]
+
+
+@dataclass(frozen=True)
+class Task:
+    """The task this environment was made for: start, job or multi-instance."""
+
+    kind: TaskKind
+    dir: str
+    working_dir: str
+    user: str
+    user_identity: UserIdentity
+    job_id: Optional[str]
+    task_id: Optional[str]
+    multi_instance: Optional[MultiInstance]
+
+
+@dataclass(frozen=True)
+class ReservedDiskSpace:
+    """Batch's reserved ephemeral disk space figures, in bytes, where the node sets them."""
+
+    task_bytes: Optional[int]
+    node_bytes: Optional[int]
+    os_bytes: Optional[int]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """An ``AZ_BATCH_*`` variable node-agent does not model, kept as it came."""
+
+    name: str
+    value: str
+
+    @property
+    def is_secret(self) -> bool:
+        """Whether printers must redact the value."""
+        return is_secret(self.name)
