@@ -27,7 +27,8 @@ from node_agent.policy import RestartPolicy
 from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
 from node_agent.settings import Settings
 from node_agent.state import STATE_FILE, AgentState, Phase, own_create_time, read_state, write_state
-from node_agent.supervise import GaveUp, Supervisor, stop_stale_worker, worker_spec
+from node_agent.supervise import GaveUp, Supervisor
+from node_agent.worker import stop_stale_worker, worker_spec
 
 log = get_logger("agent")
 

@@ -14,8 +14,8 @@ from node_agent.lock import AlreadyRunning, NodeLock
 from node_agent.logpump import CHUNK, Pump, utc_stamp
 from node_agent.settings import load_settings
 from node_agent.state import AgentState, own_create_time, process_alive, read_state, write_state
-from node_agent.supervise import worker_spec
 from node_agent.survey import survey
+from node_agent.worker import worker_spec
 from tests.nodes import make_node
 
 
