@@ -24,6 +24,7 @@ from node_agent.layout import (
 )
 from node_agent.packages import AppPackage
 from node_agent.settings import Settings
+from node_agent.worker_ffmpeg import find_bundled
 
 # ffprobe ships in the ffmpeg package; any other tool in the package of its own name.
 TOOL_PACKAGES = {"ffprobe": "ffmpeg"}
@@ -68,6 +69,7 @@ class Survey:
     package_dirs: Mapping[str, bool]  # package folder -> exists
     executables: Mapping[tuple[str, str], Optional[Found]]  # (package dir, name)
     shared_writable: bool
+    bundled_ffmpeg: Optional[Found] = None  # in the worker package: what the worker runs
 
     def at(self, path: str) -> PathState:
         """The state of a surveyed path."""
@@ -161,9 +163,12 @@ def survey(env: BatchEnv, settings: Settings) -> Survey:
         (package.path, name): locate(package.path, name)
         for package, name in _wanted_executables(env, settings)
     }
+    worker = next((f for (_, n), f in executables.items() if n == WORKER_EXECUTABLE), None)
+    bundled = find_bundled(worker.path) if worker is not None else None
     return Survey(
         paths=paths,
         package_dirs={p.path: os.path.isdir(p.path) for p in env.packages},
         executables=executables,
         shared_writable=os.access(layout.shared_dir, os.W_OK | os.X_OK),
+        bundled_ffmpeg=Found(bundled, None, _state(bundled)) if bundled else None,
     )
