@@ -176,7 +176,7 @@ def probe_all(
     worker = threading.Thread(target=look, name="storage-probe", daemon=True)
     worker.start()
     worker.join(timeout)
-    hung = f"did not answer within {timeout:.0f} s (a network file system that hangs?)"
+    hung = f"did not answer within {timeout:g} s (a network file system that hangs?)"
     return [
         results.get(i) or MountStatus(m, True, None, False, None, hung)
         for i, m in enumerate(mounts)

@@ -9,12 +9,14 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
 import psutil
 import pytest
 
+from node_agent import storage
 from node_agent.doctor import Context, Status
 from node_agent.doctor.storage_checks import check_storage
 from node_agent.errors import InvalidInput
@@ -258,3 +260,18 @@ def test_a_stop_signal_ends_the_storage_wait(
     assert agent.runs() == []
     assert agent.state()["phase"] == "stopped"
     assert agent.state()["stop_reason"] == "received SIGTERM"
+
+
+def test_a_mount_that_does_not_answer_costs_the_time_limit_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look that hangs (as on a hung NFS server; here a look that blocks until the
+    test ends) is reported as not ready after the time limit."""
+    release = threading.Event()
+    monkeypatch.setattr(storage, "probe", lambda *_args: release.wait(60))
+    try:
+        [status] = storage.probe_all([Mount("nfs", str(tmp_path))], timeout=0.2)
+    finally:
+        release.set()
+    assert not status.ready
+    assert status.problem == "did not answer within 0.2 s (a network file system that hangs?)"
