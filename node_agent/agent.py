@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -29,8 +30,9 @@ from node_agent.policy import RestartPolicy
 from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
 from node_agent.settings import Settings
 from node_agent.state import STATE_FILE, AgentState, Phase, own_create_time, read_state, write_state
+from node_agent.storage import StorageCheck, storage_mounts, worker_environment
 from node_agent.supervise import GaveUp, Supervisor
-from node_agent.worker import WorkerSpec, stop_stale_worker, worker_spec
+from node_agent.worker import stop_stale_worker, worker_spec
 
 log = get_logger("agent")
 
@@ -64,14 +66,14 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
             log.warning(
                 "cannot become a child subreaper: orphaned worker processes may outlive a stop"
             )
-        spec = worker_spec(plan, settings, environ)
-        api = ManagerApi.for_worker(settings.manager_url, dict(spec.env))
+        # The worker inherits the proxy variables unchanged: the same proxy for both.
+        api = ManagerApi.for_worker(settings.manager_url, environ)
         keeper = None
         if plan.flavour.flavour is Flavour.V3:
             keeper = IdentityKeeper(
                 api, credentials_path(plan), plan.worker_name, settings.worker_tags
             ).start()
-        supervisor = _supervisor(spec, settings, plan, state_path, api=api, keeper=keeper)
+        supervisor = _supervisor(environ, env, settings, plan, state_path, api=api, keeper=keeper)
         watcher = None
         if settings.watch_events:
             watcher = EventWatcher(
@@ -110,7 +112,8 @@ def _report_health(environ: Mapping[str, str]) -> None:
 
 
 def _supervisor(
-    spec: WorkerSpec,
+    environ: Mapping[str, str],
+    env: BatchEnv,
     settings: Settings,
     plan: Plan,
     state_path: str,
@@ -144,6 +147,10 @@ def _supervisor(
         deadline=settings.manager_wait_deadline,
         proxies=api.proxies,
     )
+    mounts = storage_mounts(env, settings.storage_mounts)
+    spec = worker_spec(plan, settings, environ)
+    with_storage = {**dict(spec.env), **worker_environment(mounts)}
+    spec = replace(spec, env=tuple(sorted(with_storage.items())))
     return Supervisor(
         spec,
         policy,
@@ -151,6 +158,7 @@ def _supervisor(
         write_state(state_path, state),
         state_path,
         manager=check,
+        storage=StorageCheck(mounts, settings.storage_wait_cap) if mounts else None,
         on_worker_start=keeper.worker_started if keeper is not None else None,
     )
 
