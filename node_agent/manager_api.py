@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import requests
 
@@ -22,6 +22,7 @@ from node_agent.manager import PROBE_TIMEOUT, manager_session, proxies_for, reas
 log = get_logger("manager")
 
 MGT = "/api/v3/worker-mgt"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,17 +131,24 @@ def _json(response: requests.Response, what: str) -> Any:
         return None
 
 
+def _listing(
+    api: ManagerApi, path: str, key: str, parse: Callable[[Any], T], what: str
+) -> Optional[list[T]]:
+    """``GET path`` and parse each item of the answer's ``key`` list; None on failure."""
+    response = _call(api, "GET", path, what, accept=(200,))
+    document: Any = _json(response, what) if response is not None else None
+    if document is None:
+        return None
+    try:
+        return [parse(item) for item in document.get(key) or ()]
+    except (AttributeError, ValueError):
+        log.warning("could not %s: unexpected answer from the Manager", what)
+        return None
+
+
 def list_workers(api: ManagerApi) -> Optional[list[ManagerWorker]]:
     """Every worker the Manager lists (``GET /worker-mgt/workers``); None on failure."""
-    what = "list the workers"
-    response = _call(api, "GET", f"{MGT}/workers", what, accept=(200,))
-    document: Any = _json(response, what) if response is not None else None
-    try:
-        return [ManagerWorker.parse(w) for w in document["workers"]]
-    except (TypeError, KeyError, ValueError):
-        if response is not None:
-            log.warning("could not %s: unexpected answer from the Manager", what)
-        return None
+    return _listing(api, f"{MGT}/workers", "workers", ManagerWorker.parse, "list the workers")
 
 
 def get_worker(api: ManagerApi, worker_id: str) -> Optional[ManagerWorker]:
@@ -200,15 +208,7 @@ def delete_worker(api: ManagerApi, worker_id: str, why: str) -> bool:
 
 def list_tags(api: ManagerApi) -> Optional[list[WorkerTag]]:
     """The Manager's worker tags (``GET /worker-mgt/tags``); None on failure."""
-    what = "list the worker tags"
-    response = _call(api, "GET", f"{MGT}/tags", what, accept=(200,))
-    document: Any = _json(response, what) if response is not None else None
-    try:
-        return [_tag(t) for t in document.get("tags") or ()]
-    except (AttributeError, ValueError):
-        if response is not None:
-            log.warning("could not %s: unexpected answer from the Manager", what)
-        return None
+    return _listing(api, f"{MGT}/tags", "tags", _tag, "list the worker tags")
 
 
 def set_tags(api: ManagerApi, worker_id: str, tag_ids: list[str]) -> bool:

@@ -4,7 +4,6 @@ against the stand-in Manager on 127.0.0.1."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,6 @@ from tests.helpers import wait_until
 from tests.nodes import CLOSED_LOOPBACK
 
 NAME = "pool-node-1"
-
-
-@pytest.fixture
-def manager() -> Iterator[FakeManager]:
-    manager = FakeManager().start()
-    yield manager
-    manager.stop()
 
 
 def _entry(worker_id: str, name: str, status: str) -> ManagerWorker:

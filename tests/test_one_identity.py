@@ -70,9 +70,9 @@ def test_registered_tagged_and_re_registered_after_deletion(
     )
     first = _only_entry(manager, node, gpu)
     assert manager.worker(stale).deleted and not manager.worker(other).deleted
-    err = agent.stderr.decode()
-    assert f"removed worker {stale} from the Manager" in err
-    assert err.count("the Manager has no tag 'NVMe'") == 1
+    # Logged once the Manager has answered the DELETE: wait for the line.
+    wait_until(lambda: f"removed worker {stale} from the Manager".encode() in agent.stderr)
+    assert agent.stderr.count(b"the Manager has no tag 'NVMe'") == 1
     # The worker's environment and config.
     pid = agent.state()["worker_pid"]
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")

@@ -3,10 +3,8 @@ bodies, pending status requests, tags, the task queue), over real HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Optional
 
-import pytest
 import requests
 
 from node_agent.standins.manager import FakeManager
@@ -14,13 +12,6 @@ from node_agent.standins.manager import FakeManager
 WORKER = "/api/v3/worker"
 MGT = "/api/v3/worker-mgt"
 UNKNOWN = "8e1d9c4a-0b1f-4c7e-9d35-5a0f2b8e6c11"
-
-
-@pytest.fixture
-def manager() -> Iterator[FakeManager]:
-    manager = FakeManager().start()
-    yield manager
-    manager.stop()
 
 
 class Client:

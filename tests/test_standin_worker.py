@@ -27,13 +27,6 @@ NAME = "node-7"
 SECRET = "s3cret-of-node-7"
 
 
-@pytest.fixture
-def manager() -> Iterator[FakeManager]:
-    manager = FakeManager().start()
-    yield manager
-    manager.stop()
-
-
 class Worker:
     """The stand-in worker's working dir in ``where`` (its config names this Manager);
     ``start`` runs it, its output going to ``out.txt``."""
