@@ -115,13 +115,14 @@ class _Planner:
                 self.notes.append(f"package {package_id}: {message}")
             return None
         if not self.node.package_dirs.get(package.path, False):
-            self.problems.append(
-                Problem(
-                    package.variables[0],
-                    f"package folder {package.path} does not exist; Batch failed to extract "
-                    "the package, or the environment points elsewhere",
-                )
+            message = (
+                f"package folder {package.path} does not exist; Batch failed to extract "
+                "the package, or the environment points elsewhere"
             )
+            if required:
+                self.problems.append(Problem(package.variables[0], message))
+            else:
+                self.notes.append(f"{package.variables[0]}: {message} (skipped: not asked for)")
             return None
         return package
 
@@ -258,7 +259,9 @@ class _Planner:
         )
         if choice.guessed:
             self.notes.append(f"WARNING: {choice.reason}")
-        name = settings.worker_name or default_worker_name(self.env.pool_id, self.env.node.id)
+        name = settings.worker_name or default_worker_name(
+            self.env.pool_id, self.env.node.id, self.node.host_name
+        )
 
         self.directory(layout.agent_dir, 0o755, "node-agent's state")
         self.directory(layout.worker_dir, 0o755, "the worker's working dir and config")

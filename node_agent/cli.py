@@ -65,6 +65,8 @@ def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settin
         problems.extend(exc.problems)
     if problems or env is None:
         raise InvalidInput("invalid environment or settings", problems)
+    for warning in env.warnings:
+        log.warning("environment: %s (node-agent goes on without it)", warning)
     return environ, env, settings
 
 

@@ -16,8 +16,10 @@ import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 from node_agent.env import BatchEnv
+from node_agent.env_model import safe_id
 
 V3_CONFIG = "flamenco-worker.yaml"
 V3_CREDENTIALS = "flamenco-worker-credentials.yaml"
@@ -61,19 +63,22 @@ class Layout:
 _TVMPS = re.compile(r"tvmps_([0-9a-f]{12})[0-9a-f]*_[a-z]", re.IGNORECASE)
 
 
-def default_worker_name(pool_id: str, node_id: str) -> str:
+def default_worker_name(pool_id: Optional[str], node_id: Optional[str], host_name: str) -> str:
     """A worker name readable in the Manager's list and unique within the pool.
 
     ``<pool>-<node>``, where a ``tvmps_<64 hex>_d`` node id is cut to its first 12
     hex digits (48 random bits: collisions are negligible within a pool) and other
-    ids over 32 characters keep 20 and gain 8 hex digits of their hash.
+    ids over 32 characters keep 20 and gain 8 hex digits of their hash. Without a
+    node id the host name stands in; without a pool id the name is the node part.
+    Only letters, digits, ``_`` and ``-`` ever reach it.
     """
-    match = _TVMPS.fullmatch(node_id)
+    node = safe_id(node_id or host_name)
+    match = _TVMPS.fullmatch(node)
     if match:
         short = match.group(1).lower()
-    elif len(node_id) <= 32:
-        short = node_id
+    elif len(node) <= 32:
+        short = node
     else:
-        digest = hashlib.sha256(node_id.encode()).hexdigest()[:8]
-        short = f"{node_id[:20]}-{digest}"
-    return f"{pool_id[:32]}-{short}"
+        digest = hashlib.sha256(node.encode()).hexdigest()[:8]
+        short = f"{node[:20]}-{digest}"
+    return f"{safe_id(pool_id)[:32]}-{short}" if pool_id else short

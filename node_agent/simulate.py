@@ -36,6 +36,13 @@ def rebase(environ: Mapping[str, str], old_root: str, new_root: str) -> dict[str
     return {k: ":".join(move(part) for part in v.split(":")) for k, v in environ.items()}
 
 
+def batch_base(environ: Mapping[str, str]) -> str:
+    """The dir holding the node root and the shared and startup dirs (the root itself
+    where they are inside it, as usual): what to move to lay a node out elsewhere."""
+    dirs = ("AZ_BATCH_NODE_ROOT_DIR", "AZ_BATCH_NODE_SHARED_DIR", "AZ_BATCH_NODE_STARTUP_DIR")
+    return os.path.commonpath([environ[name] for name in dirs if name in environ])
+
+
 def extract_like_batch(archive: Path, folder: Path) -> None:
     """Extract a package zip into its folder keeping Unix modes (as ``unzip`` does;
     Python's ``extractall`` would drop the executable bits)."""
@@ -89,11 +96,11 @@ class SimulatedNode:
         """The start task's whole environment: the fixture's Batch variables rebased
         onto the root, Batch's HOME/PWD/PATH/USER, the pool's settings, overrides."""
         batch = {k: v for k, v in self.fixture.items() if k.startswith("AZ_BATCH_")}
-        env = rebase(batch, self.fixture["AZ_BATCH_NODE_ROOT_DIR"], str(self.root))
+        env = rebase(batch, batch_base(self.fixture), str(self.root))
         wd, shared = env["AZ_BATCH_TASK_WORKING_DIR"], env["AZ_BATCH_NODE_SHARED_DIR"]
-        env.update(
-            HOME=wd, PWD=wd, USER=env["AZ_BATCH_TASK_USER"], PATH=f"{SYSTEM_PATH}:{shared}:{wd}"
-        )
+        env.update(HOME=wd, PWD=wd, PATH=f"{SYSTEM_PATH}:{shared}:{wd}")
+        if "AZ_BATCH_TASK_USER" in env:
+            env["USER"] = env["AZ_BATCH_TASK_USER"]
         env.update(start_task_command(self.pool_json)[1])
         env.update(self.overrides)
         return env

@@ -5,6 +5,7 @@ them, whether the shared dir is writable."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class Survey:
     package_dirs: Mapping[str, bool]  # package folder -> exists
     executables: Mapping[tuple[str, str], Optional[Found]]  # (package dir, name)
     shared_writable: bool
+    host_name: str  # the worker name's stand-in for a missing node id
 
     def at(self, path: str) -> PathState:
         """The state of a surveyed path."""
@@ -166,4 +168,5 @@ def survey(env: BatchEnv, settings: Settings) -> Survey:
         package_dirs={p.path: os.path.isdir(p.path) for p in env.packages},
         executables=executables,
         shared_writable=os.access(layout.shared_dir, os.W_OK | os.X_OK),
+        host_name=socket.gethostname(),
     )

@@ -1,10 +1,14 @@
-"""The order of package versions, proven on generated inputs."""
+"""The order of package versions and the choice between folders of one package,
+proven on generated inputs."""
 
 from __future__ import annotations
+
+import random
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from node_agent.packages import AppPackage, choose_package
 from node_agent.versions import version_key
 
 numbers = st.lists(st.integers(0, 10**6), min_size=1, max_size=5)
@@ -55,3 +59,41 @@ def test_a_total_order_on_any_text(a: str, b: str, c: str) -> None:
     assert (ka < kb) != (kb < ka) or a == b
     if ka <= kb <= kc:
         assert ka <= kc
+
+
+def _package(version: str, default: bool, index: int) -> AppPackage:
+    path = f"/mnt/batch/tasks/applications/blender{version}2025-01-01-00-{index:02d}"
+    variables = ["AZ_BATCH_APP_PACKAGE_blender_x"] + (["AZ_BATCH_APP_PACKAGE_blender"] * default)
+    return AppPackage(
+        path=path,
+        variables=tuple(variables),
+        readings=frozenset({("blender", version)}),
+        is_default=default,
+    )
+
+
+@given(st.lists(st.tuples(numbers, st.booleans()), min_size=1, max_size=6), st.randoms())
+def test_the_choice_is_the_default_then_the_highest_in_any_order(
+    specs: list[tuple[list[int], bool]], shuffle: random.Random
+) -> None:
+    packages = [_package(_dotted(parts), default, i) for i, (parts, default) in enumerate(specs)]
+    expected = max(packages, key=lambda p: (p.is_default, version_key(p.version or ""), p.path))
+    shuffle.shuffle(packages)
+    choice = choose_package(packages, "Blender")
+    assert choice is not None and choice.package == expected
+    assert {p.path for p in choice.others} == {p.path for p in packages} - {expected.path}
+    if not choice.others:
+        assert choice.reason == "the only folder for it"
+    elif expected.is_default and not any(p.is_default for p in choice.others):
+        assert choice.reason == "the pool's default version"
+    else:
+        assert choice.reason == "the highest version"
+
+
+def test_a_known_version_wins_over_an_unknown_one() -> None:
+    known = _package("4.2.3", False, 1)
+    unknown = AppPackage(
+        "/mnt/batch/tasks/applications/zzz", ("AZ_BATCH_APP_PACKAGE_blender_9",), frozenset(), None
+    )
+    choice = choose_package([unknown, known], "blender")
+    assert choice is not None and choice.package is known and choice.others == (unknown,)
