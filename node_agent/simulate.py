@@ -176,7 +176,10 @@ class SimulatedNode:
             self.storage_note = "the pool mounts no shared storage"
             return
         server = self.storage or self.root.parent / "file-server"
-        base = Path(env.get("AZ_BATCH_NODE_MOUNTS_DIR") or self.root / "fsmounts")
+        # Where the agent looks (storage.mounts_dir): the node root, not always self.root.
+        base = Path(
+            env.get("AZ_BATCH_NODE_MOUNTS_DIR") or Path(env["AZ_BATCH_NODE_ROOT_DIR"], "fsmounts")
+        )
         binds = [(server / name, base / name) for name in names]
         for pair in binds:
             for path in pair:
