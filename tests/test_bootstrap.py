@@ -12,7 +12,7 @@ import yaml
 from pyfakefs import helpers
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from node_agent import bootstrap
+from node_agent import actions, bootstrap
 from node_agent.bootstrap import ActionKind, Plan
 from node_agent.errors import InvalidInput, RuntimeFailure
 from node_agent.settings import Settings, load_settings
@@ -316,5 +316,5 @@ def test_missing_worker_package_is_an_error(fakefs: FakeFilesystem) -> None:
 
 def test_errno_hints(fakefs: FakeFilesystem) -> None:
     action = bootstrap.Action(ActionKind.WRITE_FILE, "/x", "new")
-    failure: Optional[RuntimeFailure] = bootstrap._failure(action, OSError(errno.EROFS, "ro"))
+    failure: Optional[RuntimeFailure] = actions._failure(action, OSError(errno.EROFS, "ro"))
     assert failure is not None and str(failure) == "write /x failed: the file system is read-only"
