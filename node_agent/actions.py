@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,6 +26,8 @@ class ActionKind(Enum):
     MAKE_EXECUTABLE = "chmod +x"
     LINK = "link"
     WRITE_FILE = "write"
+    LINK_LIBRARIES = "link libs"
+    REMOVE_DIR = "remove"
     KEEP = "keep"
 
 
@@ -38,6 +41,7 @@ class Action:
     target: Optional[str] = None  # LINK: where the link points
     content: Optional[bytes] = field(default=None, repr=False)  # WRITE_FILE
     mode: int = 0  # CREATE_DIR, WRITE_FILE, MAKE_EXECUTABLE: the mode to set
+    links: tuple[tuple[str, str], ...] = ()  # LINK_LIBRARIES: (name, target) in the new dir
 
     def describe(self) -> str:
         """One line for the operator (never the file's content)."""
@@ -74,6 +78,10 @@ def carry_out(changes: Sequence[Action]) -> list[Action]:
             elif action.kind is ActionKind.WRITE_FILE:
                 assert action.content is not None
                 fsutil.atomic_write(action.path, action.content, action.mode)
+            elif action.kind is ActionKind.LINK_LIBRARIES:
+                fsutil.atomic_link_dir(action.path, action.links)
+            elif action.kind is ActionKind.REMOVE_DIR:
+                shutil.rmtree(action.path)  # unlinks the links in it, never follows them
         except OSError as exc:
             raise _failure(action, exc) from None
         done.append(action)

@@ -34,6 +34,7 @@ from node_agent.layout import (
 from node_agent.packages import AppPackage
 from node_agent.settings import Settings
 from node_agent.survey import TOOL_PACKAGES, Kind, Survey
+from node_agent.toolentry import plan_entry, stale_libs_dirs
 from node_agent.workerconfig import render_v2, render_v3, v2_credentials
 
 
@@ -154,36 +155,22 @@ class _Planner:
                 )
             )
 
-    def link(self, tool: str, target: str) -> None:
-        path = self.layout.link(tool)
-        state = self.node.at(path)
-        if state.kind is Kind.MISSING:
-            self.actions.append(Action(ActionKind.LINK, path, "new", target=target))
-        elif state.kind is Kind.SYMLINK and state.link_target == target:
-            self.actions.append(
-                Action(ActionKind.KEEP, path, "already points there", target=target)
+    def entry(self, tool: str, target: str) -> list[str]:
+        """Plan the tool's entry on PATH; the folder of libraries it uses, if any."""
+        if target in self.node.libraries and self.node.libraries[target] is None:
+            self.notes.append(
+                f"WARNING: {tool}: its package brings libraries, but there is no ldd to ask "
+                "which ones this node lacks; they are not used"
             )
-        elif state.kind is Kind.SYMLINK and self.layout.in_applications(state.link_target or ""):
-            self.actions.append(
-                Action(
-                    ActionKind.LINK, path, f"replaces a link to {state.link_target}", target=target
-                )
-            )
-        else:
-            what = (
-                f"a symlink to {state.link_target}"
-                if state.kind is Kind.SYMLINK
-                else f"a {state.kind.value}"
-            )
-            self.problems.append(
-                Problem(
-                    path,
-                    (
-                        f"is {what} that node-agent did not make; it will not replace it. Remove "
-                        f"or rename it, or leave {tool} out of NODE_AGENT_TOOLS"
-                    ),
-                )
-            )
+        state = self.node.at(self.layout.link(tool))
+        libraries = self.node.libraries.get(target)
+        entry = plan_entry(
+            self.layout, tool, target, state, libraries=libraries, libs_dirs=self.node.libs_dirs
+        )
+        self.actions += entry.actions
+        self.notes += entry.notes
+        self.problems += entry.problems
+        return [entry.libs_dir] if entry.libs_dir else []
 
     def config_file(self, path: str, content: bytes, mode: int) -> None:
         state = self.node.at(path)
@@ -240,11 +227,13 @@ class _Planner:
         worker_exe = None
         if worker_package is not None:
             worker_exe = self.executable(worker_package, WORKER_EXECUTABLE, required=True)
+        libs_dirs: list[str] = []
         for tool in settings.tools:
             package = self.package(TOOL_PACKAGES.get(tool, tool), settings.tools_explicit())
             target = package and self.executable(package, tool, settings.tools_explicit())
             if target:
-                self.link(tool, target)
+                libs_dirs += self.entry(tool, target)
+        self.actions += stale_libs_dirs(layout, settings.tools, libs_dirs, self.node.libs_dirs)
 
         if choice.flavour is Flavour.V2:
             self.v2_config()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 import zipfile
 from collections.abc import Mapping
@@ -18,6 +20,18 @@ from typing import Union
 Spec = Union[bytes, tuple[bytes, int], str, None]
 
 ELF_LIBRARY = b"\x7fELF" + b"\0" * 60  # enough of an ELF header for the builder's check
+BUILD_TOOL = Path(__file__).resolve().parent.parent / "packaging" / "build-tool"
+
+
+def build_tool(*args: object) -> subprocess.CompletedProcess[str]:
+    """Run ``packaging/build-tool`` as an operator does."""
+    return subprocess.run(
+        [sys.executable, str(BUILD_TOOL), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _file(spec: Spec) -> tuple[bytes, int]:
@@ -95,8 +109,6 @@ def write_deb(path: Path, data: Mapping[str, Spec], data_name: str = "data.tar.x
     compression = {".xz": "w:xz", ".gz": "w:gz", ".tar": "w", ".zst": "w"}[Path(data_name).suffix]
     payload = tar_bytes(data, compression)
     if data_name.endswith(".zst"):
-        import subprocess
-
         payload = subprocess.run(
             ["zstd", "-q", "-c"], input=payload, capture_output=True, check=True
         ).stdout

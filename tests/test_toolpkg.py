@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import shutil
 import stat
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,10 +13,16 @@ import pytest
 from archives import Entry, Kind
 from toolpkg import LinkProblem, resolve, version_from_name
 
-from tests.releases import ELF_LIBRARY, Spec, write_deb, write_folder, write_tar, write_zip
+from tests.releases import (
+    ELF_LIBRARY,
+    Spec,
+    build_tool,
+    write_deb,
+    write_folder,
+    write_tar,
+    write_zip,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-BUILD_TOOL = REPO / "packaging" / "build-tool"
 TOP = "blender-4.2.3-linux-x64"
 BLENDER: dict[str, Spec] = {
     f"{TOP}/": None,
@@ -30,17 +34,6 @@ BLENDER: dict[str, Spec] = {
     f"{TOP}/blender-softwaregl": "->blender",  # a link to an executable
     f"{TOP}/4.2/scripts": "->datafiles",  # a link to a folder
 }
-
-
-def build_tool(*args: object) -> subprocess.CompletedProcess[str]:
-    """Run the builder as an operator does."""
-    return subprocess.run(
-        [sys.executable, str(BUILD_TOOL), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _entries(package: Path) -> dict[str, zipfile.ZipInfo]:
