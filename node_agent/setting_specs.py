@@ -268,6 +268,14 @@ SPECS = (
         "http://169.254.169.254",
         "the Instance Metadata Service's base URL",
     ),
+    Spec(
+        "install_system_packages",
+        "NODE_AGENT_INSTALL_SYSTEM_PACKAGES",
+        "--install-system-packages",
+        _boolean,
+        False,
+        "admin start tasks only: apt-get install the system libraries the tools lack",
+    ),
 )
 
 

@@ -49,6 +49,7 @@ class Settings:
     ack_events: bool
     forget_worker: Optional[bool]  # None: on for Spot nodes
     imds_url: str
+    install_system_packages: bool
     sources: tuple[tuple[str, str], ...]
 
     def source(self, key: str) -> str:

@@ -17,11 +17,12 @@ import pytest
 
 from node_agent import bootstrap, doctor
 from node_agent.actions import ActionKind
+from node_agent.cli import main
 from node_agent.doctor import Status
-from node_agent.libraries import parse_ldd
+from node_agent.libraries import LIBRARY_PACKAGES, parse_ldd
 from node_agent.settings import load_settings
 from node_agent.survey import survey
-from tests.nodes import TestNode, make_node
+from tests.nodes import TestNode, make_node, write_executable
 from tests.releases import build_tool, write_tar
 
 CC = shutil.which("cc") or shutil.which("gcc")
@@ -214,3 +215,30 @@ def test_parse_ldd() -> None:
     assert parse_ldd(output) == (True, ("libXi.so.6", "libGL.so.1"))
     assert parse_ldd("\tnot a dynamic executable\n") == (False, ())
     assert parse_ldd("\tstatically linked\n") == (False, ())
+
+
+@needs_cc
+def test_admin_pool_installs_what_the_loader_misses(
+    built: Built,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(LIBRARY_PACKAGES, GREETING, "libnodeagentgreet1")
+    node = _node(tmp_path / "root", built.without_libs)
+    # A stand-in apt-get first on PATH: the machine's own is never run.
+    stand_in = tmp_path / "bin"
+    stand_in.mkdir()
+    calls = stand_in / "calls.txt"
+    write_executable(stand_in / "apt-get", f'#!/bin/sh\necho "$*" >> {calls}\n')
+    node.environ["PATH"] = f"{stand_in}:{node.environ['PATH']}"
+    env_file = node.env_file(tmp_path / "node.env")
+
+    assert main(["bootstrap", "--env-file", str(env_file), "--install-system-packages"]) == 0
+    assert (
+        calls.read_text()
+        .splitlines()[-1]
+        .endswith("install -y --no-install-recommends libnodeagentgreet1")
+    )
+    err = capsys.readouterr().err
+    assert "node-agent: INFO: install_system_packages: installed libnodeagentgreet1" in err
