@@ -291,19 +291,26 @@ def build(
     if missing:
         raise ArchiveError("\n".join(missing))
     workdir = out.parent if out else dist
+    created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
-    # Staged beside the output: a Blender release unpacks to more than /tmp may hold.
-    with tempfile.TemporaryDirectory(prefix=".build-tool-", dir=workdir) as name:
-        staging = Staging(Path(name))
-        tree = read_release(release, staging)
-        files, top, links, notes = package_files(package_id, release, tree)
-        libraries, skipped = collect_libraries(libs, staging)
-        notes += skipped
-        for library, found in libraries.items():
-            files[f"{SYSTEM_LIBS_DIR}/{library}"] = Source(found.source, False)
-        version = version or version_from_name(package_id, release.name, top)
-        out = out or dist / (f"{package_id}-{version}.zip" if version else f"{package_id}.zip")
-        write_zip(out, files)
+    try:
+        # Staged beside the output: a Blender release unpacks to more than /tmp holds.
+        with tempfile.TemporaryDirectory(prefix=".build-tool-", dir=workdir) as staged:
+            staging = Staging(Path(staged))
+            tree = read_release(release, staging)
+            files, top, links, notes = package_files(package_id, release, tree)
+            libraries, skipped = collect_libraries(libs, staging)
+            notes += skipped
+            for library, found in libraries.items():
+                files[f"{SYSTEM_LIBS_DIR}/{library}"] = Source(found.source, False)
+            version = version or version_from_name(package_id, release.name, top)
+            name = f"{package_id}-{version}.zip" if version else f"{package_id}.zip"
+            out = out or dist / name
+            write_zip(out, files)
+    except BaseException:
+        if created:
+            workdir.rmdir()  # empty again: the staging dir is gone
+        raise
     return Built(
         package_id, version, out, len(files), top, links, tuple(sorted(libraries)), tuple(notes)
     )

@@ -133,7 +133,7 @@ def test_path_traversal_is_refused(tmp_path: Path, name: str) -> None:
     result = build_tool("blender", release, "--out", tmp_path / "out" / "blender.zip")
     assert result.returncode == 3
     assert f"the entry {name!r} would be written outside the archive's folder" in result.stderr
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["evil.tar.xz", "out"]
+    assert [p.name for p in tmp_path.rglob("*")] == ["evil.tar.xz"]  # nothing else made
 
 
 def test_entry_inside_a_symlink_is_refused(tmp_path: Path) -> None:
