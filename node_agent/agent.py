@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +28,7 @@ from node_agent.policy import RestartPolicy
 from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
 from node_agent.settings import Settings
 from node_agent.state import STATE_FILE, AgentState, Phase, own_create_time, read_state, write_state
+from node_agent.storage import StorageCheck, storage_mounts, worker_environment
 from node_agent.supervise import GaveUp, Supervisor
 from node_agent.worker import stop_stale_worker, worker_spec
 
@@ -62,7 +64,7 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
             log.warning(
                 "cannot become a child subreaper: orphaned worker processes may outlive a stop"
             )
-        supervisor = _supervisor(environ, settings, plan, state_path)
+        supervisor = _supervisor(environ, env, settings, plan, state_path)
         watcher = None
         if settings.watch_events:
             watcher = EventWatcher(
@@ -99,7 +101,7 @@ def _report_health(environ: Mapping[str, str]) -> None:
 
 
 def _supervisor(
-    environ: Mapping[str, str], settings: Settings, plan: Plan, state_path: str
+    environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Plan, state_path: str
 ) -> Supervisor:
     state = AgentState(
         agent_pid=os.getpid(),
@@ -127,13 +129,18 @@ def _supervisor(
         deadline=settings.manager_wait_deadline,
         credentials=credentials_path(plan),
     )
+    mounts = storage_mounts(env, settings.storage_mounts)
+    spec = worker_spec(plan, settings, environ)
+    with_storage = {**dict(spec.env), **worker_environment(mounts)}
+    spec = replace(spec, env=tuple(sorted(with_storage.items())))
     return Supervisor(
-        worker_spec(plan, settings, environ),
+        spec,
         policy,
         settings,
         write_state(state_path, state),
         state_path,
         manager=check,
+        storage=StorageCheck(mounts, settings.storage_wait_cap) if mounts else None,
     )
 
 

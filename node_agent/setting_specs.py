@@ -4,6 +4,7 @@ parser and default. The parsers are pure: text in, typed value out, or
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -89,6 +90,17 @@ def _deadline(text: str) -> Optional[float]:
 
 def _auto_boolean(text: str) -> Optional[bool]:
     return None if text.strip().lower() == "auto" else _boolean(text)
+
+
+def _mount_names(text: str) -> tuple[str, ...]:
+    names = tuple(w for w in re.split(r"[\s,]+", text) if w)
+    for name in names:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ValueError(
+                "expected paths relative to AZ_BATCH_NODE_MOUNTS_DIR (the pool's "
+                "relativeMountPath), without '..'; empty for none"
+            )
+    return tuple(posixpath.normpath(name) for name in names)
 
 
 def _secret(text: str) -> str:
@@ -267,6 +279,22 @@ SPECS = (
         _url,
         "http://169.254.169.254",
         "the Instance Metadata Service's base URL",
+    ),
+    Spec(
+        "storage_mounts",
+        "NODE_AGENT_STORAGE_MOUNTS",
+        "--storage-mounts",
+        _mount_names,
+        (),
+        "mounts the worker needs, relative to AZ_BATCH_NODE_MOUNTS_DIR (default: none)",
+    ),
+    Spec(
+        "storage_wait_cap",
+        "NODE_AGENT_STORAGE_WAIT_CAP",
+        "--storage-wait-cap",
+        _seconds,
+        60.0,
+        "seconds: the largest wait between looks at missing shared storage",
     ),
     Spec(
         "install_system_packages",

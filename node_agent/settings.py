@@ -49,6 +49,8 @@ class Settings:
     ack_events: bool
     forget_worker: Optional[bool]  # None: on for Spot nodes
     imds_url: str
+    storage_mounts: tuple[str, ...]  # relative to AZ_BATCH_NODE_MOUNTS_DIR
+    storage_wait_cap: float
     install_system_packages: bool
     sources: tuple[tuple[str, str], ...]
 

@@ -1,6 +1,7 @@
 """A simulated Batch node: a node root laid out in a directory as Batch lays it out,
-the application package zips extracted into their folders, and the pool's start
-task run through ``/bin/sh -c`` in a clean environment.
+the application package zips extracted into their folders, the pool's shared
+storage mounted where the pool says, and the pool's start task run through
+``/bin/sh -c`` in a clean environment.
 
 Used by ``packaging/simulate-node`` (the README's main job) and the end-to-end
 tests; never shipped in the package, never used on a real node.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,6 +96,33 @@ def start_task_command(pool_json: Path) -> tuple[str, dict[str, str]]:
     return str(start["commandLine"]), settings
 
 
+def pool_mounts(pool_json: Path) -> list[str]:
+    """The ``relativeMountPath`` of every file system the pool mounts."""
+    pool = json.loads(pool_json.read_text(encoding="utf-8"))
+    return [
+        str(config["relativeMountPath"])
+        for entry in pool.get("mountConfiguration", [])
+        for config in entry.values()
+    ]
+
+
+def namespace_wrapper(binds: list[tuple[Path, Path]]) -> list[str]:
+    """The command prefix that runs a command in a private mount namespace with
+    each ``(source, mount point)`` bind-mounted, as Batch mounts the pool's storage
+    before the start task. Root needs only ``unshare -m``; anyone else gets a user
+    namespace for the mounting (``-r``) and then runs the command as themselves
+    again (``--map-user``), as a non-admin start task runs."""
+    paths = [str(p) for pair in binds for p in pair]
+    steps = [f'mount --bind "${{{2 * i + 1}}}" "${{{2 * i + 2}}}"' for i in range(len(binds))]
+    run = 'exec "$@"'
+    flags = ["-m"]
+    if os.geteuid() != 0:
+        flags = ["-r", "-m"]
+        run = f'exec unshare -U --map-user={os.getuid()} --map-group={os.getgid()} "$@"'
+    script = " && ".join([*steps, f"shift {len(paths)}", run])
+    return ["unshare", *flags, "--propagation", "private", "sh", "-c", script, "sh", *paths]
+
+
 @dataclass
 class SimulatedNode:
     """One node: ``root`` on disk, the fixture's variables rebased there."""
@@ -104,6 +133,11 @@ class SimulatedNode:
     pool_json: Path
     overrides: Mapping[str, str]  # e.g. the stand-in Manager's URL, NODE_AGENT_IMDS_URL
     process: Optional[subprocess.Popen[bytes]] = None
+    # The stand-in file server: <storage>/<relativeMountPath> is what the node mounts
+    # (default: a "file-server" dir beside the root). Kept across start task runs.
+    storage: Optional[Path] = None
+    storage_note: str = ""  # how the pool's storage is simulated, for the operator
+    _wrapper: Optional[list[str]] = None  # None: not laid out; []: no mounts made
 
     @property
     def environ(self) -> dict[str, str]:
@@ -116,6 +150,8 @@ class SimulatedNode:
             HOME=wd, PWD=wd, USER=env["AZ_BATCH_TASK_USER"], PATH=f"{SYSTEM_PATH}:{shared}:{wd}"
         )
         env.update(start_task_command(self.pool_json)[1])
+        if self._wrapper == [] and pool_mounts(self.pool_json):
+            env["NODE_AGENT_STORAGE_MOUNTS"] = ""  # nothing mounted: the agent would wait
         env.update(self.overrides)
         return env
 
@@ -143,12 +179,45 @@ class SimulatedNode:
                 raise ValueError(f"the fixture has no {package_id!r} package variable")
             if not Path(package.path).exists():
                 extract_like_batch(archive, Path(package.path))
+        self._prepare_storage(env)
+
+    def _prepare_storage(self, env: Mapping[str, str]) -> None:
+        """Make each mount point and its stand-in share; find out whether a private
+        mount namespace can be had here, and say what is simulated."""
+        names = pool_mounts(self.pool_json)
+        self._wrapper = []
+        if not names:
+            self.storage_note = "the pool mounts no shared storage"
+            return
+        server = self.storage or self.root.parent / "file-server"
+        base = Path(env.get("AZ_BATCH_NODE_MOUNTS_DIR") or self.root / "fsmounts")
+        binds = [(server / name, base / name) for name in names]
+        for pair in binds:
+            for path in pair:
+                path.mkdir(parents=True, exist_ok=True)
+        wrapper = namespace_wrapper(binds)
+        refusal = "the unshare command is not installed"
+        if shutil.which("unshare"):
+            probe = subprocess.run([*wrapper, "true"], capture_output=True, text=True, check=False)
+            if probe.returncode == 0:
+                self._wrapper = wrapper
+                self.storage_note = "; ".join(
+                    f"{share} bind-mounted at {point} (a private mount namespace)"
+                    for share, point in binds
+                )
+                return
+            refusal = probe.stderr.strip() or f"unshare exited {probe.returncode}"
+        self.storage_note = (
+            f"NOT simulated: {refusal}. The shared storage is not mounted and the agent's "
+            "storage check is off (NODE_AGENT_STORAGE_MOUNTS emptied)"
+        )
 
     def start(self) -> subprocess.Popen[bytes]:
         """Run the start task as Batch does: the command line split into arguments,
         not through a shell (the pool's own ``/bin/sh -c`` does the expanding), a
         clean environment, output appended to startup/stdout.txt and stderr.txt, a
-        session of its own."""
+        session of its own; in a mount namespace with the pool's storage mounted
+        when one can be had (``lay_out`` found out)."""
         command, _ = start_task_command(self.pool_json)
         env = self.environ
         outputs: list[IO[bytes]] = [
@@ -157,7 +226,7 @@ class SimulatedNode:
         ]
         try:
             self.process = subprocess.Popen(
-                shlex.split(command),
+                [*(self._wrapper or []), *shlex.split(command)],
                 env=env,
                 cwd=env["AZ_BATCH_TASK_WORKING_DIR"],
                 stdin=subprocess.DEVNULL,

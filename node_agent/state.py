@@ -25,6 +25,7 @@ class Phase:
 
     STARTING = "starting"
     WAITING_FOR_MANAGER = "waiting-for-manager"
+    WAITING_FOR_STORAGE = "waiting-for-storage"
     RUNNING = "running"
     BACKING_OFF = "backing-off"
     STOPPING = "stopping"

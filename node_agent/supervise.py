@@ -37,6 +37,7 @@ from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manage
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
 from node_agent.state import AgentState, Phase, write_state
+from node_agent.storage import StorageCheck, wait_for_storage
 from node_agent.worker import WorkerSpec
 
 log = get_logger("supervise")
@@ -73,6 +74,7 @@ class Supervisor:
         stdout_fd: int = 1,
         stderr_fd: int = 2,
         manager: Optional[ManagerCheck] = None,
+        storage: Optional[StorageCheck] = None,
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -82,6 +84,7 @@ class Supervisor:
         self.stdout_fd = stdout_fd
         self.stderr_fd = stderr_fd
         self.manager = manager
+        self.storage = storage
         self.stop_reason: Optional[str] = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
@@ -189,6 +192,13 @@ class Supervisor:
         """Start the worker, forward its output, wait for its exit, stop what is
         left of its tree, and judge the exit: return to end supervision, raise
         ``WorkerExited`` to restart."""
+        if self.stop_reason is None and self.storage is not None:
+            wait_for_storage(
+                self.storage,
+                self._sleep,
+                lambda: self.stop_reason is not None,
+                lambda: self._update(phase=Phase.WAITING_FOR_STORAGE),
+            )
         if self.stop_reason is None:
             self._await_manager()
         if self.stop_reason is not None:

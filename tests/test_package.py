@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from node_agent.envfile import load_env_file
-from node_agent.simulate import SimulatedNode, start_task_command, tool_packages
+from node_agent.simulate import SimulatedNode, tool_packages
 from node_agent.standins.imds import EVENTS_PATH, FakeImds
 from node_agent.standins.manager import FakeManager
 from tests.helpers import AZ_ENV, wait_until
@@ -58,6 +58,8 @@ def test_package_layout(package: Path) -> None:
     assert names == sorted(names)
     assert "node-agent" in infos and "flamenco-worker" in infos  # at the top level
     assert not any(n.startswith("node_agent/") or "/node_agent/standins/" in n for n in names)
+    # The operator's pool generator stays on the operator's side.
+    assert not any("poolgen" in n or "poolcheck" in n or "make-pool" in n for n in names)
     assert any(
         n.startswith("_node_agent/vendor-x86_64/psutil/") and n.endswith(".abi3.so") for n in names
     )
@@ -149,26 +151,6 @@ def test_builder_refuses_a_bad_worker_release(tmp_path: Path, fault: str, messag
     assert not (tmp_path / "out.zip").exists()
 
 
-def test_pool_template_matches_the_batch_sdk() -> None:
-    from azure.batch.models import PoolAddParameter
-
-    document = json.loads(POOL.read_text())
-    model = PoolAddParameter.deserialize(document)
-    assert not model.validate()
-    # The SDK drops fields it does not know: a misspelt one would be missing here.
-    assert model.serialize(keep_readonly=True) == document
-    start = document["startTask"]
-    assert start["waitForSuccess"] is False
-    assert start["userIdentity"]["autoUser"]["elevationLevel"] == "nonadmin"
-    assert start["commandLine"].startswith("/bin/sh -c ")
-    assert {r["applicationId"] for r in document["applicationPackageReferences"]} == {
-        "blender",
-        "ffmpeg",
-        "flamenco-worker",
-    }
-    assert "FLAMENCO_MANAGER_URL" in start_task_command(POOL)[1]
-
-
 def _tree_of(root: Path) -> list[psutil.Process]:
     """Every process whose command line or working dir lies in the node's root."""
     found = []
@@ -221,6 +203,14 @@ def test_simulated_node_end_to_end(
     # The doctor's report, once at start-up, is in stderr.txt for whoever reads it.
     assert "node-agent: INFO: health report (node-agent doctor): all checks passed" in err
     assert "node-agent: INFO:   OK       blender --version           Blender 4.2.3" in err
+    # The pool's shared storage, mounted where the pool says (where a mount namespace
+    # can be had), checked before the start.
+    share = root / "fsmounts" / "flamenco"
+    if node.storage_note.startswith("NOT simulated"):
+        assert "SKIPPED  storage                     no shared storage configured" in err
+    else:
+        assert f"OK       storage flamenco            {share} (" in err
+        assert f"shared storage ready: {share} (" in err
     config = yaml.safe_load((shared / ".node-agent/worker/flamenco-worker.yaml").read_text())
     assert config == {
         "manager_url": manager.url,

@@ -6,8 +6,9 @@ one sentence. Nothing secret is ever shown: credentials are reported as present 
 absent, variables through the redacting model.
 
 The checks live by family: ``setup_checks`` (environment, settings, PATH),
-``tool_checks`` (packages, executables, libraries, GPUs), ``service_checks`` (Manager, Metadata
-Service), ``node_checks`` (worker config, disk and memory, the agent).
+``tool_checks`` (packages, executables, libraries, GPUs), ``service_checks`` (Manager,
+Metadata Service), ``node_checks`` (worker config, disk and memory, the agent),
+``storage_checks`` (the shared storage the worker needs).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from node_agent.doctor.node_checks import check_agent, check_resources, check_wo
 from node_agent.doctor.report import Row, Status, healthy, render, to_json
 from node_agent.doctor.service_checks import check_manager, check_metadata
 from node_agent.doctor.setup_checks import check_environment, check_path, check_settings
+from node_agent.doctor.storage_checks import check_storage
 from node_agent.doctor.tool_checks import (
     check_gpus,
     check_libraries,
@@ -47,6 +49,7 @@ CHECKS: tuple[Check, ...] = (
     check_manager,
     check_metadata,
     check_resources,
+    check_storage,
     check_gpus,
     check_agent,
 )
