@@ -132,6 +132,17 @@ def test_nested_folder_zip_is_used_with_a_warning(fakefs: FakeFilesystem) -> Non
     assert os.readlink(node.shared / "blender").endswith("blender-4.2.3-linux-x64/blender")
 
 
+def test_bundled_libraries_without_ldd_are_not_used(fakefs: FakeFilesystem) -> None:
+    node = make_node(ROOT, "newer_spot")  # the fake file system has no ldd
+    (node.package_dir("blender") / "_system_libs").mkdir()
+    plan = _plan(node)
+    assert (
+        "WARNING: blender: its package brings libraries, but there is no ldd to ask which "
+        "ones this node lacks; they are not used"
+    ) in plan.notes
+    assert _kinds(plan)[str(node.shared / "blender")] is ActionKind.LINK
+
+
 def test_missing_default_tool_is_a_note(fakefs: FakeFilesystem) -> None:
     node = make_node(ROOT, "newer_spot")
     os.unlink(node.package_dir("ffmpeg") / "ffprobe")
