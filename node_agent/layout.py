@@ -4,8 +4,10 @@ Everything lives in the node's shared dir, the one place a non-admin start task 
 write that survives start task re-runs and reboots (a reimage wipes it, and the
 node then registers as a new worker):
 
-    <shared>/blender, ffmpeg, ffprobe     symlinks into the current package folders
+    <shared>/blender, ffmpeg, ffprobe     symlinks into the current package folders,
+                                          or launchers (a package with libraries)
     <shared>/.node-agent/                 the agent's dir: state file, lock
+    <shared>/.node-agent/libs/            the launchers' folders of library links
     <shared>/.node-agent/worker/          the worker's working dir and config
     <shared>/.node-agent/worker/home/     the worker's data dir: credentials, queue
 """
@@ -37,6 +39,7 @@ class Layout:
     agent_dir: str
     worker_dir: str
     worker_home: str
+    libs_dir: str
 
     @classmethod
     def for_env(cls, env: BatchEnv) -> Layout:
@@ -49,10 +52,11 @@ class Layout:
             agent_dir=agent,
             worker_dir=worker,
             worker_home=posixpath.join(worker, "home"),
+            libs_dir=posixpath.join(agent, "libs"),
         )
 
     def link(self, tool: str) -> str:
-        """Where the tool's symlink goes (on every task's ``PATH``)."""
+        """Where the tool's symlink or launcher goes (on every task's ``PATH``)."""
         return posixpath.join(self.shared_dir, tool)
 
     def in_applications(self, path: str) -> bool:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from node_agent.env import BatchEnv
-from node_agent.simulate import batch_base, rebase
+from node_agent.simulate import batch_base, extract_like_batch, rebase
 from tests.helpers import fixture_env
 
 # The stand-in tools print the first line their real counterparts print.
@@ -66,10 +67,12 @@ def make_node(
     manager_url: Optional[str] = "http://127.0.0.1:8080/",
     nested: tuple[str, ...] = (),
     mode: int = 0o755,
+    *,
+    zips: Optional[Mapping[str, Path]] = None,
 ) -> TestNode:
     """Lay out a node: Batch's dirs and every package of the fixture, each with its
     stand-in executables (inside one wrapping folder for the packages in ``nested``,
-    with file mode ``mode``)."""
+    with file mode ``mode``), or extracted from its zip in ``zips`` as Batch does."""
     original = fixture_env(fixture)
     environ = rebase(original, batch_base(original), str(root))
     if manager_url is not None:
@@ -88,6 +91,9 @@ def make_node(
         if package is None:
             continue
         folder = Path(package.path)
+        if zips and package_id in zips:
+            extract_like_batch(zips[package_id], folder)
+            continue
         if package_id in nested:
             folder = folder / f"{package_id}-{package.version}-linux-x64"
             folder.mkdir()
