@@ -39,6 +39,7 @@ from node_agent.state import (
     read_state,
 )
 from node_agent.survey import survey
+from node_agent.syspkgs import ensure_system_packages
 
 log = get_logger("cli")
 
@@ -65,6 +66,8 @@ def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settin
         problems.extend(exc.problems)
     if problems or env is None:
         raise InvalidInput("invalid environment or settings", problems)
+    for warning in env.warnings:
+        log.warning("environment: %s (node-agent goes on without it)", warning)
     return environ, env, settings
 
 
@@ -81,7 +84,9 @@ def plan_lines(plan: bootstrap.Plan) -> list[str]:
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Link the tools and write the worker config; print the plan and the changes."""
-    _, env, settings = _prepare(args)
+    environ, env, settings = _prepare(args)
+    if not args.dry_run:
+        ensure_system_packages(env, settings, environ)
     plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):
         print(line)
@@ -99,6 +104,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Bootstrap the node, then supervise the worker for the node's whole life."""
     environ, env, settings = _prepare(args)
+    ensure_system_packages(env, settings, environ)
     plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):
         log.info("%s", line.strip())

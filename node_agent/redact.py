@@ -19,3 +19,9 @@ def is_secret(name: str) -> bool:
 def shown(name: str, value: str) -> str:
     """The value as it may appear in output: quoted, or redacted for a secret name."""
     return REDACTED if is_secret(name) else repr(value)
+
+
+def printable(text: str) -> str:
+    """The text as a report may show it: as it is, or escaped (``ascii``) when it holds
+    a newline, control or direction-changing character that could fake a line."""
+    return text if text.isprintable() else ascii(text)

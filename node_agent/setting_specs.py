@@ -364,6 +364,14 @@ SPECS = (
         60.0,
         "seconds: the largest wait between looks at missing shared storage",
     ),
+    Spec(
+        "install_system_packages",
+        "NODE_AGENT_INSTALL_SYSTEM_PACKAGES",
+        "--install-system-packages",
+        _boolean,
+        False,
+        "admin start tasks only: apt-get install the system libraries the tools lack",
+    ),
 )
 
 

@@ -54,6 +54,7 @@ class Settings:
     imds_url: str
     storage_mounts: tuple[str, ...]  # relative to AZ_BATCH_NODE_MOUNTS_DIR
     storage_wait_cap: float
+    install_system_packages: bool
     sources: tuple[tuple[str, str], ...]
 
     def source(self, key: str) -> str:

@@ -15,6 +15,8 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
+import tarfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +27,14 @@ from node_agent.env import BatchEnv
 
 # What Batch puts on a start task's PATH before the shared and working dirs (seed).
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PACKAGING = Path(__file__).resolve().parent.parent / "packaging"
+BUILD_TOOL = PACKAGING / "build-tool"
+STANDINS = PACKAGING / "standin-packages"
+# The stand-in tools' releases, named as their projects name them.
+STANDIN_RELEASES = {
+    "blender": "blender-4.2.3-linux-x64.tar.xz",
+    "ffmpeg": "ffmpeg-7.0.2-amd64-static.tar.xz",
+}
 
 
 def rebase(environ: Mapping[str, str], old_root: str, new_root: str) -> dict[str, str]:
@@ -36,6 +46,13 @@ def rebase(environ: Mapping[str, str], old_root: str, new_root: str) -> dict[str
         return new_root + part[len(old_root) :] if inside else part
 
     return {k: ":".join(move(part) for part in v.split(":")) for k, v in environ.items()}
+
+
+def batch_base(environ: Mapping[str, str]) -> str:
+    """The dir holding the node root and the shared and startup dirs (the root itself
+    where they are inside it, as usual): what to move to lay a node out elsewhere."""
+    dirs = ("AZ_BATCH_NODE_ROOT_DIR", "AZ_BATCH_NODE_SHARED_DIR", "AZ_BATCH_NODE_STARTUP_DIR")
+    return os.path.commonpath([environ[name] for name in dirs if name in environ])
 
 
 def extract_like_batch(archive: Path, folder: Path) -> None:
@@ -55,17 +72,28 @@ def extract_like_batch(archive: Path, folder: Path) -> None:
                 os.chmod(target, mode)
 
 
-def zip_package(folder: Path, out: Path) -> Path:
-    """A package zip of a folder's files, at the zip's top level, Unix modes kept
-    (for the stand-in blender and ffmpeg packages)."""
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                info = zipfile.ZipInfo(path.relative_to(folder).as_posix())
-                info.create_system = 3  # Unix: external_attr holds the mode
-                info.external_attr = (0o100000 | (path.stat().st_mode & 0o777)) << 16
-                archive.writestr(info, path.read_bytes())
+def release_archive(folder: Path, out: Path) -> Path:
+    """A release as its project publishes it: ``folder`` inside one top folder
+    named like the archive (``blender-4.2.3-linux-x64/`` in
+    ``blender-4.2.3-linux-x64.tar.xz``), symlinks kept as symlinks."""
+    with tarfile.open(out, "w:xz") as archive:
+        archive.add(folder, arcname=out.name[: -len(".tar.xz")])
     return out
+
+
+def tool_packages(work: Path) -> dict[str, Path]:
+    """The blender and ffmpeg packages, built as an operator builds them
+    (``packaging/build-tool``) from release archives of the stand-in tools."""
+    packages = {}
+    for package_id, release in STANDIN_RELEASES.items():
+        archive = release_archive(STANDINS / package_id, work / release)
+        out = work / f"{package_id}.zip"
+        subprocess.run(
+            [sys.executable, str(BUILD_TOOL), package_id, str(archive), "--out", str(out)],
+            check=True,
+        )
+        packages[package_id] = out
+    return packages
 
 
 def start_task_command(pool_json: Path) -> tuple[str, dict[str, str]]:
@@ -123,11 +151,11 @@ class SimulatedNode:
         """The start task's whole environment: the fixture's Batch variables rebased
         onto the root, Batch's HOME/PWD/PATH/USER, the pool's settings, overrides."""
         batch = {k: v for k, v in self.fixture.items() if k.startswith("AZ_BATCH_")}
-        env = rebase(batch, self.fixture["AZ_BATCH_NODE_ROOT_DIR"], str(self.root))
+        env = rebase(batch, batch_base(self.fixture), str(self.root))
         wd, shared = env["AZ_BATCH_TASK_WORKING_DIR"], env["AZ_BATCH_NODE_SHARED_DIR"]
-        env.update(
-            HOME=wd, PWD=wd, USER=env["AZ_BATCH_TASK_USER"], PATH=f"{SYSTEM_PATH}:{shared}:{wd}"
-        )
+        env.update(HOME=wd, PWD=wd, PATH=f"{SYSTEM_PATH}:{shared}:{wd}")
+        if "AZ_BATCH_TASK_USER" in env:
+            env["USER"] = env["AZ_BATCH_TASK_USER"]
         env.update(start_task_command(self.pool_json)[1])
         if self._wrapper == [] and pool_mounts(self.pool_json):
             env["NODE_AGENT_STORAGE_MOUNTS"] = ""  # nothing mounted: the agent would wait
@@ -169,7 +197,10 @@ class SimulatedNode:
             self.storage_note = "the pool mounts no shared storage"
             return
         server = self.storage or self.root.parent / "file-server"
-        base = Path(env.get("AZ_BATCH_NODE_MOUNTS_DIR") or self.root / "fsmounts")
+        # Where the agent looks (storage.mounts_dir): the node root, not always self.root.
+        base = Path(
+            env.get("AZ_BATCH_NODE_MOUNTS_DIR") or Path(env["AZ_BATCH_NODE_ROOT_DIR"], "fsmounts")
+        )
         binds = [(server / name, base / name) for name in names]
         for pair in binds:
             for path in pair:

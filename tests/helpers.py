@@ -12,8 +12,9 @@ T = TypeVar("T")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AZ_ENV = FIXTURES / "az_env"
-GOOD_ENVS = sorted(AZ_ENV.glob("*.env"))
-BROKEN_ENVS = sorted((AZ_ENV / "broken").glob("*.env"))
+GOOD_ENVS = sorted(AZ_ENV.glob("*.env"))  # real shapes: run works on each
+ODD_ENVS = sorted((AZ_ENV / "odd").glob("*.env"))  # faults run works around, with warnings
+BROKEN_ENVS = sorted((AZ_ENV / "broken").glob("*.env"))  # faults run cannot work with
 
 
 def fixture_env(name: str) -> dict[str, str]:

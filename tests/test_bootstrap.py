@@ -12,7 +12,7 @@ import yaml
 from pyfakefs import helpers
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from node_agent import bootstrap
+from node_agent import actions, bootstrap
 from node_agent.bootstrap import ActionKind, Plan
 from node_agent.errors import InvalidInput, RuntimeFailure
 from node_agent.settings import Settings, load_settings
@@ -130,6 +130,17 @@ def test_nested_folder_zip_is_used_with_a_warning(fakefs: FakeFilesystem) -> Non
     assert "rebuild the zip from inside that folder" in warning
     bootstrap.apply(plan)
     assert os.readlink(node.shared / "blender").endswith("blender-4.2.3-linux-x64/blender")
+
+
+def test_bundled_libraries_without_ldd_are_not_used(fakefs: FakeFilesystem) -> None:
+    node = make_node(ROOT, "newer_spot")  # the fake file system has no ldd
+    (node.package_dir("blender") / "_system_libs").mkdir()
+    plan = _plan(node)
+    assert (
+        "WARNING: blender: its package brings libraries, but there is no ldd to ask which "
+        "ones this node lacks; they are not used"
+    ) in plan.notes
+    assert _kinds(plan)[str(node.shared / "blender")] is ActionKind.LINK
 
 
 def test_missing_default_tool_is_a_note(fakefs: FakeFilesystem) -> None:
@@ -316,7 +327,7 @@ def test_missing_worker_package_is_an_error(fakefs: FakeFilesystem) -> None:
 
 def test_errno_hints(fakefs: FakeFilesystem) -> None:
     action = bootstrap.Action(ActionKind.WRITE_FILE, "/x", "new")
-    failure: Optional[RuntimeFailure] = bootstrap._failure(action, OSError(errno.EROFS, "ro"))
+    failure: Optional[RuntimeFailure] = actions._failure(action, OSError(errno.EROFS, "ro"))
     assert failure is not None and str(failure) == "write /x failed: the file system is read-only"
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from node_agent.envfile import load_env_file
-from node_agent.simulate import SimulatedNode, zip_package
+from node_agent.simulate import SimulatedNode, tool_packages
 from node_agent.standins.imds import EVENTS_PATH, FakeImds
 from node_agent.standins.manager import FakeManager
 from tests.helpers import AZ_ENV, wait_until
@@ -23,7 +23,6 @@ from tests.helpers import AZ_ENV, wait_until
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "packaging" / "build"
 POOL = REPO / "packaging" / "pool.json"
-STANDINS = REPO / "packaging" / "standin-packages"
 NODE_NAME = "spot-render-v3-0f6a1c2e9d8b"
 
 
@@ -190,11 +189,13 @@ def test_simulated_node_end_to_end(
     manager, imds = services
     root = tmp_path / "batch" / "tasks"
     fixture = load_env_file(str(AZ_ENV / "newer_spot.env"))
-    packages = {
-        "flamenco-worker": package,
-        "blender": zip_package(STANDINS / "blender", tmp_path / "blender.zip"),
-        "ffmpeg": zip_package(STANDINS / "ffmpeg", tmp_path / "ffmpeg.zip"),
-    }
+    packages = {"flamenco-worker": package, **tool_packages(tmp_path)}
+    # Built by packaging/build-tool from release archives: top folders gone, links
+    # (to a file, to a folder) materialised.
+    with zipfile.ZipFile(packages["blender"]) as blender:
+        assert blender.namelist() == ["4.2/datafiles/README", "blender", "readme.txt"]
+    with zipfile.ZipFile(packages["ffmpeg"]) as ffmpeg:
+        assert ffmpeg.namelist() == ["ffmpeg", "ffprobe", "model/README", "models/README"]
     node = SimulatedNode(
         root,
         fixture,

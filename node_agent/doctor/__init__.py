@@ -6,8 +6,8 @@ one sentence. Nothing secret is ever shown: credentials are reported as present 
 absent, variables through the redacting model.
 
 The checks live by family: ``setup_checks`` (environment, settings, PATH),
-``tool_checks`` (packages, executables, GPUs), ``service_checks`` (Manager, Metadata
-Service), ``node_checks`` (worker config, disk and memory, the agent),
+``tool_checks`` (packages, executables, libraries, GPUs), ``service_checks`` (Manager,
+Metadata Service), ``node_checks`` (worker config, disk and memory, the agent),
 ``storage_checks`` (the shared storage the worker needs).
 """
 
@@ -25,7 +25,12 @@ from node_agent.doctor.report import Row, Status, healthy, render, to_json
 from node_agent.doctor.service_checks import check_manager, check_metadata
 from node_agent.doctor.setup_checks import check_environment, check_path, check_settings
 from node_agent.doctor.storage_checks import check_storage
-from node_agent.doctor.tool_checks import check_gpus, check_packages, check_tools
+from node_agent.doctor.tool_checks import (
+    check_gpus,
+    check_libraries,
+    check_packages,
+    check_tools,
+)
 
 __all__ = ["CHECKS", "Context", "Row", "Status", "healthy", "render", "run_checks", "to_json"]
 
@@ -37,6 +42,7 @@ CHECKS: tuple[Check, ...] = (
     check_environment,
     check_settings,
     check_packages,
+    check_libraries,
     check_tools,
     check_path,
     check_worker_config,
