@@ -20,10 +20,12 @@ from node_agent.bootstrap import Plan
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
 from node_agent.flavour import Flavour
+from node_agent.identity import IdentityKeeper
 from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
 from node_agent.lock import LOCK_FILE, NodeLock
 from node_agent.log import get_logger
-from node_agent.manager import ManagerCheck, forget_worker, worker_id
+from node_agent.manager import ManagerCheck, worker_id
+from node_agent.manager_api import ManagerApi, delete_worker
 from node_agent.policy import RestartPolicy
 from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
 from node_agent.settings import Settings
@@ -64,7 +66,14 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
             log.warning(
                 "cannot become a child subreaper: orphaned worker processes may outlive a stop"
             )
-        supervisor = _supervisor(environ, env, settings, plan, state_path)
+        # The worker inherits the proxy variables unchanged: the same proxy for both.
+        api = ManagerApi.for_worker(settings.manager_url, environ)
+        keeper = None
+        if plan.flavour.flavour is Flavour.V3:
+            keeper = IdentityKeeper(
+                api, credentials_path(plan), plan.worker_name, settings.worker_tags
+            ).start()
+        supervisor = _supervisor(environ, env, settings, plan, state_path, api=api, keeper=keeper)
         watcher = None
         if settings.watch_events:
             watcher = EventWatcher(
@@ -78,11 +87,13 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
             except GaveUp as exc:
                 raise RuntimeFailure(str(exc)) from None
             if watcher is not None and watcher.stopping_for is not None:
-                _after_platform_stop(watcher, watcher.stopping_for, env, settings, plan)
+                _after_platform_stop(watcher, watcher.stopping_for, env, settings, plan, api=api)
             return code
         finally:
             if watcher is not None:
                 watcher.stop()
+            if keeper is not None:
+                keeper.stop()
     finally:
         lock.release()
 
@@ -101,7 +112,14 @@ def _report_health(environ: Mapping[str, str]) -> None:
 
 
 def _supervisor(
-    environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Plan, state_path: str
+    environ: Mapping[str, str],
+    env: BatchEnv,
+    settings: Settings,
+    plan: Plan,
+    state_path: str,
+    *,
+    api: ManagerApi,
+    keeper: Optional[IdentityKeeper],
 ) -> Supervisor:
     state = AgentState(
         agent_pid=os.getpid(),
@@ -127,7 +145,7 @@ def _supervisor(
         flavour=plan.flavour.flavour,
         cap=settings.manager_wait_cap,
         deadline=settings.manager_wait_deadline,
-        credentials=credentials_path(plan),
+        proxies=api.proxies,
     )
     mounts = storage_mounts(env, settings.storage_mounts)
     spec = worker_spec(plan, settings, environ)
@@ -141,11 +159,18 @@ def _supervisor(
         state_path,
         manager=check,
         storage=StorageCheck(mounts, settings.storage_wait_cap) if mounts else None,
+        on_worker_start=keeper.worker_started if keeper is not None else None,
     )
 
 
 def _after_platform_stop(
-    watcher: EventWatcher, event: ScheduledEvent, env: BatchEnv, settings: Settings, plan: Plan
+    watcher: EventWatcher,
+    event: ScheduledEvent,
+    env: BatchEnv,
+    settings: Settings,
+    plan: Plan,
+    *,
+    api: ManagerApi,
 ) -> None:
     """The worker has stopped (and signed off) for a platform event."""
     forget: Optional[bool] = settings.forget_worker
@@ -159,6 +184,8 @@ def _after_platform_stop(
             if found is None:
                 log.info("no worker credentials: nothing to remove from the Manager")
             else:
-                forget_worker(settings.manager_url, found)
+                delete_worker(
+                    api, found, "the node comes back with a wiped disk and registers anew"
+                )
     if settings.ack_events:
         watcher.acknowledge(event)

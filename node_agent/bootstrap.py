@@ -37,6 +37,15 @@ from node_agent.survey import TOOL_PACKAGES, Kind, Survey
 from node_agent.toolentry import plan_entry, stale_libs_dirs
 from node_agent.workerconfig import render_v2, render_v3, v2_credentials
 
+# The v3 worker's own exit codes: never a restart exit code.
+V3_OWN_EXIT_CODES = (1, 2, 254)
+V3_OWN_EXIT_CODES_WHY = (
+    "the v3 worker exits 1 after SIGTERM or a fatal error, 2 when it panics and 254 when "
+    "its shutdown is forced: with one of these as its restart code a failure would look "
+    "like a restart request and be restarted at once, without backoff; pick another, such "
+    "as 75 (the default)"
+)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -242,8 +251,13 @@ class _Planner:
             self.v2_config()
             self.credentials(posixpath.join(layout.worker_home, V2_HOME_CONFIG), "v2 worker")
         else:
+            self.v3_worker()
             content = render_v3(
-                settings.manager_url, settings.task_types, settings.restart_exit_code, name
+                settings.manager_url,
+                settings.task_types,
+                settings.restart_exit_code,
+                name,
+                settings.oom_score_adjust,
             )
             self.config_file(posixpath.join(layout.worker_dir, V3_CONFIG), content, 0o644)
             self.credentials(posixpath.join(layout.worker_home, V3_CREDENTIALS), "v3 worker")
@@ -258,6 +272,29 @@ class _Planner:
             actions=tuple(self.actions),
             notes=tuple(self.notes),
         )
+
+    def v3_worker(self) -> None:
+        """The v3 worker's own exit codes, and the ffmpeg it really runs."""
+        code, found = self.settings.restart_exit_code, self.node.bundled_ffmpeg
+        if code in V3_OWN_EXIT_CODES:
+            where = f"restart_exit_code={code} (from {self.settings.source('restart_exit_code')})"
+            self.problems.append(Problem(where, V3_OWN_EXIT_CODES_WHY))
+        if found is None:
+            return
+        chosen = "ffmpeg" in self.settings.tools and self.env.find_package("ffmpeg") is not None
+        fix = "; not the ffmpeg package. Rebuild the package with packaging/build" if chosen else ""
+        self.notes.append(
+            f"{'WARNING: ' if chosen else ''}ffmpeg tasks run {found.path}, bundled in the "
+            f"flamenco-worker package (the worker tries it before PATH){fix}"
+        )
+        why = "the worker fails every ffmpeg task when its bundled ffmpeg is not executable"
+        if found.state.executable:
+            return
+        if found.state.owned:
+            mode = found.state.mode | ((found.state.mode & 0o444) >> 2)
+            self.actions.append(Action(ActionKind.MAKE_EXECUTABLE, found.path, why, mode=mode))
+        else:
+            self.notes.append(f"WARNING: {found.path} is not executable: {why} (no fallback)")
 
     def v2_config(self) -> None:
         path = posixpath.join(self.layout.worker_dir, V2_CONFIG)

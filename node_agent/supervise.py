@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import psutil
 from tenacity import (
@@ -45,7 +45,6 @@ log = get_logger("supervise")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _POLL = 0.01  # seconds between checks while processes are being stopped
 _PUMP_DRAIN = 5.0  # seconds to wait for output still in the pipes after a stop
-CHECK_MANAGER_AFTER = 2  # consecutive failures after which the Manager is checked first
 
 
 class WorkerExited(Exception):
@@ -75,6 +74,7 @@ class Supervisor:
         stderr_fd: int = 2,
         manager: Optional[ManagerCheck] = None,
         storage: Optional[StorageCheck] = None,
+        on_worker_start: Optional[Callable[[], None]] = None,
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -85,6 +85,7 @@ class Supervisor:
         self.stderr_fd = stderr_fd
         self.manager = manager
         self.storage = storage
+        self.on_worker_start = on_worker_start
         self.stop_reason: Optional[str] = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
@@ -240,6 +241,8 @@ class Supervisor:
             next_start_at=None,
         )
         log.info("worker started (pid %d): %s", process.pid, " ".join(self.spec.argv))
+        if self.on_worker_start is not None:
+            self.on_worker_start()
         code, kill_at = self._wait_for_exit(process, token)
         uptime = time.monotonic() - started
         self._stop_leftovers(token, process.pid, kill_at)
@@ -249,13 +252,12 @@ class Supervisor:
         self._judge(code, uptime)
 
     def _await_manager(self) -> None:
-        """Before a start that needs the Manager, wait until it answers: a worker
-        without credentials gets one registration attempt only (v3 exits 1), and a
-        worker that keeps failing may be failing to reach it."""
+        """Before every start, wait until the Manager answers: a v3 worker without
+        credentials gets one registration attempt only (it exits 1), and one with
+        credentials that gets an HTTP error answer at sign-on abandons them and
+        registers anew (a duplicate entry on the Manager)."""
         check = self.manager
         if check is None:
-            return
-        if check.has_credentials() and self.state.consecutive_failures < CHECK_MANAGER_AFTER:
             return
         self._update(phase=Phase.WAITING_FOR_MANAGER)
         try:

@@ -27,6 +27,7 @@ from node_agent.layout import (
 from node_agent.libraries import LibraryReport, bundle_of, report
 from node_agent.packages import AppPackage
 from node_agent.settings import Settings
+from node_agent.worker_ffmpeg import find_bundled
 
 # ffprobe ships in the ffmpeg package; any other tool in the package of its own name.
 TOOL_PACKAGES = {"ffprobe": "ffmpeg"}
@@ -76,6 +77,7 @@ class Survey:
     # Executables whose package brings libraries: what the loader says (None: no ldd).
     libraries: Mapping[str, Optional[LibraryReport]]
     libs_dirs: tuple[str, ...]  # the folders of library links in the libs dir
+    bundled_ffmpeg: Optional[Found] = None  # in the worker package: what the worker runs
 
     def at(self, path: str) -> PathState:
         """The state of a surveyed path."""
@@ -175,6 +177,8 @@ def survey(env: BatchEnv, settings: Settings) -> Survey:
         libs_dirs = tuple(sorted(os.listdir(layout.libs_dir)))
     except OSError:
         libs_dirs = ()
+    worker = next((f for (_, n), f in executables.items() if n == WORKER_EXECUTABLE), None)
+    bundled = find_bundled(worker.path) if worker is not None else None
     return Survey(
         paths=paths,
         package_dirs={p.path: os.path.isdir(p.path) for p in env.packages},
@@ -183,4 +187,5 @@ def survey(env: BatchEnv, settings: Settings) -> Survey:
         host_name=socket.gethostname(),
         libraries={f.path: report(f.path) for f in tools if bundle_of(f.path)},
         libs_dirs=libs_dirs,
+        bundled_ffmpeg=Found(bundled, None, _state(bundled)) if bundled else None,
     )

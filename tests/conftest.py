@@ -36,3 +36,11 @@ def services() -> Iterator[tuple[FakeManager, FakeImds]]:
     yield manager, imds
     manager.stop()
     imds.stop()
+
+
+@pytest.fixture
+def manager() -> Iterator[FakeManager]:
+    """A stand-in Manager, serving, stopped after the test."""
+    manager = FakeManager().start()
+    yield manager
+    manager.stop()

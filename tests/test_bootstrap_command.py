@@ -101,3 +101,13 @@ def test_bootstrap_refuses_a_foreign_file_and_writes_nothing(tmp_path: Path) -> 
     assert f"{node.shared / 'ffmpeg'}: is a file that node-agent did not make" in result.stderr
     assert not (node.shared / ".node-agent").exists()
     assert not (node.shared / "blender").exists()
+
+
+def test_bootstrap_refuses_a_restart_code_of_the_v3_workers_own(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "root", "newer_spot")
+    node.environ["FLAMENCO_RESTART_EXIT_CODE"] = "254"
+    result = _bootstrap(node.env_file(tmp_path / "node.env"))
+    assert result.returncode == EXIT_INVALID and "Traceback" not in result.stderr
+    assert "restart_exit_code=254 (from environment FLAMENCO_RESTART_EXIT_CODE)" in result.stderr
+    assert "254 when its shutdown is forced" in result.stderr
+    assert not (node.shared / ".node-agent").exists()

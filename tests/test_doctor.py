@@ -126,6 +126,23 @@ def _crash_loop(node: TestNode) -> None:
     )
 
 
+def _bundled_ffmpeg(node: TestNode, mode: int) -> Path:
+    """An ffmpeg in the worker package's tools/, which the v3 worker runs first."""
+    tools = node.package_dir("flamenco-worker") / "tools"
+    tools.mkdir()
+    write_executable(tools / "ffmpeg", "#!/bin/sh\necho 'ffmpeg version 6.1 (bundled)'\n", mode)
+    return tools / "ffmpeg"
+
+
+def test_the_ffmpeg_checked_is_the_one_the_worker_runs(healthy: TestNode) -> None:
+    bundled = _bundled_ffmpeg(healthy, 0o755)
+    row = _rows(healthy)["ffmpeg -version"]
+    assert row.status is Status.WARNING  # the ffmpeg package is not what runs
+    assert row.found.startswith(f"{bundled} (bundled with the worker, run before PATH)")
+    assert row.found.endswith("ffmpeg version 6.1 (bundled)")
+    assert row.fix is not None and "packaging/build" in row.fix
+
+
 def _failing_gpu_driver(node: TestNode) -> None:
     tools = node.root / "gpu-tools"
     tools.mkdir()
@@ -199,6 +216,13 @@ BROKEN: list[tuple[str, Callable[[TestNode], None], str, str, str]] = [
     ),
     ("crash loop", _crash_loop, "agent", "CRASH LOOP", "stdout.txt/stderr.txt"),
     ("gpu driver broken", _failing_gpu_driver, "gpus", "NVIDIA driver", "NVIDIA driver"),
+    (
+        "bundled ffmpeg not executable",
+        lambda n: _bundled_ffmpeg(n, 0o644),
+        "ffmpeg -version",
+        "is not executable: every ffmpeg task fails",
+        "packaging/build",
+    ),
 ]
 
 

@@ -26,9 +26,9 @@ POOL = REPO / "packaging" / "pool.json"
 NODE_NAME = "spot-render-v3-0f6a1c2e9d8b"
 
 
-def _build(worker: Path, out: Path) -> subprocess.CompletedProcess[str]:
+def _build(worker: Path, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(BUILD), "--worker", str(worker), "--out", str(out)],
+        [sys.executable, str(BUILD), "--worker", str(worker), "--out", str(out), *options],
         capture_output=True,
         text=True,
         timeout=600,
@@ -151,6 +151,27 @@ def test_builder_refuses_a_bad_worker_release(tmp_path: Path, fault: str, messag
     assert not (tmp_path / "out.zip").exists()
 
 
+def test_builder_leaves_out_the_manager_and_the_bundled_ffmpeg(tmp_path: Path) -> None:
+    release = tmp_path / "flamenco-3.6-linux-amd64"
+    shutil.copytree(REPO / "packaging" / "standin-worker", release)
+    (release / "flamenco-manager").write_text("the Manager")
+    (release / "tools").mkdir()
+    (release / "tools" / "ffmpeg-linux-amd64").write_text("a bundled ffmpeg")
+    (release / "tools" / "README.txt").write_text("kept")
+    result = _build(release, tmp_path / "out.zip")
+    assert result.returncode == 0, result.stderr
+    assert "left out flamenco-manager: the Manager does not run on worker nodes" in result.stdout
+    assert "left out tools/ffmpeg-linux-amd64: the worker would run it" in result.stdout
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        names = set(archive.namelist())
+    assert "flamenco-manager" not in names and "tools/ffmpeg-linux-amd64" not in names
+    assert {"flamenco-worker", "tools/README.txt"} <= names
+    kept = _build(release, tmp_path / "k.zip", "--keep-bundled-ffmpeg")
+    assert kept.returncode == 0 and "left out tools/" not in kept.stdout
+    with zipfile.ZipFile(tmp_path / "k.zip") as archive:
+        assert "tools/ffmpeg-linux-amd64" in archive.namelist()
+
+
 def _tree_of(root: Path) -> list[psutil.Process]:
     """Every process whose command line or working dir lies in the node's root."""
     found = []
@@ -180,24 +201,32 @@ def test_simulated_node_end_to_end(
         fixture,
         packages,
         POOL,
-        {"FLAMENCO_MANAGER_URL": manager.url, "NODE_AGENT_IMDS_URL": imds.url},
+        {
+            "FLAMENCO_MANAGER_URL": manager.url,
+            "NODE_AGENT_IMDS_URL": imds.url,
+            "FLAMENCO_STANDIN_TIME_SCALE": "0.05",  # the stand-in worker's own waits
+        },
     )
     node.lay_out()
     stdout, stderr = node.startup / "stdout.txt", node.startup / "stderr.txt"
+    render = manager.add_task("render", "blender", [{"name": "blender-render", "parameters": {}}])
+    encode = manager.add_task("encode", "ffmpeg", [{"name": "frames-to-video", "parameters": {}}])
 
-    # First boot: the worker registers with the node's name and starts working.
+    # First boot: the worker registers with the node's name, is awake and works.
     node.start()
-    wait_until(
-        lambda: b"signed on" in stdout.read_bytes() and b"ffmpeg:" in stdout.read_bytes(), 60
-    )
+    wait_until(lambda: manager.task_status(encode) == "completed", 60)
+    assert manager.task_status(render) == "completed"
     assert manager.registered_names() == [NODE_NAME]
+    [worker] = manager.named(NODE_NAME)
+    assert worker.status == "awake"
     shared = root / "shared"
     path = node.environ["PATH"]
     for tool in ("blender", "ffmpeg", "ffprobe"):
         assert shutil.which(tool, path=path) == str(shared / tool)
     out = stdout.read_text()
-    assert f"blender: {shared}/blender: Blender 4.2.3 (stand-in)" in out
-    assert "STAND-IN Flamenco Worker starting" in out and "node-agent:" not in out
+    assert f"path={shared}/blender version=Blender 4.2.3 (stand-in)" in out
+    assert "starting Flamenco Worker (STAND-IN)" in out and "node-agent:" not in out
+    assert "\x1b" not in out  # NO_COLOR: no colour escapes in stdout.txt
     err = stderr.read_text()
     assert "node-agent: INFO: worker started" in err and "STAND-IN" not in err
     # The doctor's report, once at start-up, is in stderr.txt for whoever reads it.
@@ -217,6 +246,7 @@ def test_simulated_node_end_to_end(
         "task_types": ["blender", "ffmpeg", "file-management", "misc"],
         "restart_exit_code": 75,
         "worker_name": NODE_NAME,
+        "oom_score_adjust": 500,
     }
     credentials = yaml.safe_load(
         (shared / ".node-agent/worker/home/flamenco-worker-credentials.yaml").read_text()
@@ -229,22 +259,23 @@ def test_simulated_node_end_to_end(
 
     # Reboot: the start task runs again and the worker re-uses its credentials.
     node.start()
-    wait_until(lambda: stdout.read_text().count("signed on") == 2, 60)
+    accepted = "manager accepted sign-on startup_state=awake"
+    wait_until(lambda: stdout.read_text().count(accepted) == 2, 60)
     assert manager.registered_names() == [NODE_NAME]
-    assert "using the credentials in" in stdout.read_text()
 
-    # The Manager asks for a restart: the worker exits with the restart code and the
-    # agent starts it again at once.
+    # The Manager asks for a restart: the worker signs off, exits with the restart
+    # code, and the agent starts it again at once.
     manager.ask("restart")
-    wait_until(lambda: stdout.read_text().count("signed on") == 3, 60)
+    wait_until(lambda: stdout.read_text().count(accepted) == 3, 60)
     assert "the worker asked to be restarted; restart now" in stderr.read_text()
+    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 2
 
     # Spot preemption: the worker signs off, the Manager drops it, the event is
     # acknowledged, and the start task ends.
     imds.schedule("Preempt", "EVICT-1")
     assert node.process is not None and node.process.wait(60) == 0
-    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 2
-    assert credentials["worker_id"] not in manager.workers
+    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 3
+    assert manager.worker(credentials["worker_id"]).deleted
     assert imds.acknowledged() == ["EVICT-1"]
     assert _tree_of(root) == []
 

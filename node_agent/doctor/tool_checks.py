@@ -8,12 +8,16 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
+from typing import Optional
 
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
+from node_agent.flavour import Flavour
 from node_agent.layout import WORKER_EXECUTABLE
 from node_agent.libraries import package_for, report, with_packages
 from node_agent.survey import TOOL_PACKAGES, locate
+from node_agent.worker_ffmpeg import find_bundled
 
 TOOL_TIMEOUT = 20.0  # seconds for blender --version and friends
 
@@ -101,8 +105,39 @@ def check_tools(ctx: Context) -> list[Row]:
     rows = []
     for tool in tools:
         flag = "--version" if tool == "blender" else "-version"
-        rows.append(_run_tool(tool, flag, path))
+        bundled = _worker_ffmpeg(ctx, path) if tool == "ffmpeg" else None
+        rows.append(bundled or _run_tool(tool, flag, path))
     return rows
+
+
+def _worker_ffmpeg(ctx: Context, path: str) -> Optional[Row]:
+    """The ffmpeg bundled with a v3 worker, which it runs before PATH; None when there
+    is none (the worker then runs the one on PATH)."""
+    package = ctx.env.find_package("flamenco-worker") if ctx.env else None
+    worker = locate(package.path, WORKER_EXECUTABLE) if package else None
+    bundled = find_bundled(worker.path) if worker and ctx.flavour is Flavour.V3 else None
+    if bundled is None:
+        return None
+    rebuild = "rebuild the flamenco-worker package with packaging/build, which leaves it out"
+    if not os.access(bundled, os.X_OK):
+        return Row(
+            "ffmpeg -version",
+            Status.FAILED,
+            f"{bundled} (bundled, run before PATH) is not executable: every ffmpeg task fails",
+            rebuild,
+        )
+    row = _run_tool(bundled, "-version", path)
+    found = f"{bundled} (bundled with the worker, run before PATH): {row.found}"
+    if row.status is Status.OK and not row.found.startswith("ffmpeg version "):
+        return Row("ffmpeg -version", Status.FAILED, found, "it is not ffmpeg: " + rebuild)
+    if row.status is Status.OK and ctx.env and ctx.env.find_package("ffmpeg"):
+        return Row(
+            "ffmpeg -version",
+            Status.WARNING,
+            found,
+            "the ffmpeg package is not what the worker runs: " + rebuild,
+        )
+    return replace(row, check="ffmpeg -version", found=found)
 
 
 def _run_tool(tool: str, flag: str, path: str) -> Row:
