@@ -19,6 +19,7 @@ from node_agent import bootstrap, doctor, proctree
 from node_agent.bootstrap import Plan
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
+from node_agent.events import DISK_WIPING, ScheduledEvent
 from node_agent.flavour import Flavour
 from node_agent.identity import IdentityKeeper
 from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
@@ -27,7 +28,7 @@ from node_agent.log import get_logger
 from node_agent.manager import ManagerCheck, worker_id
 from node_agent.manager_api import ManagerApi, delete_worker
 from node_agent.policy import RestartPolicy
-from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
+from node_agent.preempt import EventWatcher
 from node_agent.settings import Settings
 from node_agent.state import STATE_FILE, AgentState, Phase, own_create_time, read_state, write_state
 from node_agent.storage import StorageCheck, storage_mounts, worker_environment

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from node_agent.preempt import EventWatcher, Reaction, ScheduledEvent, due, parse_events
+from node_agent.events import Reaction, ScheduledEvent, due, parse_events
+from node_agent.preempt import EventWatcher
 from node_agent.standins.imds import EVENTS_PATH, FakeImds
 from tests.helpers import wait_until
 from tests.nodes import CLOSED_LOOPBACK
