@@ -8,7 +8,7 @@ words (``timeout``, ``HTTP 500``, ``invalid JSON``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import requests
 
@@ -49,8 +49,9 @@ class ImdsClient:
         """The Scheduled Events document."""
         return self.get(API_EVENTS)
 
-    def get(self, path: str) -> Any:
-        """GET a document; ``ImdsProblem`` with the kind of failure.
+    def get(self, path: str, timeout: Optional[float] = None) -> Any:
+        """GET a document (within ``timeout`` seconds, else the client's);
+        ``ImdsProblem`` with the kind of failure.
 
         The request is prepared once and sent straight through the session's
         adapter: a poll a second for the node's whole life must cost next to
@@ -63,7 +64,7 @@ class ImdsClient:
             self._prepared[path] = prepared
         try:
             response = self._session.get_adapter(prepared.url or "").send(
-                prepared, timeout=self.timeout
+                prepared, timeout=self.timeout if timeout is None else timeout
             )
         except requests.RequestException as exc:
             raise ImdsProblem(reason(exc)) from None

@@ -1,10 +1,15 @@
-"""Watch Azure's Scheduled Events and stop the worker before the platform does.
+"""Watch Azure's Scheduled Events for the node's whole life.
 
-A thread polls the Instance Metadata Service (``imds``) once a second and stops the
-worker for the first event of this VM that requires it (``events`` decides). Events
-name the VMs they concern; others are ignored. The service being absent (not on
-Azure), slow or answering garbage never stops the agent: each kind of problem is
-logged once and polling backs off.
+A thread polls the Instance Metadata Service (``imds``) once a second, as Microsoft
+recommends, and hands this VM's events (matched by ``Resources``; others are
+ignored) to a reaction (``reaction.EventReaction``) after every successful poll.
+
+The first events request enables the service and can take up to two minutes to
+answer: it gets ``FIRST_TIMEOUT``, later ones ``imds.TIMEOUT``. The service being
+absent (not on Azure), slow or answering garbage never stops the agent: each kind of
+problem is logged once, and polling backs off only up to ``BACKOFF_CAP``, so that a
+30-second Preempt notice is still seen in time (and at most one request a second:
+IMDS allows about five).
 """
 
 from __future__ import annotations
@@ -13,39 +18,45 @@ import threading
 import time
 from typing import Callable, Optional
 
-from node_agent.events import ScheduledEvent, due, parse_events
-from node_agent.imds import TIMEOUT, ImdsClient, ImdsProblem
+from node_agent import imds
+from node_agent.events import ScheduledEvent, parse_events
+from node_agent.imds import ImdsClient, ImdsProblem
 from node_agent.log import get_logger
 from node_agent.manager import backoff
 from node_agent.policy import attempt_state
 
 log = get_logger("preempt")
 
-POLL = 1.0  # seconds, as Microsoft recommends
-BACKOFF_CAP = 60.0
+POLL = 1.0  # seconds between polls
+FIRST_TIMEOUT = 120.0  # seconds for the enabling first events request
+BACKOFF_CAP = 5.0  # seconds: the longest wait between polls while IMDS misbehaves
+JOIN_LIMIT = 1.0  # seconds ``stop`` waits for a request in flight
+
+React = Callable[[list[ScheduledEvent], float], None]
 
 
 class EventWatcher:
-    """Polls Scheduled Events in a thread; calls ``on_stop(event)`` once, for the
-    first event that requires the worker to stop."""
+    """Polls Scheduled Events in a thread; ``react(events, now)`` gets this VM's
+    events after every successful poll. The defaults of the timing arguments are
+    the module's constants, read when the watcher is made."""
 
     def __init__(
         self,
         base_url: str,
-        on_stop: Callable[[ScheduledEvent], None],
+        react: React,
         *,
-        margin: float,
-        poll: float = POLL,
-        timeout: float = TIMEOUT,
-        backoff_cap: float = BACKOFF_CAP,
+        poll: Optional[float] = None,
+        timeout: Optional[float] = None,
+        first_timeout: Optional[float] = None,
+        backoff_cap: Optional[float] = None,
     ) -> None:
-        self.client = ImdsClient(base_url, timeout)
-        self.on_stop = on_stop
-        self.margin = margin
-        self.poll = poll
-        self.backoff_cap = backoff_cap
+        self.client = ImdsClient(base_url, imds.TIMEOUT if timeout is None else timeout)
+        self.react = react
+        self.poll = POLL if poll is None else poll
+        self.first_timeout = FIRST_TIMEOUT if first_timeout is None else first_timeout
+        self.backoff_cap = BACKOFF_CAP if backoff_cap is None else backoff_cap
         self.vm_name: Optional[str] = None
-        self.stopping_for: Optional[ScheduledEvent] = None
+        self.enabled_after: Optional[float] = None  # seconds the first answer took
         self._seen: set[str] = set()  # event ids and problem kinds already logged
         self.failures = 0  # consecutive failed polls
         self._done = threading.Event()
@@ -57,19 +68,26 @@ class EventWatcher:
         return self
 
     def stop(self) -> None:
-        """Stop watching."""
+        """Stop watching; a request still in flight is left to its daemon thread."""
         self._done.set()
-        self._thread.join(self.client.timeout + 1)
-        self.client.close()
-
-    def acknowledge(self, event: ScheduledEvent) -> bool:
-        """Tell the platform it may go ahead now (``StartRequests``)."""
-        return self.client.acknowledge(event.event_id, event.event_type)
+        self._thread.join(JOIN_LIMIT)
+        if not self._thread.is_alive():
+            self.client.close()
 
     def _once(self, key: str, message: str, *args: object) -> None:
         if key not in self._seen:
             self._seen.add(key)
             log.warning(message, *args)
+
+    def _events(self) -> list[ScheduledEvent]:
+        """One events request; the first, which enables the service, may take long."""
+        if self.enabled_after is not None:
+            return parse_events(self.client.events())
+        started = time.monotonic()
+        document = self.client.get(imds.API_EVENTS, self.first_timeout)
+        self.enabled_after = time.monotonic() - started
+        log.info("Scheduled Events answered (%.1f s): watching", self.enabled_after)
+        return parse_events(document)
 
     def _run(self) -> None:
         while not self._done.is_set():
@@ -83,49 +101,45 @@ class EventWatcher:
                         compute.get("vmSize", "?"),
                         compute.get("priority", "?"),
                     )
-                self._check(parse_events(self.client.events()))
+                events = self._events()
                 self.failures = 0
                 delay = self.poll
             except (ImdsProblem, ValueError, KeyError, AttributeError) as exc:
                 self.failures += 1
-                text = str(exc) if isinstance(exc, ImdsProblem) else f"unexpected answer ({exc})"
-                if self.vm_name is None and text in (
-                    "connection refused",
-                    "cannot connect",
-                    "timeout",
-                ):
-                    self._once(
-                        "absent",
-                        "no Instance Metadata Service at %s (%s): not on "
-                        "Azure? Not watching for preemption until it answers",
-                        self.client.base_url,
-                        text,
-                    )
-                else:
-                    self._once(
-                        text,
-                        "Instance Metadata Service: %s; backing off, the worker keeps running",
-                        text,
-                    )
+                self._problem(exc)
                 delay = max(self.poll, backoff(self.backoff_cap)(attempt_state(self.failures)))
-            if self.stopping_for is not None:
-                return
+            else:
+                if not self._done.is_set():
+                    self.react(self._mine(events), time.time())
             self._done.wait(delay)
 
-    def _check(self, events: list[ScheduledEvent]) -> None:
-        now = time.time()
-        for event in events:
-            if self.vm_name not in event.resources:
-                continue
-            if event.event_id not in self._seen:
-                self._seen.add(event.event_id)
+    def _problem(self, exc: Exception) -> None:
+        text = str(exc) if isinstance(exc, ImdsProblem) else f"unexpected answer ({exc})"
+        if self.vm_name is None and text in ("connection refused", "cannot connect", "timeout"):
+            self._once(
+                "absent",
+                "no Instance Metadata Service at %s (%s): not on Azure? Not watching for "
+                "preemption until it answers",
+                self.client.base_url,
+                text,
+            )
+        else:
+            self._once(
+                text, "Instance Metadata Service: %s; backing off, the worker keeps running", text
+            )
+
+    def _mine(self, events: list[ScheduledEvent]) -> list[ScheduledEvent]:
+        """This VM's events; each new one logged once."""
+        mine = [e for e in events if self.vm_name in e.resources]
+        for event in mine:
+            key = f"{event.event_id}/{event.event_type}"
+            if key not in self._seen:
+                self._seen.add(key)
                 log.warning(
-                    "scheduled event %s for this VM: %s (%s)",
+                    "scheduled event %s for this VM: %s%s (%s)",
                     event.event_id,
                     event.event_type,
+                    ", by an operator" if event.source == "User" else "",
                     event.reaction.value,
                 )
-            if due(event, now, self.margin):
-                self.stopping_for = event
-                self.on_stop(event)
-                return
+        return mine

@@ -5,7 +5,8 @@ One worker at a time, in a session of its own, its stdout and stderr forwarded b
 (``signal.set_wakeup_fd``) and other threads (``request_stop``) write to, so the
 agent uses no CPU while the worker runs and reacts at once to SIGCHLD, SIGTERM,
 SIGINT and SIGHUP. Restarts follow ``policy``; tenacity's ``Retrying`` does the
-waiting, through a sleep that a stop request cuts short.
+waiting, through a sleep that a stop request cuts short. Platform events hold the
+worker (``holds``): stopped, and kept stopped until released, supervision going on.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tenacity import (
 )
 
 from node_agent import proctree
+from node_agent.holds import Holds
 from node_agent.log import get_logger
 from node_agent.logpump import Pump, utc_stamp
 from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
@@ -89,6 +91,7 @@ class Supervisor:
         self.stop_reason: Optional[str] = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
+        self.holds = Holds(self._wake)
 
     # -- thread-safe controls ------------------------------------------------
 
@@ -115,6 +118,9 @@ class Supervisor:
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
                     pass
+        posted = self.holds.take_posted()
+        if posted:
+            self._update(**posted)
 
     def _sleep(self, seconds: float) -> None:
         """tenacity's sleep between restarts, cut short by a stop request."""
@@ -200,8 +206,10 @@ class Supervisor:
                 lambda: self.stop_reason is not None,
                 lambda: self._update(phase=Phase.WAITING_FOR_STORAGE),
             )
+        self._await_release()
         if self.stop_reason is None:
             self._await_manager()
+            self._await_release()  # a hold that came while the Manager was away
         if self.stop_reason is not None:
             self._finish()
             return
@@ -232,6 +240,7 @@ class Supervisor:
         ]
         process.stdout.close()
         process.stderr.close()
+        self.holds.running = True
         self._update(
             phase=Phase.RUNNING,
             worker_pid=process.pid,
@@ -249,7 +258,18 @@ class Supervisor:
         for pump in pumps:
             if not pump.join(_PUMP_DRAIN):
                 log.warning("worker output still open after it stopped; not waiting for it")
+        self.holds.running = False
         self._judge(code, uptime)
+
+    def _await_release(self) -> None:
+        """While a platform event holds the worker, do not start it."""
+        if self.holds.reason is None or self.stop_reason is not None:
+            return
+        self._update(phase=Phase.WAITING_FOR_PLATFORM, next_start_at=None)
+        log.info("waiting for the platform (%s); the worker stays stopped", self.holds.reason)
+        while self.holds.reason is not None and self.stop_reason is None:
+            self._wait(None)
+            proctree.reap()
 
     def _await_manager(self) -> None:
         """Before every start, wait until the Manager answers: a v3 worker without
@@ -282,15 +302,16 @@ class Supervisor:
                 if pid == process.pid:
                     process.returncode = code  # reaped here, so Popen must not wait
                     return code, kill_at
-            if self.stop_reason is not None and kill_at is None:
+            if (self.stop_reason is not None or self.holds.terminate) and kill_at is None:
                 self._update(phase=Phase.STOPPING, stop_reason=self.stop_reason)
                 log.info(
                     "stopping the worker (%s): SIGTERM, SIGKILL to its tree after %.0f s",
-                    self.stop_reason,
+                    self.stop_reason or self.holds.reason,
                     self.settings.stop_grace,
                 )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
+                self.holds.signalled = self.stop_reason is None
                 kill_at = time.monotonic() + self.settings.stop_grace
             if kill_at is not None and not killed and time.monotonic() >= kill_at:
                 log.warning(
@@ -338,11 +359,18 @@ class Supervisor:
             "worker_pid": None,
             "worker_create_time": None,
         }
+        expected = self.holds.exited(code)
         if self.stop_reason is not None:
             self._update(last_exit_reason=f"stopped: {self.stop_reason}", **exited)
             log.info("worker stopped (exit %d); %s", code, self.stop_reason)
             self._finish()
             return
+        if expected is not None:
+            # Stopped for a platform event: started again once released.
+            self._update(last_exit_reason=f"stopped: {expected}", **exited)
+            log.info("worker stopped (exit %d) for the %s", code, expected)
+            failures = self.state.consecutive_failures
+            raise WorkerExited(Decision(Verdict.RESTART_NOW, f"stopped for {expected}", failures))
         decision = self.policy.decide(code, uptime, self.state.consecutive_failures)
         self._update(
             last_exit_reason=decision.reason,
