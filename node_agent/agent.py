@@ -1,7 +1,7 @@
 """``node-agent run``: the start task's whole life, put together.
 
 Lock the node, stop a worker a killed agent left behind, apply the bootstrap plan,
-supervise the worker while watching Scheduled Events. When
+supervise the worker while watching Scheduled Events and the node's health. When
 the platform is about to take the node away: stop the worker (winding it down first
 when there is time), forget it on the Manager when the node comes back with a wiped
 disk, let the platform go ahead, and keep watching: the worker starts again if the
@@ -23,6 +23,7 @@ from node_agent.bootstrap import Plan
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
 from node_agent.flavour import Flavour
+from node_agent.health import HealthWatch, disk_floor
 from node_agent.identity import IdentityKeeper
 from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
 from node_agent.lock import LOCK_FILE, NodeLock
@@ -82,6 +83,13 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
         status = None
         if plan.flavour.flavour is Flavour.V3:
             status = StatusRequests(api, credentials_path(plan))
+        health = HealthWatch(
+            env.node.root_dir,
+            disk_floor(env),
+            worker_pid=lambda: supervisor.state.worker_pid,
+            post=supervisor.holds.post,
+            status=status,
+        ).start()
         watcher = _event_watcher(supervisor, env, settings, plan, api=api, status=status)
         try:
             try:
@@ -89,6 +97,7 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
             except GaveUp as exc:
                 raise RuntimeFailure(str(exc)) from None
         finally:
+            health.stop()
             if watcher is not None:
                 watcher.stop()
             if keeper is not None:

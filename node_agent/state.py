@@ -59,6 +59,7 @@ class AgentState:
     last_exit_at: Optional[float] = None
     stop_reason: Optional[str] = None
     platform_event: Optional[str] = None  # the event the worker is stopping or stopped for
+    unfit: Optional[str] = None  # why the node is unfit for new work (disk, memory)
     updated_at: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
