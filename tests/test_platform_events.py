@@ -43,6 +43,7 @@ def test_a_preempt_called_off_before_it_starts_restarts_the_same_worker(
     agent, worker = _watching(tmp_path, run_agent, services, "count,term-after:go,wait")
     credentials = (agent.node.shared / ".node-agent/worker/home").glob("*.yaml")
     before = {p: p.read_text() for p in credentials}
+    assert before
     imds.schedule("Preempt", "PRE-1", not_before=not_before(30))
     wait_until((agent.work / "terminated").exists, what="SIGTERM for the Preempt")
     imds.cancel("PRE-1")  # called off while the worker is still stopping
