@@ -10,8 +10,9 @@ else ``awake``), status requests that stay pending until acknowledged or, for
 ``offline``/``restart``, cleared at sign-off (sign-off remembers ``awake``/``asleep``
 for the next sign-on), lazy requests, soft delete, tags, and a task queue: queued ->
 active (assigned) -> completed/failed, active tasks requeued when their worker signs
-off, stops being awake or is deleted. Not modelled: sleep schedules, timeouts,
-blocklists, soft failures, job compilation.
+off, stops being awake or is deleted; the jobs API's queries (``farm_queue``). Not
+modelled: sleep schedules, timeouts, blocklists, soft failures, job compilation,
+failing or pausing jobs.
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ class Farm(TaskQueue):
             platform=worker.platform,
             supported_task_types=list(worker.supported_task_types),
         )
+        task = self.worker_task(worker)
+        if task is not None:
+            document["task"] = task
         if worker.tag_ids:
             document["tags"] = [self.tags[t].document() for t in worker.tag_ids]
         return document

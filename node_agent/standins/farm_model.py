@@ -32,6 +32,11 @@ class StatusChangeRequested(Exception):
         self.status = status
 
 
+def stamp(when: float) -> str:
+    """A time as the Manager sends it (RFC 3339, UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
 def valid_uuid(text: str) -> bool:
     """Whether ``text`` is a UUID, as the Manager checks ids in paths."""
     try:
@@ -82,7 +87,7 @@ class Worker:
             "can_restart": self.can_restart,
         }
         if self.last_seen is not None:
-            document["last_seen"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_seen))
+            document["last_seen"] = stamp(self.last_seen)
         if self.status_requested:
             document["status_change"] = {"status": self.status_requested, "is_lazy": self.lazy}
         return document
@@ -106,13 +111,37 @@ class Tag:
 
 @dataclass
 class Job:
-    """A job: its tasks are handed out in priority order."""
+    """A job: its tasks are handed out in priority order. Its status follows its
+    tasks (``TaskQueue.refresh``): ``queued`` until one is handed out, ``active``
+    from then on, ``completed`` once all are."""
 
     id: str
     name: str
     type: str = "simple-blender-render"
     priority: int = 50
     tag_id: Optional[str] = None  # None: any worker may run it
+    status: str = "queued"
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    def document(self) -> dict[str, Any]:
+        """``Job`` (without settings and metadata, which the stand-in has none of)."""
+        document: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "type": self.type,
+            "priority": self.priority,
+            "submitter_platform": "linux",
+            "created": stamp(self.created),
+            "updated": stamp(self.updated),
+            "status": self.status,
+            "activity": "",
+            "steps_completed": 0,
+            "steps_total": 0,
+        }
+        if self.tag_id is not None:
+            document["worker_tag"] = self.tag_id
+        return document
 
 
 @dataclass
@@ -129,3 +158,24 @@ class Task:
     worker_id: Optional[str] = None
     activity: str = ""
     log: str = ""
+    index_in_job: int = 0
+    updated: float = field(default_factory=time.time)
+
+    def summary(self, workers: dict[str, Worker]) -> dict[str, Any]:
+        """``TaskSummary``; ``worker`` only while its worker is listed (a deleted one
+        is not, as the real Manager's lookup of a soft-deleted worker finds none)."""
+        document: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "index_in_job": self.index_in_job,
+            "priority": self.priority,
+            "task_type": self.type,
+            "updated": stamp(self.updated),
+            "steps_completed": 0,
+            "steps_total": 0,
+        }
+        worker = workers.get(self.worker_id or "")
+        if worker is not None and not worker.deleted:
+            document["worker"] = {"id": worker.id, "name": worker.name, "address": "127.0.0.1"}
+        return document
