@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -33,3 +34,10 @@ def wait_until(predicate: Callable[[], T], timeout: float = 20.0, what: str = ""
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(0.01)
+
+
+def tls_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """A server-side TLS context for a ``(certificate, key)`` pair."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return context

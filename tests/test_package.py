@@ -58,8 +58,11 @@ def test_package_layout(package: Path) -> None:
     assert names == sorted(names)
     assert "node-agent" in infos and "flamenco-worker" in infos  # at the top level
     assert not any(n.startswith("node_agent/") or "/node_agent/standins/" in n for n in names)
-    # The operator's pool generator stays on the operator's side.
+    # The operator's pool generator and farm commands stay on the operator's side.
     assert not any("poolgen" in n or "poolcheck" in n or "make-pool" in n for n in names)
+    assert "_node_agent/lib/node_agent/cli.py" in names
+    assert not any(n.startswith("_node_agent/lib/node_agent/fleet") for n in names)
+    assert not any("/azure/" in n for n in names)
     assert any(
         n.startswith("_node_agent/vendor-x86_64/psutil/") and n.endswith(".abi3.so") for n in names
     )
@@ -123,6 +126,17 @@ def test_packaged_agent_runs_isolated(package: Path, tmp_path: Path, python: str
     )
     assert imports.returncode == 0, imports.stderr
     assert imports.stdout.startswith(str(tmp_path / "_node_agent/vendor-x86_64"))
+    # The operator's farm commands are not on the node: it says how to get them.
+    fleet = subprocess.run(
+        [python, "-I", str(tmp_path / "node-agent"), "fleet", "status", "--pool", "p"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert fleet.returncode == 3 and "pip install 'node-agent[fleet]'" in fleet.stderr
+    assert "Traceback" not in fleet.stderr
 
 
 @pytest.mark.parametrize(

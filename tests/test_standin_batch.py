@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import datetime
 import os
-import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from node_agent.standins.batch import FakeBatch
 from node_agent.standins.batch_pool import StartTaskInfo
+from tests.helpers import tls_context
 
 
 @pytest.fixture
@@ -149,24 +148,6 @@ class _Token:
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         assert scopes == ("https://batch.core.windows.net//.default",)
         return AccessToken("entra-token", int(time.time()) + 3600)
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"]
-    command += ["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-    command += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
-    subprocess.run(command, check=True, capture_output=True)
-    return cert, key
-
-
-def tls_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*certificate)
-    return context
 
 
 def test_entra_bearer_tokens_over_tls(certificate: tuple[Path, Path]) -> None:
