@@ -363,19 +363,3 @@ def test_the_node_never_loads_fleet_and_says_which_extra_is_missing() -> None:
     )
     assert result.returncode == 3, result.stderr
     assert "pip install 'node-agent[fleet]'" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_fleet_reads_the_state_file_a_real_agent_writes(
-    farm: Farm, capsys: pytest.CaptureFixture[str], run_agent: Any, tmp_path: Path
-) -> None:
-    from tests.agent import worker_node
-
-    node_dir = tmp_path / "real"
-    agent = run_agent("count,wait", where=node_dir, node=worker_node(node_dir / "node"))
-    agent.wait_running()
-    root = Path(agent.node.environ["AZ_BATCH_NODE_ROOT_DIR"])
-    farm.batch.add_node(POOL, root=root, node_id=agent.node.environ["AZ_BATCH_NODE_ID"])
-    code, out, _ = fleet(capsys, "status", "--json")
-    [node] = json.loads(out)["nodes"]
-    assert code == 0 and node["agent"]["phase"] == "running" and node["agent_error"] is None
-    assert node["worker_name"] == agent.state()["worker_name"]
