@@ -203,9 +203,11 @@ def test_scale_grows_shrinks_idle_workers_only_and_reaches_zero(
     args = ("scale", "--min", "0", "--max", "2", "--idle-minutes", "10")
     code, out, _ = fleet(capsys, *args)
     assert code == 0 and out.startswith("would resize the pool to 2 Spot node(s): grow")
-    assert not batch.received("POST", "/pools")  # only the plan
+    memory_file = farm.roots.parent / "state" / "node-agent" / "fleet-scale-render.json"
+    assert not batch.received("POST", "/pools") and not memory_file.exists()  # only the plan
     code, _, err = fleet(capsys, *args, "--apply")
     assert code == 0 and "scale: resize the pool to 2 Spot node(s)" in err
+    assert memory_file.exists()
     assert batch.received("POST", "/pools/render/resize")[-1].json() == {
         "targetDedicatedNodes": 0,
         "targetLowPriorityNodes": 2,  # three tasks, never beyond --max
@@ -254,6 +256,23 @@ def test_scale_grows_shrinks_idle_workers_only_and_reaches_zero(
     pool = batch.account.pools[POOL]
     assert (pool.target_spot, list(pool.nodes)) == (0, [])
     assert load_memory(farm.roots / "memory.json") == memory == Memory()
+
+
+def test_scale_every_s_rounds_survive_failures_until_sigterm(farm: Farm) -> None:
+    env = {**os.environ, "AZURE_BATCH_ACCESS_KEY": base64.b64encode(os.urandom(64)).decode()}
+    command = [sys.executable, "-m", "node_agent", "fleet", "scale", "--pool", POOL]
+    scaler = subprocess.Popen(
+        [*command, "--min", "0", "--max", "2", "--every", "0.05", "--apply"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert scaler.stderr is not None
+    lines = [scaler.stderr.readline() for _ in range(2)]  # a wrong key: every round fails
+    scaler.send_signal(signal.SIGTERM)
+    assert scaler.wait(30) == 0
+    for line in lines:
+        assert "HTTP 403 AuthenticationFailed" in line and "trying again in 0.05 s" in line
 
 
 def test_scale_decides_nothing_blind(farm: Farm, capsys: pytest.CaptureFixture[str]) -> None:

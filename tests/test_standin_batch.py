@@ -112,6 +112,9 @@ def test_resize_and_remove_exactly_those_nodes(batch: FakeBatch) -> None:
     assert busy.value.status_code == 409 and _code(busy.value) == "PoolBeingResized"
     batch.settle()
     assert [n.id for n in sdk.list_nodes("render")] == [keep.id]
+    with pytest.raises(HttpResponseError) as too_many:
+        sdk.begin_remove_nodes("render", models.BatchNodeRemoveOptions(node_ids=[keep.id] * 101))
+    assert too_many.value.status_code == 400
     resize = models.BatchPoolResizeOptions(target_dedicated_nodes=0, target_low_priority_nodes=3)
     sdk.begin_resize_pool("render", resize, polling_interval=1)
     batch.settle()
