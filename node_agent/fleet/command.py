@@ -29,9 +29,9 @@ from node_agent.fleet.scaler import (
 )
 from node_agent.fleet.scaling import Bounds
 from node_agent.fleet.status import document, join, render
-from node_agent.log import LOGGER_NAME, get_logger
+from node_agent.log import LOGGER_NAME, get_logger, hide_secrets
 from node_agent.manager_api import ManagerApi, delete_worker
-from node_agent.redact import printable
+from node_agent.redact import is_secret, printable
 
 log = get_logger("fleet")
 MANAGER_URL = "FLAMENCO_MANAGER_URL"
@@ -245,6 +245,9 @@ def main(argv: Sequence[str], verbose: bool = False) -> int:
     """Run one fleet command; its exit code."""
     args = build_parser().parse_args(argv)
     _sdk_logging(verbose)
+    # A safety net under the rule that no message is built with a secret in it:
+    # AZURE_CLIENT_SECRET and the like, for Microsoft Entra ID sign-in.
+    hide_secrets(v for k, v in os.environ.items() if is_secret(k))
     account = BatchAccount.from_environ(os.environ, args.account_url)
     batch = BatchService(account.client(), args.pool)
     func: Callable[[argparse.Namespace, BatchService], int] = args.func
