@@ -28,7 +28,7 @@ from node_agent.standins.batch import FakeBatch
 from node_agent.standins.batch_pool import StartTaskInfo
 from node_agent.standins.manager import FakeManager
 from tests.fleet_farm import POOL, SECRET, Farm
-from tests.helpers import AZ_ENV, tls_context
+from tests.helpers import AZ_ENV, read_lines, tls_context
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,7 +115,7 @@ def test_status_without_a_manager_and_watching(farm: Farm, tmp_path: Path) -> No
         text=True,
     )
     assert watch.stdout is not None
-    documents = [json.loads(watch.stdout.readline()) for _ in range(2)]
+    documents = [json.loads(line) for line in read_lines(watch.stdout, 2)]
     watch.send_signal(signal.SIGTERM)
     assert watch.wait(30) == 0, watch.stderr.read() if watch.stderr else ""
     assert all(d["manager_problem"] == "no Manager URL given" for d in documents)
@@ -268,7 +268,7 @@ def test_scale_every_s_rounds_survive_failures_until_sigterm(farm: Farm) -> None
         text=True,
     )
     assert scaler.stderr is not None
-    lines = [scaler.stderr.readline() for _ in range(2)]  # a wrong key: every round fails
+    lines = read_lines(scaler.stderr, 2)  # a wrong key: every round fails
     scaler.send_signal(signal.SIGTERM)
     assert scaler.wait(30) == 0
     for line in lines:
