@@ -320,6 +320,8 @@ def test_invalid_input_is_listed_at_once(
 ) -> None:
     code, _, err = fleet(capsys, "scale", "--min", "3", "--max", "2", "--per-node", "0")
     assert code == 3 and "--max: 2: must be at least --min" in err and "--per-node" in err
+    code, _, err = fleet(capsys, "status", "--watch", "0")
+    assert code == 3 and "--watch: 0.0: must be more than 0 seconds" in err
     monkeypatch.delenv("FLAMENCO_MANAGER_URL")
     code, _, err = fleet(capsys, "prune")
     assert code == 3 and "FLAMENCO_MANAGER_URL: not set" in err

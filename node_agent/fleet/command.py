@@ -64,6 +64,9 @@ def _repeat(every: Optional[float], work: Callable[[], bool]) -> int:
 
 def cmd_status(args: argparse.Namespace, batch: BatchService) -> int:
     """Print the pool's nodes, joined with their state files and the Manager."""
+    if args.watch is not None and args.watch <= 0:
+        problem = Problem("--watch", f"{args.watch}: must be more than 0 seconds")
+        raise InvalidInput("invalid fleet status option", [problem])
     api = _manager(args, None)
 
     def show() -> bool:
