@@ -195,6 +195,25 @@ def cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+FLEET_EXTRA = "node-agent[fleet]"
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """The operator's farm commands (``node_agent.fleet``)."""
+    # Imported here, not at the top: fleet and its Azure SDK are operator-side, not
+    # in the node's package; only an operator running `node-agent fleet` loads them.
+    try:
+        from node_agent.fleet.command import main as fleet_main  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(("azure", "node_agent.fleet")):
+            raise
+        raise InvalidInput(
+            "node-agent fleet is not installed here",
+            [Problem("fleet", f"needs {exc.name}: pip install '{FLEET_EXTRA}'")],
+        ) from None
+    return fleet_main(args.rest, verbose=args.verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(
@@ -253,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagnose.add_argument("--json", action="store_true", help="print JSON (shape: see README)")
     diagnose.set_defaults(func=cmd_doctor)
+
+    # Its own parser takes every argument after it ('+' prefixes: none of its
+    # options, --help included, belong to this parser).
+    fleet = commands.add_parser(
+        "fleet",
+        add_help=False,
+        prefix_chars="+",
+        help=f"the farm as a whole, from the operator's machine ({FLEET_EXTRA}): "
+        "status, prune, heal, scale; `node-agent fleet --help`",
+    )
+    fleet.add_argument("rest", nargs=argparse.REMAINDER)
+    fleet.set_defaults(func=cmd_fleet)
     return parser
 
 

@@ -61,6 +61,7 @@ class ManagerWorker:
     requested: Optional[str] = None  # a pending status change request
     lazy: bool = False  # whether that request lets the current task finish
     tags: tuple[WorkerTag, ...] = ()
+    last_seen: Optional[str] = None  # RFC 3339, as the Manager sends it
 
     @classmethod
     def parse(cls, document: Any) -> ManagerWorker:
@@ -78,6 +79,7 @@ class ManagerWorker:
             requested=change.get("status") if isinstance(change, dict) else None,
             lazy=bool(change.get("is_lazy")) if isinstance(change, dict) else False,
             tags=tuple(_tag(t) for t in document.get("tags") or ()),
+            last_seen=str(document["last_seen"]) if document.get("last_seen") else None,
         )
 
 
@@ -131,7 +133,7 @@ def _json(response: requests.Response, what: str) -> Any:
         return None
 
 
-def _listing(
+def get_list(
     api: ManagerApi, path: str, key: str, parse: Callable[[Any], T], what: str
 ) -> Optional[list[T]]:
     """``GET path`` and parse each item of the answer's ``key`` list; None on failure."""
@@ -148,7 +150,7 @@ def _listing(
 
 def list_workers(api: ManagerApi) -> Optional[list[ManagerWorker]]:
     """Every worker the Manager lists (``GET /worker-mgt/workers``); None on failure."""
-    return _listing(api, f"{MGT}/workers", "workers", ManagerWorker.parse, "list the workers")
+    return get_list(api, f"{MGT}/workers", "workers", ManagerWorker.parse, "list the workers")
 
 
 def get_worker(api: ManagerApi, worker_id: str) -> Optional[ManagerWorker]:
@@ -208,7 +210,7 @@ def delete_worker(api: ManagerApi, worker_id: str, why: str) -> bool:
 
 def list_tags(api: ManagerApi) -> Optional[list[WorkerTag]]:
     """The Manager's worker tags (``GET /worker-mgt/tags``); None on failure."""
-    return _listing(api, f"{MGT}/tags", "tags", _tag, "list the worker tags")
+    return get_list(api, f"{MGT}/tags", "tags", _tag, "list the worker tags")
 
 
 def set_tags(api: ManagerApi, worker_id: str, tag_ids: list[str]) -> bool:

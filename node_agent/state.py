@@ -78,13 +78,17 @@ def write_state(path: str, state: AgentState) -> AgentState:
 def read_state(path: str) -> Optional[AgentState]:
     """The last state written, or None when there is none or it is unreadable."""
     raw = fsutil.read_regular_file(path)
-    if raw is None:
-        return None
+    return None if raw is None else parse_state(raw)
+
+
+def parse_state(raw: bytes) -> Optional[AgentState]:
+    """A state document (fields a newer agent added are ignored); None when it is
+    not one."""
     try:
         document = json.loads(raw)
         known = {f.name for f in fields(AgentState)}
         return AgentState(**{k: v for k, v in document.items() if k in known})
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):
         return None
 
 

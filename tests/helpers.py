@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import select
+import ssl
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import IO, Callable, TypeVar
 
 from node_agent.envfile import load_env_file
 
@@ -33,3 +36,28 @@ def wait_until(predicate: Callable[[], T], timeout: float = 20.0, what: str = ""
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(0.01)
+
+
+def tls_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """A server-side TLS context for a ``(certificate, key)`` pair."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def read_lines(stream: IO[str], count: int, timeout: float = 20.0) -> list[str]:
+    """The first ``count`` lines a child process writes to a pipe (read from its file
+    descriptor, never through the stream's buffer); fail the test after ``timeout``
+    seconds without them (a deadline, never a blocking read)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while data.count(b"\n") < count:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([stream.fileno()], [], [], max(0.0, left))
+        if not ready:
+            raise AssertionError(f"timed out after {timeout} s waiting for {count} line(s)")
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            raise AssertionError(f"the stream ended before {count} line(s): {data!r}")
+        data += chunk
+    return [line.decode() for line in data.split(b"\n")[:count]]

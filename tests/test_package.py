@@ -14,8 +14,10 @@ import psutil
 import pytest
 import yaml
 
+from node_agent.cli import main
 from node_agent.envfile import load_env_file
 from node_agent.simulate import SimulatedNode, tool_packages
+from node_agent.simulate_pool import SimulatedPool
 from node_agent.standins.imds import EVENTS_PATH, FakeImds
 from node_agent.standins.manager import FakeManager
 from tests.helpers import AZ_ENV, wait_until
@@ -58,8 +60,11 @@ def test_package_layout(package: Path) -> None:
     assert names == sorted(names)
     assert "node-agent" in infos and "flamenco-worker" in infos  # at the top level
     assert not any(n.startswith("node_agent/") or "/node_agent/standins/" in n for n in names)
-    # The operator's pool generator stays on the operator's side.
+    # The operator's pool generator and farm commands stay on the operator's side.
     assert not any("poolgen" in n or "poolcheck" in n or "make-pool" in n for n in names)
+    assert "_node_agent/lib/node_agent/cli.py" in names
+    assert not any(n.startswith("_node_agent/lib/node_agent/fleet") for n in names)
+    assert not any("/azure/" in n for n in names)
     assert any(
         n.startswith("_node_agent/vendor-x86_64/psutil/") and n.endswith(".abi3.so") for n in names
     )
@@ -123,6 +128,17 @@ def test_packaged_agent_runs_isolated(package: Path, tmp_path: Path, python: str
     )
     assert imports.returncode == 0, imports.stderr
     assert imports.stdout.startswith(str(tmp_path / "_node_agent/vendor-x86_64"))
+    # The operator's farm commands are not on the node: it says how to get them.
+    fleet = subprocess.run(
+        [python, "-I", str(tmp_path / "node-agent"), "fleet", "status", "--pool", "p"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert fleet.returncode == 3 and "pip install 'node-agent[fleet]'" in fleet.stderr
+    assert "Traceback" not in fleet.stderr
 
 
 @pytest.mark.parametrize(
@@ -285,3 +301,42 @@ def test_simulated_node_end_to_end(
     for secret in (credentials["worker_secret"], fixture["AZ_BATCH_AUTHENTICATION_TOKEN"]):
         assert secret not in everything
     assert imds.server.received("GET", EVENTS_PATH)
+
+
+def test_simulated_pool_for_fleet(
+    package: Path,
+    tmp_path: Path,
+    services: tuple[FakeManager, FakeImds],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """packaging/simulate-node --nodes N: nodes of one pool running the real start
+    task, and a Batch service that node-agent fleet reads their state files from."""
+    manager, imds = services
+    pool = SimulatedPool(
+        tmp_path,
+        load_env_file(str(AZ_ENV / "newer_spot.env")),
+        {"flamenco-worker": package, **tool_packages(tmp_path)},
+        POOL,
+        {"FLAMENCO_MANAGER_URL": manager.url, "NODE_AGENT_IMDS_URL": imds.url},
+        count=2,
+    )
+    pool.lay_out()
+    pool.start()
+    try:
+        wait_until(lambda: [w.status for w in manager.live_workers()] == ["awake"] * 2, 60)
+        env_file = tmp_path / "fleet.env"
+        pool.write_env_file(env_file, {"FLAMENCO_MANAGER_URL": manager.url})
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        for name, value in load_env_file(str(env_file)).items():
+            monkeypatch.setenv(name, value)
+        assert main(["fleet", "status", "--pool", pool.pool_id, "--json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+    finally:
+        codes = pool.stop()
+    assert codes == [0, 0]
+    assert document["summary"]["idle"] == 2 and document["pool"]["target_dedicated"] == 1
+    for node in document["nodes"]:
+        assert node["agent"]["phase"] == "running" and node["worker"]["status"] == "awake"
+        assert node["worker_name"] == node["agent"]["worker_name"] == node["worker"]["name"]
+    assert [n["dedicated"] for n in document["nodes"]] == [True, False]

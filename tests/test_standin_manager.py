@@ -175,3 +175,34 @@ def test_failures_can_be_injected(manager: FakeManager) -> None:
     assert _error(worker("POST", f"{WORKER}/sign-on", {"name": "n"}), 500)
     manager.fail("sign-on", None)
     assert worker.sign_on() == "awake"
+
+
+def test_the_jobs_api_shows_the_queue_and_who_runs_what(manager: FakeManager) -> None:
+    """What ``fleet scale`` reads (3.6+): ``GET /jobs``, ``GET /jobs/{id}/tasks``, and
+    a worker's ``task`` (its active task, else the one it last worked on)."""
+    worker = Client(manager).register(manager)
+    worker.sign_on()
+    worker("POST", f"{WORKER}/state-changed", {"status": "awake"})
+    first, second = manager.add_task("frames 1-10", "misc"), manager.add_task("11-20", "misc")
+    mgt = Client(manager)
+    [job] = mgt("GET", "/api/v3/jobs").json()["jobs"]
+    assert job["status"] == "queued" and {"id", "created", "updated", "priority"} <= set(job)
+    assert worker("POST", f"{WORKER}/task").json()["uuid"] == first
+    assert mgt("GET", f"/api/v3/jobs/{job['id']}").json()["status"] == "active"
+    tasks = mgt("GET", f"/api/v3/jobs/{job['id']}/tasks").json()["tasks"]
+    assert [(t["id"], t["status"]) for t in tasks] == [(first, "active"), (second, "queued")]
+    assert tasks[0]["worker"] == {"id": worker.id, "name": "node-1", "address": "127.0.0.1"}
+    assert "worker" not in tasks[1] and tasks[1]["index_in_job"] == 1
+    running = mgt("GET", f"{MGT}/workers/{worker.id}").json()["task"]
+    assert running["id"] == first and running["status"] == "active"
+    assert running["job_id"] == job["id"]
+    worker("POST", f"{WORKER}/task/{first}", {"taskStatus": "completed"})
+    assert mgt("GET", f"{MGT}/workers/{worker.id}").json()["task"]["status"] == "completed"
+    worker("POST", f"{WORKER}/task")
+    worker("POST", f"{WORKER}/task/{second}", {"taskStatus": "completed"})
+    assert mgt("GET", f"/api/v3/jobs/{job['id']}").json()["status"] == "completed"
+    _error(mgt("GET", "/api/v3/jobs/not-a-uuid/tasks"), 400)
+    _error(mgt("GET", f"/api/v3/jobs/{UNKNOWN}"), 404)
+    assert mgt("GET", f"/api/v3/jobs/{UNKNOWN}/tasks").json() == {"tasks": []}
+    manager.fail("jobs", 500)
+    _error(mgt("GET", "/api/v3/jobs"), 500)

@@ -1,8 +1,8 @@
-"""A stand-in Flamenco v3 Manager: the worker API and the worker-management API as
-the real Manager 3.x answers them (status codes, ``{"code", "message"}`` error
-bodies, HTTP Basic auth checked against a hash of the secret), over the ``Farm`` in
-``standins.farm``. Every request is recorded; tests add tags and tasks, ask workers
-to change status, and make operations fail for a while."""
+"""A stand-in Flamenco v3 Manager: the worker API, the worker-management API and the
+jobs API's queries as the real Manager 3.x answers them (status codes, ``{"code",
+"message"}`` error bodies, HTTP Basic auth checked against a hash of the secret), over
+the ``Farm`` in ``standins.farm``. Every request is recorded; tests add tags and
+tasks, ask workers to change status, and make operations fail for a while."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ VERSION = {
     "git": "standin",
 }
 # Operations a test can make fail (``FakeManager.fail``).
-OPERATIONS = ("version", "register-worker", "sign-on", "task", "worker-mgt")
+OPERATIONS = ("version", "register-worker", "sign-on", "task", "worker-mgt", "jobs")
 
 _WORKER_PATH = re.compile(rf"{API}/worker-mgt/workers/([^/]+)(/setstatus|/settags)?")
 _TASK_PATH = re.compile(rf"{API}/worker/task/([^/]+)(/may-i-run)?")
+_JOB_PATH = re.compile(rf"{API}/jobs/([^/]+)(/tasks)?")
 
 
 def _error(code: int, message: str) -> Response:
@@ -185,6 +186,16 @@ class FakeManager:
         if path.startswith(f"{API}/worker-mgt/"):
             self._failing_for("worker-mgt")
             return self._management(method, path, body)
+        if path == f"{API}/jobs" and method == "GET":
+            self._failing_for("jobs")
+            return Response(200, {"jobs": [j.document() for j in self.farm.jobs.values()]})
+        match = _JOB_PATH.fullmatch(path)
+        if match and method == "GET":
+            self._failing_for("jobs")
+            if match.group(2):
+                tasks = self.farm.job_tasks(match.group(1), self.farm.workers)
+                return Response(200, {"tasks": tasks})
+            return Response(200, self.farm.job(match.group(1)).document())
         return _error(404, f"stand-in has no {method} {path}")
 
     def _authenticated(self, request: Request) -> Worker:
