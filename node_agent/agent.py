@@ -119,6 +119,7 @@ def _supervisor(
         backoff_initial=settings.backoff_initial,
         backoff_cap=settings.backoff_cap,
         reset_after=settings.backoff_reset_after,
+        min_uptime=settings.min_uptime,
     )
     check = ManagerCheck(
         url=settings.manager_url,

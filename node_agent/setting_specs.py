@@ -205,6 +205,14 @@ SPECS = (
         "v3: restart the worker even after the Manager asked it to shut down",
     ),
     Spec(
+        "min_uptime",
+        "NODE_AGENT_MIN_UPTIME",
+        "--min-uptime",
+        _seconds,
+        10.0,
+        "seconds a worker must run for a requested restart to be done at once",
+    ),
+    Spec(
         "max_restarts",
         "NODE_AGENT_MAX_RESTARTS",
         "--max-restarts",

@@ -41,6 +41,7 @@ class Settings:
     backoff_cap: float
     backoff_reset_after: float
     restart_on_clean_exit: bool
+    min_uptime: float
     max_restarts: int
     timestamps: bool
     manager_wait_cap: float
