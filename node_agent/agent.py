@@ -26,7 +26,15 @@ from node_agent.manager import ManagerCheck, forget_worker, worker_id
 from node_agent.policy import RestartPolicy
 from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
 from node_agent.settings import Settings
-from node_agent.state import STATE_FILE, AgentState, Phase, own_create_time, read_state, write_state
+from node_agent.state import (
+    STATE_FILE,
+    AgentState,
+    Phase,
+    StateProblem,
+    own_create_time,
+    read_state,
+    write_state,
+)
 from node_agent.supervise import GaveUp, Supervisor
 from node_agent.worker import stop_stale_worker, worker_spec
 
@@ -54,7 +62,7 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
     lock.acquire()
     try:
         state_path = os.path.join(layout.agent_dir, STATE_FILE)
-        stop_stale_worker(read_state(state_path), settings.stop_grace)
+        stop_stale_worker(_previous_state(state_path), settings.stop_grace)
         done = bootstrap.apply(plan)
         log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
         _report_health(environ)
@@ -83,6 +91,21 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
                 watcher.stop()
     finally:
         lock.release()
+
+
+def _previous_state(path: str) -> Optional[AgentState]:
+    """The state a previous agent left, or None; a bad state file is only advice
+    lost, never a reason not to start."""
+    try:
+        return read_state(path)
+    except StateProblem as exc:
+        log.warning(
+            "ignoring the state file %s: it %s; a worker left by a killed agent cannot be "
+            "found through it (it is rewritten now)",
+            path,
+            exc,
+        )
+        return None
 
 
 def _report_health(environ: Mapping[str, str]) -> None:

@@ -29,12 +29,13 @@ from node_agent.errors import (
 from node_agent.layout import Layout
 from node_agent.lock import AlreadyRunning
 from node_agent.log import get_logger, hide_secrets, setup_logging
-from node_agent.redact import is_secret
+from node_agent.redact import REDACTED, is_secret
 from node_agent.setting_specs import SPECS
 from node_agent.settings import Settings, load_settings, package_config
 from node_agent.state import (
     STATE_FILE,
     AgentState,
+    StateProblem,
     process_alive,
     read_state,
 )
@@ -105,14 +106,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return agent.run(environ, env, settings, plan)
 
 
+_NO_STATE = {"agent_alive": False, "worker_alive": False}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the agent's state file and whether its processes are alive."""
     env = BatchEnv.from_environ(_environ(args))
     path = os.path.join(Layout.for_env(env).agent_dir, STATE_FILE)
-    state = read_state(path)
+    try:
+        state = read_state(path)
+    except StateProblem as exc:
+        if args.json:
+            print(json.dumps({**_NO_STATE, "state_file": path, "state_problem": str(exc)}))
+        else:
+            print(
+                f"the state file {path} {exc}; node-agent rewrites it at its next start "
+                "(whether an agent runs now cannot be told from it)"
+            )
+        return EXIT_NOT_RUNNING
     if state is None:
         if args.json:
-            print(json.dumps({"state_file": path, "agent_alive": False, "worker_alive": False}))
+            print(json.dumps({**_NO_STATE, "state_file": path}))
         else:
             print(f"node-agent has not run on this node (no state file at {path})")
         return EXIT_NOT_RUNNING
@@ -121,6 +135,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         document = {
             **state.to_json(),
+            "worker_token": state.worker_token and REDACTED,
             "state_file": path,
             "agent_alive": agent_alive,
             "worker_alive": worker_alive,

@@ -1,23 +1,28 @@
 """The agent's state file: what ``node-agent status`` reads, what a new agent reads
 to find a worker left behind by one that was killed.
 
-Written atomically on every change, so a reader never sees half a document.
+Written atomically on every change, so a reader never sees half a document. Read
+as advice, never trusted: every field is checked, and a file that does not hold a
+valid state is reported (``StateProblem``) so callers can warn and carry on.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Optional
+from dataclasses import MISSING, asdict, dataclass, fields, replace
+from typing import Any, Callable, Optional
 
 import psutil
 
 from node_agent import fsutil
+from node_agent.redact import REDACTED, is_secret
 
 STATE_FILE = "state.json"
 STATE_SCHEMA = 1
+MAX_STATE_BYTES = 1 << 20  # a real one is under 2 KiB
 
 
 class Phase:
@@ -71,17 +76,89 @@ def write_state(path: str, state: AgentState) -> AgentState:
     return state
 
 
+class StateProblem(Exception):
+    """The state file is there but cannot be used; the message says why."""
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and math.isfinite(value) and value >= 0
+
+
+# What each field type must hold, by the dataclass's annotation (and a few by name).
+_TYPE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (_whole, "a whole number"),
+    "float": (_seconds, "a number of seconds, 0 or more"),
+    "str": (lambda v: isinstance(v, str), "text"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+}
+_NAME_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "agent_pid": (lambda v: _whole(v) and v > 0, "a process id"),
+    "worker_pid": (lambda v: _whole(v) and v > 0, "a process id"),
+    "worker_token": (lambda v: isinstance(v, str) and v != "", "a non-empty token"),
+    "restarts": (lambda v: _whole(v) and v >= 0, "a whole number, 0 or more"),
+    "consecutive_failures": (lambda v: _whole(v) and v >= 0, "a whole number, 0 or more"),
+}
+
+
+def _found(name: str, value: Any) -> str:
+    if is_secret(name):
+        return REDACTED
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_state(document: Any) -> AgentState:
+    """The state a JSON document holds; ``StateProblem`` naming every bad field."""
+    if not isinstance(document, dict):
+        raise StateProblem(f"holds {_found('', document)}, not a state (a JSON object)")
+    problems = []
+    if document.get("schema") != STATE_SCHEMA:
+        problems.append(
+            f"schema: expected {STATE_SCHEMA}, found {_found('', document.get('schema'))}"
+        )
+    values: dict[str, Any] = {}
+    for field in fields(AgentState):
+        if field.name not in document:
+            if field.default is MISSING:
+                problems.append(f"{field.name}: missing")
+            continue
+        value = document[field.name]
+        optional = str(field.type).startswith("Optional[")
+        if value is None and optional:
+            values[field.name] = None
+            continue
+        kind = str(field.type)[len("Optional[") : -1] if optional else str(field.type)
+        check, expected = _NAME_CHECKS.get(field.name, _TYPE_CHECKS[kind])
+        if not check(value):
+            problems.append(f"{field.name}: expected {expected}, found {_found(field.name, value)}")
+            continue
+        values[field.name] = float(value) if kind == "float" else value
+    if problems:
+        raise StateProblem("does not hold a valid state: " + "; ".join(problems))
+    return AgentState(**values)
+
+
 def read_state(path: str) -> Optional[AgentState]:
-    """The last state written, or None when there is none or it is unreadable."""
-    raw = fsutil.read_regular_file(path)
+    """The last state written; None when there is none. ``StateProblem`` when the
+    file cannot be read or does not hold a valid state."""
+    try:
+        raw = fsutil.read_regular_file(path, MAX_STATE_BYTES)
+    except OSError as exc:
+        raise StateProblem(f"cannot be read: {exc.strerror}") from None
+    except fsutil.Unsuitable as exc:
+        raise StateProblem(str(exc)) from None
     if raw is None:
         return None
     try:
         document = json.loads(raw)
-        known = {f.name for f in fields(AgentState)}
-        return AgentState(**{k: v for k, v in document.items() if k in known})
-    except (ValueError, TypeError):
-        return None
+    except (ValueError, RecursionError) as exc:
+        raise StateProblem(f"is not valid JSON ({exc})") from None
+    return parse_state(document)
 
 
 def process_alive(pid: Optional[int], create_time: Optional[float]) -> bool:

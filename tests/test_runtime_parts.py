@@ -13,7 +13,14 @@ from node_agent import bootstrap
 from node_agent.lock import AlreadyRunning, NodeLock
 from node_agent.logpump import CHUNK, Pump, utc_stamp
 from node_agent.settings import load_settings
-from node_agent.state import AgentState, own_create_time, process_alive, read_state, write_state
+from node_agent.state import (
+    AgentState,
+    StateProblem,
+    own_create_time,
+    process_alive,
+    read_state,
+    write_state,
+)
 from node_agent.survey import survey
 from node_agent.worker import worker_spec
 from tests.nodes import make_node
@@ -110,7 +117,8 @@ def test_state_round_trip_and_liveness(tmp_path: Path) -> None:
     assert not process_alive(written.agent_pid, written.agent_create_time - 5)  # reused pid
     assert not process_alive(None, None)
     Path(path).write_text("{not json")
-    assert read_state(path) is None
+    with pytest.raises(StateProblem, match="is not valid JSON"):
+        read_state(path)
 
 
 def test_worker_spec_per_flavour(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
 from node_agent.flavour import Flavour
 from node_agent.layout import V2_CONFIG, V2_HOME_CONFIG, V3_CONFIG, V3_CREDENTIALS
-from node_agent.state import STATE_FILE, process_alive, read_state
+from node_agent.state import STATE_FILE, StateProblem, process_alive, read_state
 
 
 def check_worker_config(ctx: Context) -> list[Row]:
@@ -120,7 +120,18 @@ def check_agent(ctx: Context) -> list[Row]:
     """The agent's state: running, restarts, last exit."""
     if ctx.layout is None:
         return [Row("agent", Status.SKIPPED, NEEDS_ENV)]
-    state = read_state(os.path.join(ctx.layout.agent_dir, STATE_FILE))
+    path = os.path.join(ctx.layout.agent_dir, STATE_FILE)
+    try:
+        state = read_state(path)
+    except StateProblem as exc:
+        return [
+            Row(
+                "agent",
+                Status.WARNING,
+                f"the state file {path} {exc}",
+                "node-agent rewrites it at its next start; if no agent runs, restart the node",
+            )
+        ]
     if state is None:
         return [
             Row(
