@@ -30,10 +30,10 @@ from node_agent.state import (
     STATE_FILE,
     AgentState,
     Phase,
+    StateKeeper,
     StateProblem,
     own_create_time,
     read_state,
-    write_state,
 )
 from node_agent.supervise import GaveUp, Supervisor
 from node_agent.worker import stop_stale_worker, worker_spec
@@ -155,8 +155,7 @@ def _supervisor(
         worker_spec(plan, settings, environ),
         policy,
         settings,
-        write_state(state_path, state),
-        state_path,
+        StateKeeper(state_path, state),
         manager=check,
     )
 

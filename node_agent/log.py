@@ -38,9 +38,18 @@ def hide_secrets(values: Iterable[str]) -> None:
     _formatter.secrets.update(v for v in values if len(v) >= 4)
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    def handleError(self, record: logging.LogRecord) -> None:
+        # stderr.txt lives on the node's disk: when that is full the line is lost, and
+        # must not be replaced by a traceback (which would be lost too) or worse.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Send the agent's log records to stderr, one flushed line each."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(_formatter)
     root = logging.getLogger(LOGGER_NAME)
     root.handlers[:] = [handler]

@@ -18,11 +18,15 @@ from typing import Any, Callable, Optional
 import psutil
 
 from node_agent import fsutil
+from node_agent.log import get_logger
 from node_agent.redact import REDACTED, is_secret
+
+log = get_logger("state")
 
 STATE_FILE = "state.json"
 STATE_SCHEMA = 1
 MAX_STATE_BYTES = 1 << 20  # a real one is under 2 KiB
+WRITE_RETRY = 2.0  # seconds between attempts to write the state while that fails
 
 
 class Phase:
@@ -74,6 +78,55 @@ def write_state(path: str, state: AgentState) -> AgentState:
     data = json.dumps(state.to_json(), indent=2, sort_keys=True).encode() + b"\n"
     fsutil.atomic_write(path, data, 0o644)
     return state
+
+
+class StateKeeper:
+    """The agent's current state and its file, kept in step. A write that fails (a
+    full disk, a read-only remount) is logged once and retried every
+    ``WRITE_RETRY`` seconds (``retry_in``/``retry``): supervision never stops over
+    the state file, and the file tells the truth again once it can be written."""
+
+    def __init__(self, path: str, state: AgentState) -> None:
+        self.path = path
+        self.state = state
+        self._retry_at: Optional[float] = None  # set while writes fail
+        self._write()
+
+    def update(self, **changes: Any) -> None:
+        """Change the state and write it."""
+        self.state = replace(self.state, **changes)
+        self._write()
+
+    def retry_in(self) -> Optional[float]:
+        """Seconds until the next attempt at a write that failed; None when the file
+        is up to date."""
+        if self._retry_at is None:
+            return None
+        return max(0.0, self._retry_at - time.monotonic())
+
+    def retry(self) -> None:
+        """Write again if a write failed and its retry is due."""
+        if self._retry_at is not None and time.monotonic() >= self._retry_at:
+            self._write()
+
+    def _write(self) -> None:
+        try:
+            self.state = write_state(self.path, self.state)
+        except OSError as exc:
+            if self._retry_at is None:
+                log.warning(
+                    "cannot write the state file %s (%s): supervision goes on, and "
+                    "node-agent status shows old news until it can be written again "
+                    "(retried every %.0f s)",
+                    self.path,
+                    exc.strerror,
+                    WRITE_RETRY,
+                )
+            self._retry_at = time.monotonic() + WRITE_RETRY
+            return
+        if self._retry_at is not None:
+            log.info("the state file %s is written again", self.path)
+            self._retry_at = None
 
 
 class StateProblem(Exception):

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import replace
 from typing import Any, Optional
 
 import psutil
@@ -36,7 +35,7 @@ from node_agent.logpump import Pump, utc_stamp
 from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
-from node_agent.state import AgentState, Phase, write_state
+from node_agent.state import AgentState, Phase, StateKeeper
 from node_agent.worker import WorkerSpec
 
 log = get_logger("supervise")
@@ -67,8 +66,7 @@ class Supervisor:
         spec: WorkerSpec,
         policy: RestartPolicy,
         settings: Settings,
-        state: AgentState,
-        state_path: str,
+        state: StateKeeper,
         *,
         stdout_fd: int = 1,
         stderr_fd: int = 2,
@@ -77,8 +75,7 @@ class Supervisor:
         self.spec = spec
         self.policy = policy
         self.settings = settings
-        self.state = state
-        self.state_path = state_path
+        self.keeper = state
         self.stdout_fd = stdout_fd
         self.stderr_fd = stderr_fd
         self.manager = manager
@@ -101,16 +98,26 @@ class Supervisor:
 
     # -- the loop -------------------------------------------------------------
 
+    @property
+    def state(self) -> AgentState:
+        """The agent's current state."""
+        return self.keeper.state
+
     def _update(self, **changes: Any) -> None:
-        self.state = write_state(self.state_path, replace(self.state, **changes))
+        self.keeper.update(**changes)
 
     def _wait(self, timeout: Optional[float]) -> None:
-        """Sleep until woken (signal, child exit, request) or ``timeout`` passes."""
+        """Sleep until woken (signal, child exit, request) or ``timeout`` passes;
+        meanwhile retry a state write that failed."""
+        retry = self.keeper.retry_in()
+        if retry is not None:
+            timeout = retry if timeout is None else min(timeout, retry)
         readable, _, _ = select.select([self._wake_r], [], [], timeout)
         if readable:
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
                     pass
+        self.keeper.retry()
 
     def _sleep(self, seconds: float) -> None:
         """tenacity's sleep between restarts, cut short by a stop request."""

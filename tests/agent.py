@@ -40,6 +40,7 @@ class Agent:
     manager: FakeManager
     imds: FakeImds
     _files: tuple[IO[bytes], IO[bytes]]
+    view: str = ""  # prefix through which the agent's files are seen (/proc/PID/root)
 
     @property
     def stdout(self) -> bytes:
@@ -51,7 +52,7 @@ class Agent:
 
     @property
     def state_path(self) -> Path:
-        return self.node.shared / ".node-agent" / "state.json"
+        return Path(self.view + str(self.node.shared / ".node-agent" / "state.json"))
 
     def state(self) -> dict[str, Any]:
         """The state file's document ({} before the first write)."""
@@ -122,12 +123,15 @@ def start_agent(
     *,
     node: Optional[TestNode] = None,
     args: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
     manager: Optional[FakeManager] = None,
     imds: Optional[FakeImds] = None,
     **environ: str,
 ) -> Agent:
     """Start ``node-agent run`` with the stand-in worker doing ``steps``, a stand-in
-    Manager and a stand-in Metadata Service (never the real one's address)."""
+    Manager and a stand-in Metadata Service (never the real one's address); the
+    command runs after ``prefix`` (e.g. a shell in a mount namespace that ends in
+    ``exec "$@"``)."""
     node = node or worker_node(tmp_path / "node")
     manager = manager or FakeManager().start()
     imds = imds or FakeImds().start()
@@ -146,7 +150,7 @@ def start_agent(
     out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     out, err = open(out_path, "ab"), open(err_path, "ab")  # noqa: SIM115 (closed by Agent)
     process = subprocess.Popen(
-        [sys.executable, "-m", "node_agent", "run", *args],
+        [*prefix, sys.executable, "-m", "node_agent", "run", *args],
         stdout=out,
         stderr=err,
         stdin=subprocess.DEVNULL,

@@ -3,16 +3,22 @@ processes and real files."""
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
 
 import psutil
+import pytest
 
-from node_agent.errors import EXIT_NOT_RUNNING, EXIT_UNHEALTHY
+from node_agent.errors import EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNHEALTHY
 from tests.agent import Agent, alive, worker_node
+from tests.helpers import wait_until
 from tests.nodes import TestNode
 
 Start = Callable[..., Agent]
@@ -92,3 +98,92 @@ def test_a_planted_state_never_gets_an_unrelated_process_killed(
     finally:
         bystander.kill()
         bystander.wait()
+
+
+# ---- a full disk: a small real tmpfs in a private mount namespace -------------------
+
+
+@functools.cache
+def _tmpfs_refusal() -> str:
+    """Why a tmpfs in a private mount namespace cannot be had here ("" if it can)."""
+    if shutil.which("unshare") is None:
+        return "needs unshare(1) (util-linux)"
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return (
+            "needs permission to mount a tmpfs in a private mount namespace (root or "
+            f"CAP_SYS_ADMIN): {probe.stderr.strip()}"
+        )
+    return ""
+
+
+def on_tmpfs(mount_at: Path, options: str, then: str = "") -> tuple[str, ...]:
+    """A command prefix: a private mount namespace with a tmpfs (``options``) at
+    ``mount_at``, the shell commands ``then`` run in it, then the command. Skips the
+    test where that is not permitted."""
+    refusal = _tmpfs_refusal()
+    if refusal:
+        pytest.skip(refusal)
+    script = f'mount -t tmpfs -o {options} tmpfs "$0" || exit 97\n{then}\nexec "$@"'
+    return ("unshare", "-m", "--propagation", "private", "sh", "-c", script, str(mount_at))
+
+
+def fill(directory: Path) -> Path:
+    """Write a file in ``directory`` until its file system is full; the file."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as handle, pytest.raises(OSError) as full:
+        while True:
+            handle.write(b"\0" * 65536)
+    assert full.value.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_disk_never_stops_supervision(tmp_path: Path, run_agent: Start) -> None:
+    node = worker_node(tmp_path / "node")
+    agent = run_agent("count,wait", node=node, prefix=on_tmpfs(node.shared, "size=4m"))
+    agent.view = f"/proc/{agent.process.pid}/root"
+    first = agent.wait_running()["worker_pid"]
+    filler = fill(Path(agent.view + str(node.shared)))
+    # The worker dies while the disk is full: its exit and the next start cannot be
+    # written to the state file, and supervision goes on regardless.
+    psutil.Process(first).kill()
+    wait_until(lambda: len(agent.runs()) == 2, what="the restart on a full disk")
+    assert agent.process.poll() is None
+    assert agent.state()["worker_pid"] == first  # old news while the disk is full
+    assert agent.stderr.count(b"cannot write the state file") == 1
+    filler.unlink()  # space is back: the state tells the truth again
+    state = agent.wait_running(starts=2)
+    assert state["restarts"] == 1 and state["last_exit_code"] == -signal.SIGKILL
+    assert b"is written again" in agent.stderr
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == EXIT_OK
+    assert b"Traceback" not in agent.stderr
+
+
+def test_no_room_for_the_lock_file_or_the_state_is_no_reason_not_to_run(
+    tmp_path: Path, run_agent: Start
+) -> None:
+    node = worker_node(tmp_path / "node")
+    # Bootstrapped before, then every inode used up: no new file can be created.
+    then = (
+        f'"{sys.executable}" -m node_agent bootstrap >/dev/null || exit 98\n'
+        'i=0; while touch "$0/.inode-$i" 2>/dev/null; do i=$((i+1)); done'
+    )
+    agent = run_agent(
+        "count,wait", node=node, prefix=on_tmpfs(node.shared, "size=1m,nr_inodes=64", then)
+    )
+    agent.view = f"/proc/{agent.process.pid}/root"
+    wait_until(agent.runs, what="the worker's start")
+    wait_until(lambda: b"cannot write the state file" in agent.stderr)
+    assert b"cannot create the node's lock" in agent.stderr and not agent.state_path.exists()
+    for filler in Path(agent.view + str(node.shared)).glob(".inode-*"):
+        filler.unlink()
+    assert agent.wait_running()["worker_pid"] == agent.runs()[0]
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == EXIT_OK
+    assert b"Traceback" not in agent.stderr
