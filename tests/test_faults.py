@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -187,3 +188,27 @@ def test_no_room_for_the_lock_file_or_the_state_is_no_reason_not_to_run(
     agent.signal(signal.SIGTERM)
     assert agent.wait() == EXIT_OK
     assert b"Traceback" not in agent.stderr
+
+
+def test_the_worker_log_lives_through_a_full_disk(tmp_path: Path, run_agent: Start) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # stdout.txt alone on a small disk; the agent's own messages go elsewhere.
+    prefix = (*on_tmpfs(disk, "size=1m"), "sh", "-c", 'exec "$@" >"$0"', f"{disk}/stdout.txt")
+    page = os.sysconf("SC_PAGE_SIZE")  # a full page: the next byte needs a new one
+    agent = run_agent(f"count,usr1-lines:line,out:{'x' * (page - 1)},wait", prefix=prefix)
+    agent.view = f"/proc/{agent.process.pid}/root"
+    stdout = Path(agent.view + str(disk / "stdout.txt"))
+    worker = agent.wait_running()["worker_pid"]
+    wait_until(lambda: stdout.stat().st_size == page, what="the first page")
+    filler = fill(Path(agent.view + str(disk)))
+    os.kill(worker, signal.SIGUSR1)  # "line 1": the disk is full
+    wait_until(lambda: b"cannot write the worker's stdout (No space left" in agent.stderr)
+    filler.unlink()
+    os.kill(worker, signal.SIGUSR1)  # "line 2": space is back
+    wait_until(lambda: stdout.read_bytes().endswith(b"line 2\n"), what="line 2")
+    assert stdout.read_bytes() == b"x" * (page - 1) + b"\nline 2\n"
+    assert (
+        b"writing the worker's stdout works again; 7 bytes of it could not be written "
+        b"(No space left on device) and are lost" in agent.stderr
+    )
