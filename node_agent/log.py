@@ -10,27 +10,33 @@ import logging
 import sys
 from collections.abc import Iterable
 
-from node_agent.redact import REDACTED
+from node_agent.redact import REDACTED, redact_urls
 
 LOGGER_NAME = "node_agent"
 
 
 class _Redactor(logging.Formatter):
-    """Formats records, then replaces every known secret value: a safety net under
-    the rule that no message is ever built with a secret in it."""
+    """Formats records, then scrubs them (``scrub``): a safety net under the rule
+    that no message is ever built with a secret in it."""
 
     def __init__(self) -> None:
         super().__init__("node-agent: %(levelname)s: %(message)s")
         self.secrets: set[str] = set()
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return scrub(super().format(record))
 
 
 _formatter = _Redactor()
+
+
+def scrub(text: str) -> str:
+    """``text`` without any known secret value or URL password: for every line
+    node-agent prints, log or not."""
+    text = redact_urls(text)
+    for secret in _formatter.secrets:
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def hide_secrets(values: Iterable[str]) -> None:

@@ -104,8 +104,7 @@ class Pump:
         if self._failure is None:
             self._failure = exc.strerror or str(exc)
             log.warning(
-                "cannot write the worker's %s (%s): dropping its output until writing "
-                "works again",
+                "cannot write the worker's %s (%s): dropping its output until writing works again",
                 self.name,
                 self._failure,
             )

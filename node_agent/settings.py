@@ -18,7 +18,7 @@ import yaml
 from node_agent.env import BatchEnv
 from node_agent.errors import InvalidInput, Problem
 from node_agent.flavour import Flavour
-from node_agent.redact import REDACTED, is_secret
+from node_agent.redact import REDACTED, describe_yaml_error, is_secret
 from node_agent.setting_specs import BY_KEY, SPECS
 
 CONFIG_FILE_NAME = "node-agent.yaml"
@@ -82,8 +82,11 @@ def read_config_file(path: Path, problems: list[Problem]) -> dict[str, str]:
     except OSError as exc:
         problems.append(Problem(where, f"cannot read: {exc.strerror}"))
         return {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problems.append(Problem(where, f"is not valid YAML: {exc}".replace("\n", " ")))
+    except yaml.YAMLError as exc:
+        problems.append(Problem(where, f"is not valid YAML: {describe_yaml_error(exc)}"))
+        return {}
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(where, f"is not UTF-8 text (byte {exc.start})"))
         return {}
     if document is None:
         return {}

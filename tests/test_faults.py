@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from node_agent.errors import EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNHEALTHY
+from node_agent.redact import redact_urls
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
 from tests.nodes import TestNode
@@ -211,4 +212,50 @@ def test_the_worker_log_lives_through_a_full_disk(tmp_path: Path, run_agent: Sta
     assert (
         b"writing the worker's stdout works again; 7 bytes of it could not be written "
         b"(No space left on device) and are lost" in agent.stderr
+    )
+
+
+# ---- secrets in error messages ---------------------------------------------------
+
+NEVER = "S3cret-never-print-me"
+
+
+def test_a_yaml_error_gives_line_and_column_never_the_line_itself(tmp_path: Path) -> None:
+    node = worker_node(tmp_path / "node")
+    config = tmp_path / "node-agent.yaml"
+    config.write_text(f'manager_url: http://127.0.0.1:9/\nregistration_secret: "{NEVER}\n')
+    node.environ["NODE_AGENT_CONFIG"] = str(config)
+    for command, code in (("bootstrap", 3), ("run", 3), ("doctor", 6)):
+        result = node_agent(node, command)
+        output = result.stdout + result.stderr
+        assert result.returncode == code, output
+        assert "is not valid YAML: found unexpected end of stream at line 3, column 1" in output
+        assert NEVER not in output and "Traceback" not in output
+
+
+def test_a_manager_url_password_is_never_printed(tmp_path: Path, run_agent: Start) -> None:
+    node = worker_node(tmp_path / "node")
+    url = f"http://render:{NEVER}@127.0.0.1:9/"
+    node.environ["FLAMENCO_MANAGER_URL"] = url
+    doctor = node_agent(node, "doctor", "--json")
+    assert NEVER not in doctor.stdout + doctor.stderr
+    found = {row["check"]: row["found"] for row in json.loads(doctor.stdout)["checks"]}
+    assert found["settings"].startswith("Manager http://render:<redacted>@127.0.0.1:9/")
+    assert found["manager"].startswith("http://render:<redacted>@127.0.0.1:9/: ")
+    bootstrap = node_agent(node, "bootstrap", "--dry-run")
+    assert bootstrap.returncode == 0 and NEVER not in bootstrap.stdout + bootstrap.stderr
+    agent = run_agent("count,wait", node=node, FLAMENCO_MANAGER_URL=url)
+    wait_until(lambda: b": attempt 1 after" in agent.stderr, what="a Manager attempt")
+    assert b"Manager http://render:<redacted>@127.0.0.1:9/: attempt 1" in agent.stderr
+    assert NEVER.encode() not in agent.stderr + agent.stdout
+
+
+def test_url_passwords_are_redacted_wherever_they_appear() -> None:
+    text = (
+        "Manager https://render:pa%24s@m.example:8443/api and http://10.0.0.4:8080/, "
+        "'http://u:p@h/' and http://token@h/"
+    )
+    assert redact_urls(text) == (
+        "Manager https://render:<redacted>@m.example:8443/api and http://10.0.0.4:8080/, "
+        "'http://u:<redacted>@h/' and http://token@h/"
     )

@@ -15,6 +15,7 @@ from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
 from node_agent.flavour import Flavour
 from node_agent.layout import V2_CONFIG, V2_HOME_CONFIG, V3_CONFIG, V3_CREDENTIALS
+from node_agent.redact import describe_yaml_error
 from node_agent.state import STATE_FILE, StateProblem, process_alive, read_state
 
 
@@ -43,11 +44,12 @@ def check_worker_config(ctx: Context) -> list[Row]:
                 raise ValueError("not a mapping")
             rows.append(Row("worker config", Status.OK, f"{config} ({flavour.value})"))
         except (OSError, ValueError, yaml.YAMLError, configparser.Error) as exc:
+            why = describe_yaml_error(exc) if isinstance(exc, yaml.YAMLError) else str(exc)
             rows.append(
                 Row(
                     "worker config",
                     Status.FAILED,
-                    f"{config} cannot be parsed: {str(exc).splitlines()[0]}",
+                    f"{config} cannot be parsed: {why.splitlines()[0]}",
                     "delete it: node-agent rewrites it at the next start",
                 )
             )
