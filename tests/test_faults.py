@@ -17,7 +17,7 @@ from typing import Callable
 import psutil
 import pytest
 
-from node_agent.errors import EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNHEALTHY
+from node_agent.errors import EXIT_INVALID, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNHEALTHY
 from node_agent.redact import redact_urls
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
@@ -259,3 +259,12 @@ def test_url_passwords_are_redacted_wherever_they_appear() -> None:
         "Manager https://render:<redacted>@m.example:8443/api and http://10.0.0.4:8080/, "
         "'http://u:<redacted>@h/' and http://token@h/"
     )
+
+
+def test_a_bad_manager_url_is_invalid_input_at_start(tmp_path: Path) -> None:
+    node = worker_node(tmp_path / "node")
+    for url in ("http://127.0.0.1:99999/", "http://127.0.0.1:abc/", "http://my manager:8080/"):
+        node.environ["FLAMENCO_MANAGER_URL"] = url
+        result = node_agent(node, "run")
+        assert result.returncode == EXIT_INVALID, result.stderr
+        assert f"manager_url={url!r} (from environment FLAMENCO_MANAGER_URL)" in result.stderr
