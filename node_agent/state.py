@@ -65,6 +65,7 @@ class AgentState:
     last_exit_reason: Optional[str] = None
     last_exit_at: Optional[float] = None
     stop_reason: Optional[str] = None
+    gave_up: bool = False
     updated_at: float = 0.0
 
     def to_json(self) -> dict[str, Any]:

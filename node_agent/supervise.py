@@ -80,6 +80,7 @@ class Supervisor:
         self.stderr_fd = stderr_fd
         self.manager = manager
         self.stop_reason: Optional[str] = None
+        self._starts = 0  # worker starts so far (the first is no restart)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
 
@@ -167,7 +168,7 @@ class Supervisor:
                     with attempt:
                         self._run_once()
             except WorkerExited as exc:
-                raise GaveUp(
+                raise self._gave_up(
                     f"gave up after {limit} failed restarts in a row (max_restarts); last: "
                     f"{exc.decision.reason}"
                 ) from None
@@ -201,6 +202,8 @@ class Supervisor:
         if self.stop_reason is not None:
             self._finish()
             return
+        restarts = self.state.restarts + (self._starts > 0)
+        self._starts += 1
         token = secrets.token_hex(16)
         env = dict(self.spec.env)
         env[proctree.TOKEN_VARIABLE] = token
@@ -218,6 +221,7 @@ class Supervisor:
             )
         except OSError as exc:
             log.error("cannot start the worker %s: %s", self.spec.argv[0], exc.strerror)
+            self._update(restarts=restarts)
             self._judge(127 if isinstance(exc, FileNotFoundError) else 126, 0.0)
             return
         assert process.stdout is not None and process.stderr is not None
@@ -230,6 +234,7 @@ class Supervisor:
         process.stderr.close()
         self._update(
             phase=Phase.RUNNING,
+            restarts=restarts,
             worker_pid=process.pid,
             worker_create_time=psutil.Process(process.pid).create_time(),
             worker_token=token,
@@ -259,7 +264,7 @@ class Supervisor:
             wait_for_manager(check, self._sleep, lambda: self.stop_reason is not None)
         except ManagerUnavailable as exc:
             if self.stop_reason is None:
-                raise GaveUp(
+                raise self._gave_up(
                     f"gave up waiting for the Manager after {check.deadline:.0f} s "
                     f"(manager_wait_deadline): {exc}"
                 ) from None
@@ -343,7 +348,6 @@ class Supervisor:
             last_exit_reason=decision.reason,
             consecutive_failures=decision.failures,
             crash_loop=decision.crash_loop,
-            restarts=self.state.restarts + (decision.verdict is not Verdict.STOP),
             **exited,
         )
         level = (
@@ -364,3 +368,10 @@ class Supervisor:
 
     def _finish(self) -> None:
         self._update(phase=Phase.STOPPED, stop_reason=self.stop_reason, next_start_at=None)
+
+    def _gave_up(self, reason: str) -> GaveUp:
+        """Supervision ends for good: the state says so before the agent exits."""
+        self.stop_reason = reason
+        self._update(gave_up=True)
+        self._finish()
+        return GaveUp(reason)

@@ -13,6 +13,7 @@ from typing import Callable
 import psutil
 import pytest
 
+from node_agent.doctor import Context, Status, node_checks
 from node_agent.errors import EXIT_ALREADY_RUNNING, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
@@ -132,7 +133,14 @@ def test_max_restarts_counts_failures_in_a_row_only(run_agent: Start) -> None:
     assert agent.wait() == EXIT_FAILURE
     assert len(agent.runs()) == 2 + 3  # the failures: the first run and 2 restarts
     assert b"gave up after 2 failed restarts in a row (max_restarts)" in agent.stderr
-    assert agent.state()["consecutive_failures"] == 3
+    state = agent.state()
+    assert state["consecutive_failures"] == 3
+    # The state tells the end: stopped, why, and the restarts that really happened.
+    assert state["phase"] == "stopped" and state["gave_up"] is True
+    assert state["stop_reason"].startswith("gave up after 2 failed restarts in a row")
+    assert state["restarts"] == len(agent.runs()) - 1
+    (row,) = node_checks.check_agent(Context.from_environ(agent.node.environ))
+    assert row.status is Status.FAILED and "gave up after 2 failed restarts" in row.found
 
 
 def test_sigterm_stops_the_whole_tree(run_agent: Start) -> None:

@@ -153,6 +153,16 @@ def check_agent(ctx: Context) -> list[Row]:
         f"{'running' if running else 'not running'}, phase {state.phase}, "
         f"{state.restarts} restart(s){last}"
     )
+    if state.gave_up and not running:
+        return [
+            Row(
+                "agent",
+                Status.FAILED,
+                f"{found}, {state.stop_reason}",
+                "fix what the worker's output in stdout.txt/stderr.txt shows, then restart "
+                "the node (the start task runs again)",
+            )
+        ]
     if state.crash_loop:
         return [
             Row(
