@@ -200,6 +200,7 @@ class Supervisor:
         if self.stop_reason is None:
             self._await_manager()
         if self.stop_reason is not None:
+            log.info("supervision ends before the worker starts: %s", self.stop_reason)
             self._finish()
             return
         restarts = self.state.restarts + (self._starts > 0)

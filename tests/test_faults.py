@@ -3,14 +3,17 @@ processes and real files."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +21,7 @@ import psutil
 import pytest
 
 from node_agent.errors import EXIT_INVALID, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNHEALTHY
+from node_agent.manager import PROBE_TIMEOUT
 from node_agent.redact import redact_urls
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
@@ -268,3 +272,49 @@ def test_a_bad_manager_url_is_invalid_input_at_start(tmp_path: Path) -> None:
         result = node_agent(node, "run")
         assert result.returncode == EXIT_INVALID, result.stderr
         assert f"manager_url={url!r} (from environment FLAMENCO_MANAGER_URL)" in result.stderr
+
+
+# ---- a stop while waiting for a Manager behind a dropping firewall ---------------
+
+
+class Blackhole:
+    """A TCP server on 127.0.0.1 that answers its first connection with HTTP 503
+    and then accepts connections and never says a word (a Manager behind a
+    firewall that drops packets: every probe hangs for its whole timeout)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.server.accept()
+                if not self.held:
+                    connection.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+                self.held.append(connection)
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.held:
+            connection.close()
+
+
+def test_a_stop_is_at_once_even_while_a_manager_probe_hangs(
+    tmp_path: Path, run_agent: Start
+) -> None:
+    blackhole = Blackhole()
+    try:
+        agent = run_agent("count,wait", FLAMENCO_MANAGER_URL=blackhole.url)
+        # The second connection is a probe that will get no answer at all.
+        wait_until(lambda: len(blackhole.held) >= 2, what="a hanging probe")
+        wait_until(lambda: agent.state().get("phase") == "waiting-for-manager")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(PROBE_TIMEOUT / 2) == EXIT_OK  # long before the probe times out
+    finally:
+        blackhole.close()
+    assert b"INFO: stopped waiting for the Manager " in agent.stderr
+    assert b"supervision ends before the worker starts: received SIGTERM" in agent.stderr
+    assert agent.runs() == [] and agent.state()["phase"] == "stopped"
