@@ -65,12 +65,13 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
         stop_stale_worker(_previous_state(state_path), settings.stop_grace)
         done = bootstrap.apply(plan)
         log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
-        _report_health(environ)
+        state = StateKeeper(state_path, _first_state(plan))
+        _report_health(environ, settings)
         if not proctree.become_subreaper():
             log.warning(
                 "cannot become a child subreaper: orphaned worker processes may outlive a stop"
             )
-        supervisor = _supervisor(environ, settings, plan, state_path)
+        supervisor = _supervisor(environ, settings, plan, state)
         watcher = None
         if settings.watch_events:
             watcher = EventWatcher(
@@ -108,10 +109,11 @@ def _previous_state(path: str) -> Optional[AgentState]:
         return None
 
 
-def _report_health(environ: Mapping[str, str]) -> None:
+def _report_health(environ: Mapping[str, str], settings: Settings) -> None:
     """The doctor's report, once, into stderr.txt: the answer is there even when
-    nobody logs in. Before supervision starts, so its processes are its own."""
-    rows = doctor.run_checks(environ, limit=STARTUP_CHECK_LIMIT)
+    nobody logs in. It checks what the agent runs with (its settings, command line
+    included); before supervision starts, so its processes are its own."""
+    rows = doctor.run_checks(environ, limit=STARTUP_CHECK_LIMIT, settings=settings)
     failed = sum(r.status is doctor.Status.FAILED for r in rows)
     log.info(
         "health report (node-agent doctor): %s",
@@ -121,10 +123,8 @@ def _report_health(environ: Mapping[str, str]) -> None:
         log.info("  %s", line)
 
 
-def _supervisor(
-    environ: Mapping[str, str], settings: Settings, plan: Plan, state_path: str
-) -> Supervisor:
-    state = AgentState(
+def _first_state(plan: Plan) -> AgentState:
+    return AgentState(
         agent_pid=os.getpid(),
         agent_create_time=own_create_time(),
         phase=Phase.STARTING,
@@ -135,6 +135,11 @@ def _supervisor(
         worker_dir=plan.layout.worker_dir,
         config_path=plan.config_path,
     )
+
+
+def _supervisor(
+    environ: Mapping[str, str], settings: Settings, plan: Plan, state: StateKeeper
+) -> Supervisor:
     policy = RestartPolicy(
         flavour=plan.flavour.flavour,
         restart_exit_code=settings.restart_exit_code,
@@ -155,7 +160,7 @@ def _supervisor(
         worker_spec(plan, settings, environ),
         policy,
         settings,
-        StateKeeper(state_path, state),
+        state,
         manager=check,
     )
 

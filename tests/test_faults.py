@@ -8,6 +8,7 @@ import errno
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,9 +24,10 @@ import pytest
 from node_agent.errors import EXIT_INVALID, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNHEALTHY
 from node_agent.manager import PROBE_TIMEOUT
 from node_agent.redact import redact_urls
+from node_agent.standins.manager import FakeManager
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
-from tests.nodes import TestNode
+from tests.nodes import CLOSED_LOOPBACK, TestNode
 
 Start = Callable[..., Agent]
 
@@ -318,3 +320,19 @@ def test_a_stop_is_at_once_even_while_a_manager_probe_hangs(
     assert b"INFO: stopped waiting for the Manager " in agent.stderr
     assert b"supervision ends before the worker starts: received SIGTERM" in agent.stderr
     assert agent.runs() == [] and agent.state()["phase"] == "stopped"
+
+
+def test_the_start_up_report_checks_what_the_agent_runs_with(run_agent: Start) -> None:
+    manager = FakeManager().start()
+    # The environment names a closed port; the command line, which wins, the Manager.
+    agent = run_agent(
+        "count,wait",
+        manager=manager,
+        args=("--manager-url", manager.url),
+        FLAMENCO_MANAGER_URL=CLOSED_LOOPBACK,
+    )
+    agent.wait_running()
+    report = agent.stderr.decode()
+    assert re.search(f"INFO:   OK +settings +Manager {re.escape(manager.url)},", report)
+    assert re.search("INFO:   OK +manager +Flamenco Manager ", report)
+    assert re.search(r"INFO:   OK +agent +running, phase starting, 0 restart\(s\)", report)

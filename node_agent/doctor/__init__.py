@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Callable
+from typing import Callable, Optional
 
 from node_agent.doctor.context import Context
 from node_agent.doctor.node_checks import check_agent, check_resources, check_worker_config
@@ -24,6 +24,7 @@ from node_agent.doctor.report import Row, Status, healthy, render, to_json
 from node_agent.doctor.service_checks import check_manager, check_metadata
 from node_agent.doctor.setup_checks import check_environment, check_path, check_settings
 from node_agent.doctor.tool_checks import check_gpus, check_packages, check_tools
+from node_agent.settings import Settings
 
 __all__ = ["CHECKS", "Context", "Row", "Status", "healthy", "render", "run_checks", "to_json"]
 
@@ -46,9 +47,12 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def run_checks(environ: Mapping[str, str], limit: float = CHECK_LIMIT) -> list[Row]:
-    """Every check, in parallel, each within ``limit`` seconds; rows in check order."""
-    ctx = Context.from_environ(environ)
+def run_checks(
+    environ: Mapping[str, str], limit: float = CHECK_LIMIT, settings: Optional[Settings] = None
+) -> list[Row]:
+    """Every check, in parallel, each within ``limit`` seconds; rows in check order.
+    ``settings``: check these (the running agent's) instead of loading them."""
+    ctx = Context.from_environ(environ, settings)
     pool = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="doctor")
     futures = [(check, pool.submit(check, ctx)) for check in CHECKS]
     deadline = time.monotonic() + limit
