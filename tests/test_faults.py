@@ -21,9 +21,19 @@ from typing import Callable
 import psutil
 import pytest
 
-from node_agent.errors import EXIT_INVALID, EXIT_NOT_RUNNING, EXIT_OK, EXIT_UNHEALTHY
+from node_agent.cli import main
+from node_agent.errors import (
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_UNHEALTHY,
+    InvalidInput,
+)
 from node_agent.manager import PROBE_TIMEOUT
 from node_agent.redact import redact_urls
+from node_agent.settings import load_settings
+from node_agent.simulate import rebase
 from node_agent.standins.manager import FakeManager
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
@@ -336,3 +346,58 @@ def test_the_start_up_report_checks_what_the_agent_runs_with(run_agent: Start) -
     assert re.search(f"INFO:   OK +settings +Manager {re.escape(manager.url)},", report)
     assert re.search("INFO:   OK +manager +Flamenco Manager ", report)
     assert re.search(r"INFO:   OK +agent +running, phase starting, 0 restart\(s\)", report)
+
+
+# ---- bad input never gives a traceback ---------------------------------------------
+
+
+def test_a_path_too_long_to_exist_gives_no_traceback(tmp_path: Path) -> None:
+    node = worker_node(tmp_path / "node")
+    long_root = str(node.root / ("x" * 300))  # one component over NAME_MAX
+    node.environ.update(rebase(node.environ, str(node.root), long_root))
+    for command in ("env", "status", "doctor", "bootstrap", "run"):
+        result = node_agent(node, command)
+        assert "Traceback" not in result.stderr, (command, result.stderr)
+        assert result.returncode in (EXIT_OK, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_UNHEALTHY)
+    assert "File name too long" in node_agent(node, "run").stderr
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "huge"])
+def test_env_files_and_settings_files_that_are_no_such_thing(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / kind
+    if kind == "device":
+        path = Path("/dev/zero")  # endless: read whole, it would exhaust the memory
+    elif kind == "fifo":
+        os.mkfifo(path)  # nobody writes: read, it would hang forever
+    else:
+        path.write_bytes(b"# a comment line\n" * 200_000)  # 3.4 MB
+    why = "is larger than 1024 KiB" if kind == "huge" else "is not a regular file"
+    assert main(["env", "--env-file", str(path)]) == EXIT_INVALID
+    assert f"{path}: {why}" in capsys.readouterr().err
+    with pytest.raises(InvalidInput) as caught:
+        load_settings({"NODE_AGENT_CONFIG": str(path)}, {}, None)
+    assert f"{path}: {why}" in caught.value.render()
+
+
+@pytest.mark.parametrize("planted", ["symlink", "directory"])
+def test_something_planted_at_the_lock_path_is_named(
+    tmp_path: Path, planted: str, run_agent: Start
+) -> None:
+    node = worker_node(tmp_path / "node")
+    lock = node.shared / ".node-agent" / "agent.lock"
+    lock.parent.mkdir(parents=True)
+    if planted == "symlink":
+        lock.symlink_to(tmp_path / "elsewhere")
+    else:
+        lock.mkdir()
+    agent = run_agent("count,wait", node=node)
+    assert agent.wait() == EXIT_FAILURE
+    assert (
+        f"cannot take the node's lock {lock}: it is a {planted}, not node-agent's lock "
+        "file; remove it".encode()
+        in agent.stderr
+    )
+    assert b"Traceback" not in agent.stderr and agent.runs() == []
+    assert not (tmp_path / "elsewhere").exists()

@@ -70,6 +70,9 @@ def run_checks(
                     "run that check's command by hand on the node to see where it hangs",
                 )
             )
+        except Exception as exc:  # noqa: BLE001 (one broken check must not hide the rest)
+            why = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else repr(exc)
+            rows.append(Row(name, Status.FAILED, f"the check failed: {why}", "fix what it names"))
     # A check past its limit is reported above; the report must not wait for it.
     pool.shutdown(wait=False, cancel_futures=True)
     return rows
