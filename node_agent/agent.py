@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -51,8 +51,16 @@ def credentials_path(plan: Plan) -> Path:
     return Path(plan.layout.worker_home, name)
 
 
-def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Plan) -> int:
-    """Run the node until supervision ends; returns the exit code."""
+def run(
+    environ: Mapping[str, str],
+    env: BatchEnv,
+    settings: Settings,
+    plan: Plan,
+    early_stops: Sequence[str] = (),
+) -> int:
+    """Run the node until supervision ends; returns the exit code. ``early_stops``:
+    the stop signals received so far (``supervise.hold_stop_signals``), and any that
+    arrive until supervision begins."""
     layout = plan.layout
     try:
         os.makedirs(layout.agent_dir, exist_ok=True)
@@ -66,12 +74,14 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
         done = bootstrap.apply(plan)
         log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
         state = StateKeeper(state_path, _first_state(plan))
-        _report_health(environ, settings)
+        if not early_stops:  # a node being stopped has no use for the report
+            _report_health(environ, settings)
         if not proctree.become_subreaper():
             log.warning(
                 "cannot become a child subreaper: orphaned worker processes may outlive a stop"
             )
         supervisor = _supervisor(environ, settings, plan, state)
+        supervisor.early_stops = early_stops
         watcher = None
         if settings.watch_events:
             watcher = EventWatcher(

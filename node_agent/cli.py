@@ -38,6 +38,7 @@ from node_agent.state import (
     process_alive,
     read_state,
 )
+from node_agent.supervise import hold_stop_signals
 from node_agent.survey import survey
 
 log = get_logger("cli")
@@ -104,11 +105,12 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Bootstrap the node, then supervise the worker for the node's whole life."""
+    early_stops = hold_stop_signals()  # first: a stop is never a silent death
     environ, env, settings = _prepare(args)
     plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):
         log.info("%s", line.strip())
-    return agent.run(environ, env, settings, plan)
+    return agent.run(environ, env, settings, plan, early_stops)
 
 
 _NO_STATE = {"agent_alive": False, "worker_alive": False}

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import psutil
@@ -40,7 +41,10 @@ from node_agent.worker import WorkerSpec
 
 log = get_logger("supervise")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+# Signals that would kill the agent by default and mean nothing to it: noted, ignored
+# (by a handler, not SIG_IGN, which the worker would inherit across exec).
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 _POLL = 0.01  # seconds between checks while processes are being stopped
 _PUMP_DRAIN = 5.0  # seconds to wait for output still in the pipes after a stop
 CHECK_MANAGER_AFTER = 2  # consecutive failures after which the Manager is checked first
@@ -56,6 +60,21 @@ class WorkerExited(Exception):
 
 class GaveUp(Exception):
     """``max_restarts`` failed restarts in a row."""
+
+
+def hold_stop_signals() -> list[str]:
+    """From the very start of ``run`` until the supervisor takes over: a stop signal
+    is noted in the list returned (then honoured: supervision ends before the
+    worker starts, and says so) instead of killing the agent without a word."""
+    received: list[str] = []
+
+    def note(signum: int, _frame: object) -> None:
+        if signum in STOP_SIGNALS:
+            received.append(signal.Signals(signum).name)
+
+    for sig in (*STOP_SIGNALS, *IGNORED_SIGNALS):
+        signal.signal(sig, note)
+    return received
 
 
 class Supervisor:
@@ -81,6 +100,9 @@ class Supervisor:
         self.manager = manager
         self.stop_reason: Optional[str] = None
         self._starts = 0  # worker starts so far (the first is no restart)
+        self._ignored: list[str] = []  # ignored signals received, not logged yet
+        # Stop signals received before ``run`` took them over (``hold_stop_signals``).
+        self.early_stops: Sequence[str] = ()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
 
@@ -118,6 +140,8 @@ class Supervisor:
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
                     pass
+        while self._ignored:
+            log.info("ignoring %s: it means nothing to node-agent", self._ignored.pop(0))
         self.keeper.retry()
 
     def _sleep(self, seconds: float) -> None:
@@ -150,8 +174,12 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until a stop request or a final worker exit; returns the agent's
         exit code. Raises ``GaveUp`` after ``max_restarts`` failed restarts in a row."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (*STOP_SIGNALS, *IGNORED_SIGNALS)
+        }
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_signal)
+        if self.early_stops:
+            self.request_stop(f"received {self.early_stops[0]}")
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         try:
             limit = self.settings.max_restarts
@@ -184,7 +212,10 @@ class Supervisor:
         return self.state.consecutive_failures > self.settings.max_restarts
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if signum != signal.SIGCHLD:
+        if signum in IGNORED_SIGNALS:
+            self._ignored.append(signal.Signals(signum).name)  # logged by _wait
+            self._wake()
+        elif signum != signal.SIGCHLD:
             self.request_stop(f"received {signal.Signals(signum).name}")
 
     def _wait_for(self, retry_state: RetryCallState) -> float:

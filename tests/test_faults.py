@@ -401,3 +401,28 @@ def test_something_planted_at_the_lock_path_is_named(
     )
     assert b"Traceback" not in agent.stderr and agent.runs() == []
     assert not (tmp_path / "elsewhere").exists()
+
+
+# ---- signals: from the first moment, and the ones that mean nothing ---------------
+
+
+def test_a_stop_signal_in_the_first_moments_of_run_is_honoured(run_agent: Start) -> None:
+    agent = run_agent("count,wait")
+    # The plan is logged long before supervision (bootstrap, health report) begins.
+    wait_until(lambda: b"node-agent: INFO: worker: v3" in agent.stderr, what="the plan")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == EXIT_OK
+    assert b"supervision ends before the worker starts: received SIGTERM" in agent.stderr
+    state = agent.state()
+    assert state["phase"] == "stopped" and state["stop_reason"] == "received SIGTERM"
+    assert agent.runs() == []
+
+
+def test_signals_that_mean_nothing_to_the_agent_are_ignored(run_agent: Start) -> None:
+    agent = run_agent("count,wait")
+    worker = agent.wait_running()["worker_pid"]
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        agent.signal(sig)
+        wait_until(lambda sig=sig: f"INFO: ignoring {sig.name}".encode() in agent.stderr)
+    assert agent.process.poll() is None and alive(worker)
+    assert agent.state()["phase"] == "running"

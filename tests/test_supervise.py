@@ -160,7 +160,7 @@ def test_sigterm_stops_the_whole_tree(run_agent: Start) -> None:
     assert b"stopping 2 process(es) left by the worker" in agent.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP, signal.SIGQUIT])
 def test_other_stop_signals(sig: signal.Signals, run_agent: Start) -> None:
     agent = run_agent("count,wait")
     worker = agent.wait_running()["worker_pid"]
