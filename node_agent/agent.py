@@ -62,6 +62,7 @@ def run(
     the stop signals received so far (``supervise.hold_stop_signals``), and any that
     arrive until supervision begins."""
     layout = plan.layout
+    bootstrap.applicable(plan)
     try:
         os.makedirs(layout.agent_dir, exist_ok=True)
     except OSError as exc:

@@ -76,6 +76,7 @@ class Plan:
     layout: Layout
     actions: tuple[Action, ...]
     notes: tuple[str, ...]
+    blocked: Optional[str] = None  # why it cannot be applied on this node (a node fault)
 
     @property
     def changes(self) -> tuple[Action, ...]:
@@ -244,14 +245,6 @@ class _Planner:
 
     def plan(self) -> Plan:
         layout, settings = self.layout, self.settings
-        if not self.node.shared_writable:
-            self.problems.append(
-                Problem(
-                    f"AZ_BATCH_NODE_SHARED_DIR={layout.shared_dir!r}",
-                    f"is missing or not writable by uid {os.getuid()}; Batch makes it writable "
-                    "for every task, so check the node root and the task's user",
-                )
-            )
         worker_package = self.package("flamenco-worker", required=True)
         choice = resolve_flavour(
             settings.flavour, worker_package.version if worker_package else None
@@ -292,6 +285,7 @@ class _Planner:
             layout=layout,
             actions=tuple(self.actions),
             notes=tuple(self.notes),
+            blocked=self.node.shared_problem and f"the shared dir {self.node.shared_problem}",
         )
 
     def v2_config(self) -> None:
@@ -342,9 +336,16 @@ def _failure(action: Action, exc: OSError) -> RuntimeFailure:
     return RuntimeFailure(f"{action.kind.value} {action.path} failed: {hint}")
 
 
+def applicable(plan: Plan) -> None:
+    """Raise ``RuntimeFailure`` when the node cannot take the plan at all."""
+    if plan.blocked:
+        raise RuntimeFailure(plan.blocked)
+
+
 def apply(plan: Plan) -> list[Action]:
     """Carry out the plan's changes in order; return them. Stops at the first
     failure with ``RuntimeFailure`` naming the path and the cause."""
+    applicable(plan)
     done = []
     for action in plan.changes:
         try:

@@ -83,6 +83,8 @@ def plan_lines(plan: bootstrap.Plan) -> list[str]:
     ]
     lines.extend(f"  {action.describe()}" for action in plan.actions)
     lines.extend(f"note: {note}" for note in plan.notes)
+    if plan.blocked:
+        lines.append(f"cannot be applied: {plan.blocked}")
     return lines
 
 

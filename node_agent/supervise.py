@@ -77,6 +77,16 @@ def hold_stop_signals() -> list[str]:
     return received
 
 
+PIDS_SHOWN = 10  # pids named in a log line; the rest are counted
+
+
+def pid_summary(pids: Sequence[int]) -> str:
+    """The first few pids and how many more: one line stays short with hundreds."""
+    shown = ", ".join(str(pid) for pid in pids[:PIDS_SHOWN])
+    more = len(pids) - PIDS_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
 class Supervisor:
     """Keeps one worker running; ``run`` returns when supervision ends."""
 
@@ -346,7 +356,7 @@ class Supervisor:
             log.warning(
                 "stopping %d process(es) left by the worker: %s",
                 len(members),
-                ", ".join(str(p.pid) for p in members),
+                pid_summary([p.pid for p in members]),
             )
             proctree.send(members, signal.SIGTERM)
             deadline = (

@@ -67,7 +67,7 @@ class Survey:
     paths: Mapping[str, PathState]
     package_dirs: Mapping[str, bool]  # package folder -> exists
     executables: Mapping[tuple[str, str], Optional[Found]]  # (package dir, name)
-    shared_writable: bool
+    shared_problem: Optional[str]  # why node-agent cannot write in the shared dir
 
     def at(self, path: str) -> PathState:
         """The state of a surveyed path."""
@@ -165,5 +165,35 @@ def survey(env: BatchEnv, settings: Settings) -> Survey:
         paths=paths,
         package_dirs={p.path: os.path.isdir(p.path) for p in env.packages},
         executables=executables,
-        shared_writable=os.access(layout.shared_dir, os.W_OK | os.X_OK),
+        shared_problem=unwritable(layout.shared_dir),
     )
+
+
+def unwritable(directory: str) -> Optional[str]:
+    """Why this process cannot create files in ``directory``, with the fix; None
+    when it can. A node fault (a disk remounted read-only, a wrong user), not bad
+    input: the environment names the directory Batch made."""
+    try:
+        status = os.stat(directory)
+    except OSError as exc:
+        return (
+            f"{directory}: {exc.strerror}; check AZ_BATCH_NODE_SHARED_DIR (Batch creates it "
+            "before the start task runs)"
+        )
+    if not stat.S_ISDIR(status.st_mode):
+        return f"{directory}: is not a directory"
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False  # cannot tell; the access check below still answers
+    if read_only:
+        return (
+            f"{directory}: is on a read-only file system (a disk remounted read-only "
+            "after errors?); reboot or reimage the node"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"{directory}: not writable by uid {os.getuid()} (owner uid {status.st_uid}, "
+            f"mode {stat.S_IMODE(status.st_mode):o}); check the start task's user identity"
+        )
+    return None

@@ -42,10 +42,12 @@ from tests.nodes import CLOSED_LOOPBACK, TestNode
 Start = Callable[..., Agent]
 
 
-def node_agent(node: TestNode, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a node-agent command on ``node`` (its environment only)."""
+def node_agent(
+    node: TestNode, *args: str, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run a node-agent command on ``node`` (its environment only), after ``prefix``."""
     return subprocess.run(
-        [sys.executable, "-m", "node_agent", *args],
+        [*prefix, sys.executable, "-m", "node_agent", *args],
         capture_output=True,
         text=True,
         env={**node.environ, "PATH": "/usr/bin:/bin"},
@@ -426,3 +428,30 @@ def test_signals_that_mean_nothing_to_the_agent_are_ignored(run_agent: Start) ->
         wait_until(lambda sig=sig: f"INFO: ignoring {sig.name}".encode() in agent.stderr)
     assert agent.process.poll() is None and alive(worker)
     assert agent.state()["phase"] == "running"
+
+
+def test_a_read_only_shared_dir_is_a_node_fault_named_as_such(tmp_path: Path) -> None:
+    node = worker_node(tmp_path / "node")
+    # A disk remounted read-only after errors.
+    read_only = on_tmpfs(node.shared, "size=1m", 'mount -o remount,ro "$0"')
+    run = node_agent(node, "run", prefix=read_only)
+    assert run.returncode == EXIT_FAILURE, run.stderr
+    assert f"ERROR: the shared dir {node.shared}: is on a read-only file system" in run.stderr
+    doctor = node_agent(node, "doctor", prefix=read_only)
+    assert re.search(
+        f"FAILED +shared dir +{re.escape(str(node.shared))}: is on a read-only file system",
+        doctor.stdout,
+    )
+    assert "fix: reboot or reimage the node" in doctor.stdout
+    assert re.search("OK +shared dir +.* is writable", node_agent(node, "doctor").stdout)
+
+
+def test_hundreds_of_leftovers_make_one_short_line(run_agent: Start) -> None:
+    agent = run_agent("count,later-runs-wait:1,children:40,exit:3", NODE_AGENT_STOP_GRACE="1")
+    agent.wait_running(starts=2)
+    (line,) = [line for line in agent.stderr.splitlines() if b"left by the worker" in line]
+    assert re.fullmatch(
+        rb"node-agent: WARNING: stopping 40 process\(es\) left by the worker: "
+        rb"(\d+, ){9}\d+ and 30 more",
+        line,
+    )

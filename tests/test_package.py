@@ -303,7 +303,7 @@ def test_simulate_node_refuses_bad_input_without_a_traceback_or_a_leftover(
         (("--package", str(tiny), "--root", "/proc/simulated"), 1, "simulate-node: [Errno"),
     ):
         process = _simulate(tmp_path, *args)
-        out, err = process.communicate(timeout=120)
+        _, err = process.communicate(timeout=120)
         assert process.returncode == code, err
         assert message in err and "Traceback" not in err
         assert list((tmp_path / "tmp").iterdir()) == []

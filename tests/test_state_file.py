@@ -45,7 +45,7 @@ def _good() -> dict[str, Any]:
         ({"agent_pid": -1}, "agent_pid: expected a process id, found -1"),
         ({"agent_pid": "abc"}, 'agent_pid: expected a process id, found "abc"'),
         ({"agent_pid": True}, "agent_pid: expected a process id, found true"),
-        ({"started_at": "yesterday"}, 'started_at: expected a number of seconds, 0 or more'),
+        ({"started_at": "yesterday"}, "started_at: expected a number of seconds, 0 or more"),
         ({"started_at": -5}, "started_at: expected a number of seconds"),
         ({"worker_pid": 0}, "worker_pid: expected a process id, found 0"),
         ({"worker_token": ""}, "worker_token: expected a non-empty token, found <redacted>"),

@@ -19,7 +19,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, Optional
 
 from node_agent.doctor.context import Context
-from node_agent.doctor.node_checks import check_agent, check_resources, check_worker_config
+from node_agent.doctor.node_checks import (
+    check_agent,
+    check_resources,
+    check_shared_dir,
+    check_worker_config,
+)
 from node_agent.doctor.report import Row, Status, healthy, render, to_json
 from node_agent.doctor.service_checks import check_manager, check_metadata
 from node_agent.doctor.setup_checks import check_environment, check_path, check_settings
@@ -38,6 +43,7 @@ CHECKS: tuple[Check, ...] = (
     check_packages,
     check_tools,
     check_path,
+    check_shared_dir,
     check_worker_config,
     check_manager,
     check_metadata,

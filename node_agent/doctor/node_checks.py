@@ -17,6 +17,7 @@ from node_agent.flavour import Flavour
 from node_agent.layout import V2_CONFIG, V2_HOME_CONFIG, V3_CONFIG, V3_CREDENTIALS
 from node_agent.redact import describe_yaml_error
 from node_agent.state import STATE_FILE, StateProblem, process_alive, read_state
+from node_agent.survey import unwritable
 
 
 def check_worker_config(ctx: Context) -> list[Row]:
@@ -65,6 +66,17 @@ def check_worker_config(ctx: Context) -> list[Row]:
             )
         )
     return rows
+
+
+def check_shared_dir(ctx: Context) -> list[Row]:
+    """node-agent can write in the shared dir (its state, the worker's config)."""
+    if ctx.layout is None:
+        return [Row("shared dir", Status.SKIPPED, NEEDS_ENV)]
+    problem = unwritable(ctx.layout.shared_dir)
+    if problem is None:
+        return [Row("shared dir", Status.OK, f"{ctx.layout.shared_dir} is writable")]
+    where, _, fix = problem.partition("; ")
+    return [Row("shared dir", Status.FAILED, where, fix or "check the node's disk")]
 
 
 def check_resources(ctx: Context) -> list[Row]:

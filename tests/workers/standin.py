@@ -14,6 +14,7 @@
   usr1-lines:TEXT    on every SIGUSR1 write "TEXT N" and a newline (N: 1, 2, ...)
   child-ignoring-term  start a child that ignores SIGTERM and sleeps; pid to $DIR/child
   daemon             double-fork a setsid daemon that ignores SIGTERM; pid to $DIR/daemon
+  children:N         fork N children that sleep until a signal ends them
   late-print         start a child that, told to stop (after this worker exited),
                      prints "late line" on its way out
   exit-first:K:N     exit N if this is one of the first K starts (needs count)
@@ -138,6 +139,10 @@ def main() -> None:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         elif name == "child-ignoring-term":
             _fork_child("child", ignore_term=True, daemon=False)
+        elif name == "children":
+            for _ in range(int(arg)):
+                if os.fork() == 0:
+                    _sleeper(ignore_term=False)
         elif name == "daemon":
             _fork_child("daemon", ignore_term=True, daemon=True)
         elif name == "late-print":
