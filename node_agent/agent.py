@@ -59,7 +59,7 @@ def run(
     early_stops: Sequence[str] = (),
 ) -> int:
     """Run the node until supervision ends; returns the exit code. ``early_stops``:
-    the stop signals received so far (``supervise.hold_stop_signals``), and any that
+    the stop signals received so far (``stopsignals.hold``), and any that
     arrive until supervision begins."""
     layout = plan.layout
     bootstrap.applicable(plan)

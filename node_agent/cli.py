@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from node_agent import __version__, agent, bootstrap, doctor
+from node_agent import __version__, agent, bootstrap, doctor, stopsignals
 from node_agent.env import BatchEnv
 from node_agent.envfile import overlay
 from node_agent.envview import env_summary, env_to_json
@@ -38,7 +38,6 @@ from node_agent.state import (
     process_alive,
     read_state,
 )
-from node_agent.supervise import hold_stop_signals
 from node_agent.survey import survey
 
 log = get_logger("cli")
@@ -107,7 +106,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Bootstrap the node, then supervise the worker for the node's whole life."""
-    early_stops = hold_stop_signals()  # first: a stop is never a silent death
+    early_stops = stopsignals.hold()  # first: a stop is never a silent death
     environ, env, settings = _prepare(args)
     plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):

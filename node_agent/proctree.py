@@ -13,7 +13,7 @@ import ctypes
 import ctypes.util
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Callable, Optional
 
 import psutil
@@ -25,6 +25,7 @@ log = get_logger("proctree")
 TOKEN_VARIABLE = "NODE_AGENT_WORKER_TOKEN"  # noqa: S105 (a variable name, not a secret)
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+PIDS_SHOWN = 10  # pids named in a log line; the rest are counted
 
 
 def _prctl() -> Callable[..., int]:
@@ -108,3 +109,10 @@ def reap() -> list[tuple[int, int]]:
         if pid == 0:
             return reaped
         reaped.append((pid, os.waitstatus_to_exitcode(status)))
+
+
+def pid_summary(pids: Sequence[int]) -> str:
+    """The first few pids and how many more: one line stays short with hundreds."""
+    shown = ", ".join(str(pid) for pid in pids[:PIDS_SHOWN])
+    more = len(pids) - PIDS_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown

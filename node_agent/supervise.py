@@ -37,14 +37,11 @@ from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manage
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
 from node_agent.state import AgentState, Phase, StateKeeper
+from node_agent.stopsignals import IGNORED_SIGNALS, STOP_SIGNALS
 from node_agent.worker import WorkerSpec
 
 log = get_logger("supervise")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
-# Signals that would kill the agent by default and mean nothing to it: noted, ignored
-# (by a handler, not SIG_IGN, which the worker would inherit across exec).
-IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 _POLL = 0.01  # seconds between checks while processes are being stopped
 _PUMP_DRAIN = 5.0  # seconds to wait for output still in the pipes after a stop
 CHECK_MANAGER_AFTER = 2  # consecutive failures after which the Manager is checked first
@@ -60,31 +57,6 @@ class WorkerExited(Exception):
 
 class GaveUp(Exception):
     """``max_restarts`` failed restarts in a row."""
-
-
-def hold_stop_signals() -> list[str]:
-    """From the very start of ``run`` until the supervisor takes over: a stop signal
-    is noted in the list returned (then honoured: supervision ends before the
-    worker starts, and says so) instead of killing the agent without a word."""
-    received: list[str] = []
-
-    def note(signum: int, _frame: object) -> None:
-        if signum in STOP_SIGNALS:
-            received.append(signal.Signals(signum).name)
-
-    for sig in (*STOP_SIGNALS, *IGNORED_SIGNALS):
-        signal.signal(sig, note)
-    return received
-
-
-PIDS_SHOWN = 10  # pids named in a log line; the rest are counted
-
-
-def pid_summary(pids: Sequence[int]) -> str:
-    """The first few pids and how many more: one line stays short with hundreds."""
-    shown = ", ".join(str(pid) for pid in pids[:PIDS_SHOWN])
-    more = len(pids) - PIDS_SHOWN
-    return f"{shown} and {more} more" if more > 0 else shown
 
 
 class Supervisor:
@@ -111,7 +83,7 @@ class Supervisor:
         self.stop_reason: Optional[str] = None
         self._starts = 0  # worker starts so far (the first is no restart)
         self._ignored: list[str] = []  # ignored signals received, not logged yet
-        # Stop signals received before ``run`` took them over (``hold_stop_signals``).
+        # Stop signals received before ``run`` took them over (``stopsignals.hold``).
         self.early_stops: Sequence[str] = ()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
@@ -356,7 +328,7 @@ class Supervisor:
             log.warning(
                 "stopping %d process(es) left by the worker: %s",
                 len(members),
-                pid_summary([p.pid for p in members]),
+                proctree.pid_summary([p.pid for p in members]),
             )
             proctree.send(members, signal.SIGTERM)
             deadline = (
