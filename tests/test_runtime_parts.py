@@ -1,4 +1,4 @@
-"""The supervisor's parts in-process: log pump, lock, state file, worker command."""
+"""The supervisor's parts in-process: log pump, lock, worker command."""
 
 from __future__ import annotations
 
@@ -14,14 +14,6 @@ from node_agent import bootstrap
 from node_agent.lock import AlreadyRunning, NodeLock
 from node_agent.logpump import CHUNK, Pump, utc_stamp
 from node_agent.settings import load_settings
-from node_agent.state import (
-    AgentState,
-    StateProblem,
-    own_create_time,
-    process_alive,
-    read_state,
-    write_state,
-)
 from node_agent.survey import survey
 from node_agent.worker import worker_spec
 from tests.helpers import wait_until
@@ -93,34 +85,6 @@ def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
     second = NodeLock(str(tmp_path / "agent.lock"))
     second.acquire()
     second.release()
-
-
-def _state() -> AgentState:
-    return AgentState(
-        agent_pid=os.getpid(),
-        agent_create_time=own_create_time(),
-        phase="running",
-        started_at=1.0,
-        flavour="v3",
-        worker_name="w",
-        worker_executable="/x",
-        worker_dir="/w",
-        config_path="/w/c",
-    )
-
-
-def test_state_round_trip_and_liveness(tmp_path: Path) -> None:
-    path = str(tmp_path / "state.json")
-    assert read_state(path) is None
-    written = write_state(path, _state())
-    assert written.updated_at > 0
-    assert read_state(path) == written
-    assert process_alive(written.agent_pid, written.agent_create_time)
-    assert not process_alive(written.agent_pid, written.agent_create_time - 5)  # reused pid
-    assert not process_alive(None, None)
-    Path(path).write_text("{not json")
-    with pytest.raises(StateProblem, match="is not valid JSON"):
-        read_state(path)
 
 
 def test_worker_spec_per_flavour(tmp_path: Path) -> None:

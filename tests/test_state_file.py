@@ -1,5 +1,5 @@
 """The state file is advice: every field checked, every bad one named, nothing
-raised but ``StateProblem``; real files, no processes."""
+raised but ``StateProblem``; real files."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from node_agent.state import (
     AgentState,
     StateProblem,
     own_create_time,
+    process_alive,
     read_state,
     write_state,
 )
 
 
-def _good() -> dict[str, Any]:
-    state = AgentState(
+def _state() -> AgentState:
+    return AgentState(
         agent_pid=os.getpid(),
         agent_create_time=own_create_time(),
         phase="running",
@@ -33,7 +34,24 @@ def _good() -> dict[str, Any]:
         worker_dir="/w",
         config_path="/w/c",
     )
-    return state.to_json()
+
+
+def test_state_round_trip_and_liveness(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.json")
+    assert read_state(path) is None
+    written = write_state(path, _state())
+    assert written.updated_at > 0
+    assert read_state(path) == written
+    assert process_alive(written.agent_pid, written.agent_create_time)
+    assert not process_alive(written.agent_pid, written.agent_create_time - 5)  # reused pid
+    assert not process_alive(None, None)
+    Path(path).write_text("{not json")
+    with pytest.raises(StateProblem, match="is not valid JSON"):
+        read_state(path)
+
+
+def _good() -> dict[str, Any]:
+    return _state().to_json()
 
 
 @pytest.mark.parametrize(
