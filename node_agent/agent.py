@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,10 +20,12 @@ from node_agent.bootstrap import Plan
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
 from node_agent.flavour import Flavour
+from node_agent.identity import IdentityKeeper
 from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
 from node_agent.lock import LOCK_FILE, NodeLock
 from node_agent.log import get_logger
-from node_agent.manager import ManagerCheck, forget_worker, worker_id
+from node_agent.manager import ManagerCheck, worker_id
+from node_agent.manager_api import ManagerApi, delete_worker
 from node_agent.policy import RestartPolicy
 from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
 from node_agent.settings import Settings
@@ -35,6 +38,7 @@ from node_agent.state import (
     own_create_time,
     read_state,
 )
+from node_agent.storage import StorageCheck, storage_mounts, worker_environment
 from node_agent.supervise import GaveUp, Supervisor
 from node_agent.worker import stop_stale_worker, worker_spec
 
@@ -81,7 +85,14 @@ def run(
             log.warning(
                 "cannot become a child subreaper: orphaned worker processes may outlive a stop"
             )
-        supervisor = _supervisor(environ, settings, plan, state)
+        # The worker inherits the proxy variables unchanged: the same proxy for both.
+        api = ManagerApi.for_worker(settings.manager_url, environ)
+        keeper = None
+        if plan.flavour.flavour is Flavour.V3:
+            keeper = IdentityKeeper(
+                api, credentials_path(plan), plan.worker_name, settings.worker_tags
+            ).start()
+        supervisor = _supervisor(environ, env, settings, plan, state, api=api, keeper=keeper)
         supervisor.early_stops = early_stops
         watcher = None
         if settings.watch_events:
@@ -96,11 +107,13 @@ def run(
             except GaveUp as exc:
                 raise RuntimeFailure(str(exc)) from None
             if watcher is not None and watcher.stopping_for is not None:
-                _after_platform_stop(watcher, watcher.stopping_for, env, settings, plan)
+                _after_platform_stop(watcher, watcher.stopping_for, env, settings, plan, api=api)
             return code
         finally:
             if watcher is not None:
                 watcher.stop()
+            if keeper is not None:
+                keeper.stop()
     finally:
         lock.release()
 
@@ -149,7 +162,14 @@ def _first_state(plan: Plan) -> AgentState:
 
 
 def _supervisor(
-    environ: Mapping[str, str], settings: Settings, plan: Plan, state: StateKeeper
+    environ: Mapping[str, str],
+    env: BatchEnv,
+    settings: Settings,
+    plan: Plan,
+    state: StateKeeper,
+    *,
+    api: ManagerApi,
+    keeper: Optional[IdentityKeeper],
 ) -> Supervisor:
     policy = RestartPolicy(
         flavour=plan.flavour.flavour,
@@ -165,19 +185,31 @@ def _supervisor(
         flavour=plan.flavour.flavour,
         cap=settings.manager_wait_cap,
         deadline=settings.manager_wait_deadline,
-        credentials=credentials_path(plan),
+        proxies=api.proxies,
     )
+    mounts = storage_mounts(env, settings.storage_mounts)
+    spec = worker_spec(plan, settings, environ)
+    with_storage = {**dict(spec.env), **worker_environment(mounts)}
+    spec = replace(spec, env=tuple(sorted(with_storage.items())))
     return Supervisor(
-        worker_spec(plan, settings, environ),
+        spec,
         policy,
         settings,
         state,
         manager=check,
+        storage=StorageCheck(mounts, settings.storage_wait_cap) if mounts else None,
+        on_worker_start=keeper.worker_started if keeper is not None else None,
     )
 
 
 def _after_platform_stop(
-    watcher: EventWatcher, event: ScheduledEvent, env: BatchEnv, settings: Settings, plan: Plan
+    watcher: EventWatcher,
+    event: ScheduledEvent,
+    env: BatchEnv,
+    settings: Settings,
+    plan: Plan,
+    *,
+    api: ManagerApi,
 ) -> None:
     """The worker has stopped (and signed off) for a platform event."""
     forget: Optional[bool] = settings.forget_worker
@@ -191,6 +223,8 @@ def _after_platform_stop(
             if found is None:
                 log.info("no worker credentials: nothing to remove from the Manager")
             else:
-                forget_worker(settings.manager_url, found)
+                delete_worker(
+                    api, found, "the node comes back with a wiped disk and registers anew"
+                )
     if settings.ack_events:
         watcher.acknowledge(event)

@@ -5,7 +5,7 @@ Three steps, so the decisions are testable without a node:
 - ``survey`` (its own module) reads what is on the node now (I/O, read-only);
 - ``plan`` decides, from the environment, the settings and that survey, what must
   change and why (pure);
-- ``apply`` carries the plan out (I/O; atomic per file and link).
+- ``apply`` carries the plan out (I/O in ``actions``; atomic per file and link).
 
 Re-running on an unchanged node plans nothing but ``keep`` actions, so the start
 task can run as often as Batch likes.
@@ -13,14 +13,11 @@ task can run as often as Batch likes.
 
 from __future__ import annotations
 
-import errno
-import os
 import posixpath
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Optional
 
-from node_agent import fsutil
+from node_agent.actions import Action, ActionKind, carry_out
 from node_agent.env import BatchEnv
 from node_agent.errors import InvalidInput, Problem, RuntimeFailure
 from node_agent.flavour import Flavour, FlavourChoice, resolve_flavour
@@ -36,34 +33,17 @@ from node_agent.layout import (
 from node_agent.packages import AppPackage
 from node_agent.settings import Settings
 from node_agent.survey import TOOL_PACKAGES, Kind, Survey
+from node_agent.toolentry import plan_entry, stale_libs_dirs
 from node_agent.workerconfig import render_v2, render_v3, v2_credentials
 
-
-class ActionKind(Enum):
-    """What an action does."""
-
-    CREATE_DIR = "create dir"
-    MAKE_EXECUTABLE = "chmod +x"
-    LINK = "link"
-    WRITE_FILE = "write"
-    KEEP = "keep"
-
-
-@dataclass(frozen=True)
-class Action:
-    """One step of the plan, with the reason for it."""
-
-    kind: ActionKind
-    path: str
-    reason: str
-    target: Optional[str] = None  # LINK: where the link points
-    content: Optional[bytes] = field(default=None, repr=False)  # WRITE_FILE
-    mode: int = 0  # CREATE_DIR, WRITE_FILE, MAKE_EXECUTABLE: the mode to set
-
-    def describe(self) -> str:
-        """One line for the operator (never the file's content)."""
-        what = f"{self.path} -> {self.target}" if self.target else self.path
-        return f"{self.kind.value:<10} {what} ({self.reason})"
+# The v3 worker's own exit codes: never a restart exit code.
+V3_OWN_EXIT_CODES = (1, 2, 254)
+V3_OWN_EXIT_CODES_WHY = (
+    "the v3 worker exits 1 after SIGTERM or a fatal error, 2 when it panics and 254 when "
+    "its shutdown is forced: with one of these as its restart code a failure would look "
+    "like a restart request and be restarted at once, without backoff; pick another, such "
+    "as 75 (the default)"
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +69,8 @@ class Plan:
         name = V2_CONFIG if self.flavour.flavour is Flavour.V2 else V3_CONFIG
         return posixpath.join(self.layout.worker_dir, name)
 
+
+__all__ = ["Action", "ActionKind", "Plan", "apply", "plan"]
 
 # ------------------------------------------------------------------ plan (pure)
 
@@ -116,13 +98,14 @@ class _Planner:
                 self.notes.append(f"package {package_id}: {message}")
             return None
         if not self.node.package_dirs.get(package.path, False):
-            self.problems.append(
-                Problem(
-                    package.variables[0],
-                    f"package folder {package.path} does not exist; Batch failed to extract "
-                    "the package, or the environment points elsewhere",
-                )
+            message = (
+                f"package folder {package.path} does not exist; Batch failed to extract "
+                "the package, or the environment points elsewhere"
             )
+            if required:
+                self.problems.append(Problem(package.variables[0], message))
+            else:
+                self.notes.append(f"{package.variables[0]}: {message} (skipped: not asked for)")
             return None
         return package
 
@@ -182,36 +165,22 @@ class _Planner:
                 )
             )
 
-    def link(self, tool: str, target: str) -> None:
-        path = self.layout.link(tool)
-        state = self.node.at(path)
-        if state.kind is Kind.MISSING:
-            self.actions.append(Action(ActionKind.LINK, path, "new", target=target))
-        elif state.kind is Kind.SYMLINK and state.link_target == target:
-            self.actions.append(
-                Action(ActionKind.KEEP, path, "already points there", target=target)
+    def entry(self, tool: str, target: str) -> list[str]:
+        """Plan the tool's entry on PATH; the folder of libraries it uses, if any."""
+        if target in self.node.libraries and self.node.libraries[target] is None:
+            self.notes.append(
+                f"WARNING: {tool}: its package brings libraries, but there is no ldd to ask "
+                "which ones this node lacks; they are not used"
             )
-        elif state.kind is Kind.SYMLINK and self.layout.in_applications(state.link_target or ""):
-            self.actions.append(
-                Action(
-                    ActionKind.LINK, path, f"replaces a link to {state.link_target}", target=target
-                )
-            )
-        else:
-            what = (
-                f"a symlink to {state.link_target}"
-                if state.kind is Kind.SYMLINK
-                else f"a {state.kind.value}"
-            )
-            self.problems.append(
-                Problem(
-                    path,
-                    (
-                        f"is {what} that node-agent did not make; it will not replace it. Remove "
-                        f"or rename it, or leave {tool} out of NODE_AGENT_TOOLS"
-                    ),
-                )
-            )
+        state = self.node.at(self.layout.link(tool))
+        libraries = self.node.libraries.get(target)
+        entry = plan_entry(
+            self.layout, tool, target, state, libraries=libraries, libs_dirs=self.node.libs_dirs
+        )
+        self.actions += entry.actions
+        self.notes += entry.notes
+        self.problems += entry.problems
+        return [entry.libs_dir] if entry.libs_dir else []
 
     def config_file(self, path: str, content: bytes, mode: int) -> None:
         state = self.node.at(path)
@@ -251,7 +220,9 @@ class _Planner:
         )
         if choice.guessed:
             self.notes.append(f"WARNING: {choice.reason}")
-        name = settings.worker_name or default_worker_name(self.env.pool_id, self.env.node.id)
+        name = settings.worker_name or default_worker_name(
+            self.env.pool_id, self.env.node.id, self.node.host_name
+        )
 
         self.directory(layout.agent_dir, 0o755, "node-agent's state")
         self.directory(layout.worker_dir, 0o755, "the worker's working dir and config")
@@ -260,18 +231,25 @@ class _Planner:
         worker_exe = None
         if worker_package is not None:
             worker_exe = self.executable(worker_package, WORKER_EXECUTABLE, required=True)
+        libs_dirs: list[str] = []
         for tool in settings.tools:
             package = self.package(TOOL_PACKAGES.get(tool, tool), settings.tools_explicit())
             target = package and self.executable(package, tool, settings.tools_explicit())
             if target:
-                self.link(tool, target)
+                libs_dirs += self.entry(tool, target)
+        self.actions += stale_libs_dirs(layout, settings.tools, libs_dirs, self.node.libs_dirs)
 
         if choice.flavour is Flavour.V2:
             self.v2_config()
             self.credentials(posixpath.join(layout.worker_home, V2_HOME_CONFIG), "v2 worker")
         else:
+            self.v3_worker()
             content = render_v3(
-                settings.manager_url, settings.task_types, settings.restart_exit_code, name
+                settings.manager_url,
+                settings.task_types,
+                settings.restart_exit_code,
+                name,
+                settings.oom_score_adjust,
             )
             self.config_file(posixpath.join(layout.worker_dir, V3_CONFIG), content, 0o644)
             self.credentials(posixpath.join(layout.worker_home, V3_CREDENTIALS), "v3 worker")
@@ -287,6 +265,29 @@ class _Planner:
             notes=tuple(self.notes),
             blocked=self.node.shared_problem and f"the shared dir {self.node.shared_problem}",
         )
+
+    def v3_worker(self) -> None:
+        """The v3 worker's own exit codes, and the ffmpeg it really runs."""
+        code, found = self.settings.restart_exit_code, self.node.bundled_ffmpeg
+        if code in V3_OWN_EXIT_CODES:
+            where = f"restart_exit_code={code} (from {self.settings.source('restart_exit_code')})"
+            self.problems.append(Problem(where, V3_OWN_EXIT_CODES_WHY))
+        if found is None:
+            return
+        chosen = "ffmpeg" in self.settings.tools and self.env.find_package("ffmpeg") is not None
+        fix = "; not the ffmpeg package. Rebuild the package with packaging/build" if chosen else ""
+        self.notes.append(
+            f"{'WARNING: ' if chosen else ''}ffmpeg tasks run {found.path}, bundled in the "
+            f"flamenco-worker package (the worker tries it before PATH){fix}"
+        )
+        why = "the worker fails every ffmpeg task when its bundled ffmpeg is not executable"
+        if found.state.executable:
+            return
+        if found.state.owned:
+            mode = found.state.mode | ((found.state.mode & 0o444) >> 2)
+            self.actions.append(Action(ActionKind.MAKE_EXECUTABLE, found.path, why, mode=mode))
+        else:
+            self.notes.append(f"WARNING: {found.path} is not executable: {why} (no fallback)")
 
     def v2_config(self) -> None:
         path = posixpath.join(self.layout.worker_dir, V2_CONFIG)
@@ -321,21 +322,6 @@ def plan(env: BatchEnv, settings: Settings, node: Survey) -> Plan:
     return _Planner(env, settings, node).plan()
 
 
-# ------------------------------------------------------------------ apply (I/O)
-
-
-def _failure(action: Action, exc: OSError) -> RuntimeFailure:
-    hint = {
-        errno.ENOSPC: "the disk is full; free space on the node's disk (the previous "
-        "file, if any, is intact)",
-        errno.EDQUOT: "the disk quota is exhausted (the previous file, if any, is intact)",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: f"permission denied for uid {os.getuid()}",
-        errno.EPERM: f"not permitted for uid {os.getuid()}",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-    return RuntimeFailure(f"{action.kind.value} {action.path} failed: {hint}")
-
-
 def applicable(plan: Plan) -> None:
     """Raise ``RuntimeFailure`` when the node cannot take the plan at all."""
     if plan.blocked:
@@ -346,21 +332,4 @@ def apply(plan: Plan) -> list[Action]:
     """Carry out the plan's changes in order; return them. Stops at the first
     failure with ``RuntimeFailure`` naming the path and the cause."""
     applicable(plan)
-    done = []
-    for action in plan.changes:
-        try:
-            if action.kind is ActionKind.CREATE_DIR:
-                os.makedirs(action.path, exist_ok=True)
-                os.chmod(action.path, action.mode)
-            elif action.kind is ActionKind.MAKE_EXECUTABLE:
-                os.chmod(action.path, action.mode)
-            elif action.kind is ActionKind.LINK:
-                assert action.target is not None
-                fsutil.atomic_symlink(action.target, action.path)
-            elif action.kind is ActionKind.WRITE_FILE:
-                assert action.content is not None
-                fsutil.atomic_write(action.path, action.content, action.mode)
-        except OSError as exc:
-            raise _failure(action, exc) from None
-        done.append(action)
-    return done
+    return carry_out(plan.changes)

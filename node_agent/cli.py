@@ -39,6 +39,7 @@ from node_agent.state import (
     read_state,
 )
 from node_agent.survey import survey
+from node_agent.syspkgs import ensure_system_packages
 
 log = get_logger("cli")
 
@@ -71,6 +72,8 @@ def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settin
         problems.extend(exc.problems)
     if problems or env is None:
         raise InvalidInput("invalid environment or settings", problems)
+    for warning in env.warnings:
+        log.warning("environment: %s (node-agent goes on without it)", warning)
     return environ, env, settings
 
 
@@ -89,7 +92,9 @@ def plan_lines(plan: bootstrap.Plan) -> list[str]:
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Link the tools and write the worker config; print the plan and the changes."""
-    _, env, settings = _prepare(args)
+    environ, env, settings = _prepare(args)
+    if not args.dry_run:
+        ensure_system_packages(env, settings, environ)
     plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):
         _print(line)
@@ -108,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Bootstrap the node, then supervise the worker for the node's whole life."""
     early_stops = stopsignals.hold()  # first: a stop is never a silent death
     environ, env, settings = _prepare(args)
+    ensure_system_packages(env, settings, environ)
     plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):
         log.info("%s", line.strip())
@@ -208,6 +214,25 @@ def cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+FLEET_EXTRA = "node-agent[fleet]"
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """The operator's farm commands (``node_agent.fleet``)."""
+    # Imported here, not at the top: fleet and its Azure SDK are operator-side, not
+    # in the node's package; only an operator running `node-agent fleet` loads them.
+    try:
+        from node_agent.fleet.command import main as fleet_main  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(("azure", "node_agent.fleet")):
+            raise
+        raise InvalidInput(
+            "node-agent fleet is not installed here",
+            [Problem("fleet", f"needs {exc.name}: pip install '{FLEET_EXTRA}'")],
+        ) from None
+    return fleet_main(args.rest, verbose=args.verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(
@@ -266,6 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagnose.add_argument("--json", action="store_true", help="print JSON (shape: see README)")
     diagnose.set_defaults(func=cmd_doctor)
+
+    # Its own parser takes every argument after it ('+' prefixes: none of its
+    # options, --help included, belong to this parser).
+    fleet = commands.add_parser(
+        "fleet",
+        add_help=False,
+        prefix_chars="+",
+        help=f"the farm as a whole, from the operator's machine ({FLEET_EXTRA}): "
+        "status, prune, heal, scale; `node-agent fleet --help`",
+    )
+    fleet.add_argument("rest", nargs=argparse.REMAINDER)
+    fleet.set_defaults(func=cmd_fleet)
     return parser
 
 

@@ -1,7 +1,13 @@
 """The typed model of a Batch node's environment (the ``AZ_BATCH_*`` variables).
 
-``BatchEnv.from_environ`` is pure: it reads a mapping, never the file system, and
-either returns the whole model or raises ``InvalidInput`` listing every problem.
+``BatchEnv.from_environ`` is pure: it reads a mapping, never the file system.
+
+Strict only where ``run`` cannot do without: the node root and the shared dir must
+be absolute Linux paths, or it raises ``InvalidInput`` listing every such fault.
+Everything else is read leniently, because Batch documents its environment loosely
+("exact paths are implementation details") and real nodes differ: an odd, missing
+or unreadable value becomes a warning in ``BatchEnv.warnings`` and a safe reading
+(``None``, "version unknown", an id with its odd characters replaced).
 """
 
 from __future__ import annotations
@@ -10,10 +16,12 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
 from node_agent.env_model import (
+    BATCH_ID,
     Account,
     HostPort,
     MultiInstance,
@@ -23,150 +31,171 @@ from node_agent.env_model import (
     TaskKind,
     UserIdentity,
     Variable,
+    safe_id,
 )
 from node_agent.errors import InvalidInput, Problem
 from node_agent.packages import PREFIX as PACKAGE_PREFIX
-from node_agent.packages import AppPackage, flatten, group_packages
-from node_agent.redact import shown
+from node_agent.packages import AppPackage, PackageChoice, choose_package, read_packages
+from node_agent.redact import REDACTED, is_secret
 
 BATCH_PREFIX = "AZ_BATCH_"
 _WINDOWS_PATH = re.compile(r"\A(?:[A-Za-z]:[\\/]|\\\\)|\\")
+POOL_ID_MAX = 64  # Batch's limit; node ids (Batch's own) have none documented
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class BatchEnv:
-    """Everything the ``AZ_BATCH_*`` environment says about the node and the task."""
+    """Everything the ``AZ_BATCH_*`` environment says about the node and the task,
+    and what was odd about it (``warnings``: nothing ``run`` needs)."""
 
     account: Account
-    pool_id: str
+    pool_id: Optional[str]
     node: Node
     task: Task
     certificates_dir: Optional[str]
     reserved_disk_space: ReservedDiskSpace
     packages: tuple[AppPackage, ...]
     extra: tuple[Variable, ...]
+    warnings: tuple[Problem, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> BatchEnv:
         """Build the model from an environment, or raise ``InvalidInput`` with every
-        problem found."""
+        fault in what ``run`` needs (the node root, the shared dir)."""
         return _Parser(environ).parse()
 
+    def choose_package(self, package_id: str) -> Optional[PackageChoice]:
+        """The folder used for this package id (case-insensitive, ``-`` and ``_``
+        alike), why, and its other folders; None when the node has no such package."""
+        return choose_package(self.packages, package_id)
+
     def find_package(self, package_id: str) -> Optional[AppPackage]:
-        """The package with this id (case-insensitive, ``-`` and ``_`` alike).
-
-        When the pool references several versions, the default version wins; without
-        one, the first by folder name. None when the node has no such package.
-        """
-        matches = [p for p in self.packages if p.matches(package_id)]
-        defaults = [p for p in matches if p.is_default]
-        preferred = defaults or matches
-        return preferred[0] if preferred else None
+        """The folder used for this package id (see ``choose_package``)."""
+        choice = self.choose_package(package_id)
+        return choice.package if choice else None
 
 
-# Variables the parser models; every other AZ_BATCH_* variable lands in ``extra``.
-_REQUIRED = (
-    "AZ_BATCH_ACCOUNT_NAME",
-    "AZ_BATCH_ACCOUNT_URL",
-    "AZ_BATCH_POOL_ID",
-    "AZ_BATCH_NODE_ID",
-    "AZ_BATCH_NODE_IS_DEDICATED",
-    "AZ_BATCH_NODE_ROOT_DIR",
-    "AZ_BATCH_NODE_SHARED_DIR",
-    "AZ_BATCH_NODE_STARTUP_DIR",
-    "AZ_BATCH_TASK_DIR",
-    "AZ_BATCH_TASK_WORKING_DIR",
-    "AZ_BATCH_TASK_USER",
-    "AZ_BATCH_TASK_USER_IDENTITY",
-)
-_OPTIONAL = (
-    "AZ_BATCH_NODE_MOUNTS_DIR",
-    "AZ_BATCH_CERTIFICATES_DIR",
-    "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES",
-    "AZ_BATCH_RESERVED_EPHEMERAL_DISK_SPACE_BYTES",
-    "AZ_BATCH_OS_RESERVED_EPHEMERAL_DISK_SPACE_BYTES",
-    "AZ_BATCH_JOB_ID",
-    "AZ_BATCH_TASK_ID",
-    "AZ_BATCH_HOST_LIST",
-    "AZ_BATCH_MASTER_NODE",
-    "AZ_BATCH_IS_CURRENT_NODE_MASTER",
-    "AZ_BATCH_TASK_SHARED_DIR",
-)
+class Need(Enum):
+    """How much the agent depends on a variable."""
+
+    REQUIRED = "required"  # run cannot work without it: a fault is an error
+    EXPECTED = "expected"  # Batch sets it on every node: missing is a warning
+    OPTIONAL = "optional"  # set on some nodes only: missing is fine
+
+
+_NEEDS = {
+    "AZ_BATCH_NODE_ROOT_DIR": Need.REQUIRED,
+    "AZ_BATCH_NODE_SHARED_DIR": Need.REQUIRED,
+    "AZ_BATCH_ACCOUNT_NAME": Need.EXPECTED,
+    "AZ_BATCH_ACCOUNT_URL": Need.EXPECTED,
+    "AZ_BATCH_POOL_ID": Need.EXPECTED,
+    "AZ_BATCH_NODE_ID": Need.EXPECTED,
+    "AZ_BATCH_NODE_IS_DEDICATED": Need.EXPECTED,
+    "AZ_BATCH_NODE_STARTUP_DIR": Need.EXPECTED,
+    "AZ_BATCH_TASK_DIR": Need.EXPECTED,
+    "AZ_BATCH_TASK_WORKING_DIR": Need.EXPECTED,
+    # Undocumented, though every real node seen has them.
+    "AZ_BATCH_TASK_USER": Need.EXPECTED,
+    "AZ_BATCH_TASK_USER_IDENTITY": Need.EXPECTED,
+    "AZ_BATCH_NODE_STARTUP_WORKING_DIR": Need.OPTIONAL,
+    "AZ_BATCH_NODE_MOUNTS_DIR": Need.OPTIONAL,
+    "AZ_BATCH_CERTIFICATES_DIR": Need.OPTIONAL,
+    "AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": Need.OPTIONAL,
+    "AZ_BATCH_RESERVED_DISK_SPACE_BYTES": Need.OPTIONAL,
+    "AZ_BATCH_JOB_ID": Need.OPTIONAL,
+    "AZ_BATCH_TASK_ID": Need.OPTIONAL,
+    "AZ_BATCH_HOST_LIST": Need.OPTIONAL,
+    "AZ_BATCH_MASTER_NODE": Need.OPTIONAL,
+    "AZ_BATCH_IS_CURRENT_NODE_MASTER": Need.OPTIONAL,
+    "AZ_BATCH_TASK_SHARED_DIR": Need.OPTIONAL,
+}
+_MISSING = {
+    Need.REQUIRED: "is not set; Batch sets it on every node, so this is not a Batch task "
+    "environment (or an --env-file lacks it)",
+    Need.EXPECTED: "is not set, though Batch sets it on every node; node-agent does without it",
+}
+_UNDOCUMENTED_MISSING = {
+    "AZ_BATCH_TASK_USER": "is not set (it is undocumented); node-agent runs as this "
+    "process's own user",
+    "AZ_BATCH_TASK_USER_IDENTITY": "is not set (it is undocumented); the identity is unknown",
+}
 _MULTI_INSTANCE = ("AZ_BATCH_HOST_LIST", "AZ_BATCH_MASTER_NODE")
 
 
+def _shown(name: str, value: str) -> str:
+    # ascii(), not repr(): a look-alike or direction-changing character shows as an
+    # escape, so no value can pass for another in a report.
+    return REDACTED if is_secret(name) else ascii(value)
+
+
 class _Parser:
-    """Collects problems while reading variables, so all are reported together."""
+    """Collects errors and warnings while reading variables, so all are reported
+    together."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
-        self.problems: list[Problem] = []
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
 
-    def fail(self, name: str, message: str) -> None:
+    def report(self, name: str, message: str, fault: bool = True) -> None:
+        """An error when ``name`` is required and its value is at fault, else a warning."""
         value = self.environ.get(name)
-        where = name if value is None else f"{name}={shown(name, value)}"
-        self.problems.append(Problem(where, message))
+        where = name if value is None else f"{name}={_shown(name, value)}"
+        error = fault and _NEEDS.get(name, Need.OPTIONAL) is Need.REQUIRED
+        (self.errors if error else self.warnings).append(Problem(where, message))
 
-    def raw(self, name: str, required: bool) -> Optional[str]:
+    def raw(self, name: str) -> Optional[str]:
         value = self.environ.get(name)
+        need = _NEEDS.get(name, Need.OPTIONAL)
         if value is None:
-            if required:
-                self.fail(
-                    name,
-                    "is not set; Batch sets it on every node, so this is not "
-                    "a Batch task environment (or an --env-file lacks it)",
-                )
+            message = _UNDOCUMENTED_MISSING.get(name) or _MISSING.get(need)
+            if message:
+                self.report(name, message)
             return None
         if value.strip() == "":
-            self.fail(name, "is empty; expected a value")
+            self.report(name, "is empty; expected a value")
             return None
         return value
 
-    def text(self, name: str) -> str:
-        return self.raw(name, required=True) or ""
-
-    def convert(
-        self, name: str, required: bool, conv: Callable[[str], T], expected: str
-    ) -> Optional[T]:
-        value = self.raw(name, required)
+    def convert(self, name: str, conv: Callable[[str], T], expected: str) -> Optional[T]:
+        value = self.raw(name)
         if value is None:
             return None
         try:
             return conv(value)
         except ValueError:
-            self.fail(name, f"expected {expected}")
+            self.report(name, f"expected {expected}")
             return None
 
-    def path(self, name: str, required: bool = True) -> Optional[str]:
-        value = self.raw(name, required)
+    def path(self, name: str) -> Optional[str]:
+        value = self.raw(name)
         if value is None:
             return None
-        return self.check_path(name, value)
-
-    def check_path(self, name: str, value: str) -> Optional[str]:
         if _WINDOWS_PATH.search(value):
-            self.fail(name, "is a Windows path; node-agent supports Linux pools only")
+            self.report(name, "is a Windows path; node-agent supports Linux pools only")
             return None
         if not value.startswith("/"):
-            self.fail(name, "expected an absolute path (starting with /)")
+            self.report(name, "expected an absolute path (starting with /)")
             return None
         return posixpath.normpath(value)
 
-    def parse(self) -> BatchEnv:
-        env = self.environ
-        account_url = self.convert("AZ_BATCH_ACCOUNT_URL", True, _https_url, "an https:// URL")
-        is_dedicated = self.convert("AZ_BATCH_NODE_IS_DEDICATED", True, _boolean, "true or false")
-        identity = self.convert(
-            "AZ_BATCH_TASK_USER_IDENTITY",
-            True,
-            UserIdentity,
-            "one of " + ", ".join(u.value for u in UserIdentity),
+    def ident(self, name: str, limit: Optional[int] = None) -> Optional[str]:
+        value = self.raw(name)
+        if value is None:
+            return None
+        too_long = limit is not None and len(value) > limit
+        if BATCH_ID.fullmatch(value) and not too_long:
+            return value
+        safe = safe_id(value)[:limit]
+        most = f", at most {limit} of them" if limit else ""
+        self.report(
+            name, f"expected letters, digits, '_' and '-' only{most}; shown and used as {safe!r}"
         )
-        node_id = self.text("AZ_BATCH_NODE_ID")
-        if node_id and not re.fullmatch(r"[A-Za-z0-9_.-]+", node_id):
-            self.fail("AZ_BATCH_NODE_ID", "expected letters, digits, '_', '-' and '.' only")
+        return safe
+
+    def parse(self) -> BatchEnv:
         root = self.path("AZ_BATCH_NODE_ROOT_DIR")
         shared = self.path("AZ_BATCH_NODE_SHARED_DIR")
         startup = self.path("AZ_BATCH_NODE_STARTUP_DIR")
@@ -175,73 +204,87 @@ class _Parser:
                 ("AZ_BATCH_NODE_SHARED_DIR", shared, "shared"),
                 ("AZ_BATCH_NODE_STARTUP_DIR", startup, "startup"),
             ):
-                if value is not None and value != posixpath.join(root, leaf):
-                    self.fail(
+                usual = posixpath.join(root, leaf)
+                if value is not None and value != usual:
+                    self.report(
                         name,
-                        f"expected {posixpath.join(root, leaf)!r}, the node root's "
-                        f"{leaf} dir where Batch puts it",
+                        f"is not {usual!a}, where Batch usually puts it (paths are "
+                        "Batch's implementation details); used as it is",
+                        fault=False,
                     )
         node = Node(
-            id=node_id,
-            is_dedicated=bool(is_dedicated),
+            id=self.ident("AZ_BATCH_NODE_ID"),
+            is_dedicated=self.convert(
+                "AZ_BATCH_NODE_IS_DEDICATED",
+                _boolean,
+                "true or false; treated as unknown, which node-agent handles as Spot",
+            ),
             root_dir=root or "",
             shared_dir=shared or "",
-            startup_dir=startup or "",
-            mounts_dir=self.path("AZ_BATCH_NODE_MOUNTS_DIR", required=False),
+            startup_dir=startup,
+            startup_working_dir=self.path("AZ_BATCH_NODE_STARTUP_WORKING_DIR"),
+            mounts_dir=self.path("AZ_BATCH_NODE_MOUNTS_DIR"),
         )
         task = Task(
             kind=TaskKind.START,
-            dir=self.path("AZ_BATCH_TASK_DIR") or "",
-            working_dir=self.path("AZ_BATCH_TASK_WORKING_DIR") or "",
-            user=self.text("AZ_BATCH_TASK_USER"),
-            user_identity=identity or UserIdentity.TASK_NON_ADMIN,
-            job_id=self.raw("AZ_BATCH_JOB_ID", required=False),
-            task_id=self.raw("AZ_BATCH_TASK_ID", required=False),
+            dir=self.path("AZ_BATCH_TASK_DIR"),
+            working_dir=self.path("AZ_BATCH_TASK_WORKING_DIR"),
+            user=self.raw("AZ_BATCH_TASK_USER"),
+            user_identity=self.convert(
+                "AZ_BATCH_TASK_USER_IDENTITY",
+                UserIdentity,
+                "one of " + ", ".join(u.value for u in UserIdentity) + "; the identity is unknown",
+            ),
+            job_id=self.raw("AZ_BATCH_JOB_ID"),
+            task_id=self.raw("AZ_BATCH_TASK_ID"),
             multi_instance=self.multi_instance(),
         )
-        task = self.task_kind(task)
         reserved = ReservedDiskSpace(
             task_bytes=self.byte_count("AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES"),
-            node_bytes=self.byte_count("AZ_BATCH_RESERVED_EPHEMERAL_DISK_SPACE_BYTES"),
-            os_bytes=self.byte_count("AZ_BATCH_OS_RESERVED_EPHEMERAL_DISK_SPACE_BYTES"),
+            agent_bytes=self.byte_count("AZ_BATCH_RESERVED_DISK_SPACE_BYTES"),
         )
-        result = BatchEnv(
-            account=Account(name=self.text("AZ_BATCH_ACCOUNT_NAME"), url=account_url or ""),
-            pool_id=self.text("AZ_BATCH_POOL_ID"),
+        account = Account(
+            name=self.raw("AZ_BATCH_ACCOUNT_NAME"),
+            url=self.convert("AZ_BATCH_ACCOUNT_URL", _https_url, "an https:// URL"),
+        )
+        pool_id = self.ident("AZ_BATCH_POOL_ID", POOL_ID_MAX)
+        certificates_dir = self.path("AZ_BATCH_CERTIFICATES_DIR")
+        packages = self.packages(node.applications_dir if root else None)
+        task = self.task_kind(task)
+        if self.errors:
+            raise InvalidInput("invalid Batch environment", self.errors)
+        return BatchEnv(
+            account=account,
+            pool_id=pool_id,
             node=node,
             task=task,
-            certificates_dir=self.path("AZ_BATCH_CERTIFICATES_DIR", required=False),
+            certificates_dir=certificates_dir,
             reserved_disk_space=reserved,
-            packages=self.packages(node.applications_dir if root else None),
+            packages=packages,
             extra=tuple(
-                Variable(name, env[name])
-                for name in sorted(env)
+                Variable(name, self.environ[name])
+                for name in sorted(self.environ)
                 if name.startswith(BATCH_PREFIX)
                 and not name.startswith(PACKAGE_PREFIX)
-                and name not in _REQUIRED
-                and name not in _OPTIONAL
+                and name not in _NEEDS
             ),
+            warnings=tuple(self.warnings),
         )
-        if self.problems:
-            raise InvalidInput("invalid Batch environment", self.problems)
-        return result
 
     def byte_count(self, name: str) -> Optional[int]:
-        count = self.convert(name, False, int, "a whole number of bytes")
+        count = self.convert(name, int, "a whole number of bytes")
         if count is not None and count < 0:
-            self.fail(name, "expected a whole number of bytes, not negative")
+            self.report(name, "expected a whole number of bytes, not negative")
+            return None
         return count
 
     def multi_instance(self) -> Optional[MultiInstance]:
-        present = [n for n in _MULTI_INSTANCE if n in self.environ]
-        if not present:
+        if not any(n in self.environ for n in _MULTI_INSTANCE):
             return None
-        hosts = self.convert("AZ_BATCH_HOST_LIST", True, _host_list, "comma-separated addresses")
-        master = self.convert("AZ_BATCH_MASTER_NODE", True, _host_port, "ADDRESS:PORT")
-        is_master = self.convert(
-            "AZ_BATCH_IS_CURRENT_NODE_MASTER", False, _boolean, "true or false"
-        )
-        shared = self.path("AZ_BATCH_TASK_SHARED_DIR", required=False)
+        hosts = self.convert("AZ_BATCH_HOST_LIST", _host_list, "comma-separated addresses")
+        master = self.convert("AZ_BATCH_MASTER_NODE", _host_port, "ADDRESS:PORT")
+        is_master = self.convert("AZ_BATCH_IS_CURRENT_NODE_MASTER", _boolean, "true or false")
+        shared = self.path("AZ_BATCH_TASK_SHARED_DIR")
         if hosts is None or master is None:
             return None
         return MultiInstance(
@@ -251,9 +294,8 @@ class _Parser:
     def task_kind(self, task: Task) -> Task:
         has_job, has_task = task.job_id is not None, task.task_id is not None
         if has_job != has_task:
-            missing = "AZ_BATCH_TASK_ID" if has_job else "AZ_BATCH_JOB_ID"
-            self.fail(
-                missing,
+            self.report(
+                "AZ_BATCH_TASK_ID" if has_job else "AZ_BATCH_JOB_ID",
                 "is not set, but a job task has both AZ_BATCH_JOB_ID and "
                 "AZ_BATCH_TASK_ID (a start task has neither)",
             )
@@ -265,36 +307,15 @@ class _Parser:
         return Task(**{**task.__dict__, "kind": kind})
 
     def packages(self, applications_dir: Optional[str]) -> tuple[AppPackage, ...]:
-        pairs: list[tuple[str, str]] = []
+        found: list[tuple[str, str]] = []
         for name in sorted(self.environ):
-            if not name.startswith(PACKAGE_PREFIX):
-                continue
-            suffix = name[len(PACKAGE_PREFIX) :]
-            path = self.path(name)
-            if path is None:
-                continue
-            if not suffix or flatten(suffix) != suffix.lower():
-                self.fail(
-                    name,
-                    "expected AZ_BATCH_APP_PACKAGE_<id> or AZ_BATCH_APP_PACKAGE_<id>_<version>",
-                )
-                continue
-            if applications_dir is not None and posixpath.dirname(path) != applications_dir:
-                self.fail(
-                    name,
-                    f"expected a package folder directly in {applications_dir!r}, "
-                    "where Batch extracts application packages",
-                )
-                continue
-            pairs.append((suffix, path))
-        packages, misfits = group_packages(pairs)
-        for suffix, path in misfits:
-            self.fail(
-                PACKAGE_PREFIX + suffix,
-                f"folder {posixpath.basename(path)!r} is not this package's: Batch names "
-                "it <id><version><timestamp> after the variable's id and version",
-            )
-        return tuple(packages)
+            if name.startswith(PACKAGE_PREFIX):
+                path = self.path(name)
+                if path is not None:
+                    found.append((name, path))
+        packages, warnings = read_packages(found, applications_dir, _shown)
+        self.warnings.extend(warnings)
+        return packages
 
 
 def _boolean(value: str) -> bool:

@@ -1,15 +1,27 @@
 """The typed pieces of a Batch node's environment: the account, the node and its
 dirs, the task, reserved disk space, variables kept as they came. Pure data; the
-parser in ``env`` builds them."""
+parser in ``env`` builds them. ``None`` means Batch did not say (or said something
+node-agent could not read, which the parser reports as a warning)."""
 
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
 from node_agent.redact import is_secret
+
+# What Batch allows in a pool id (and uses for node ids): the REST API's pattern.
+BATCH_ID = re.compile(r"[A-Za-z0-9_-]+")
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def safe_id(text: str) -> str:
+    """``text`` with every character Batch does not allow in an id replaced by ``_``:
+    no newline, control or look-alike character reaches a name or a report."""
+    return _NOT_ID.sub("_", text)
 
 
 class UserIdentity(Enum):
@@ -38,25 +50,27 @@ class TaskKind(Enum):
 class Account:
     """The Batch account the node belongs to."""
 
-    name: str
-    url: str
+    name: Optional[str]
+    url: Optional[str]
 
 
 @dataclass(frozen=True)
 class Node:
     """The compute node and its directories."""
 
-    id: str
-    is_dedicated: bool
+    id: Optional[str]
+    is_dedicated: Optional[bool]
     root_dir: str
     shared_dir: str
-    startup_dir: str
+    startup_dir: Optional[str]
+    startup_working_dir: Optional[str]
     mounts_dir: Optional[str]
 
     @property
     def is_spot(self) -> bool:
-        """Spot / low-priority nodes can be preempted at any time."""
-        return not self.is_dedicated
+        """Spot / low-priority nodes can be preempted at any time. A node that does
+        not say is treated as one: watching for preemption costs nothing."""
+        return self.is_dedicated is not True
 
     @property
     def applications_dir(self) -> str:
@@ -87,10 +101,10 @@ class Task:
     """The task this environment was made for: start, job or multi-instance."""
 
     kind: TaskKind
-    dir: str
-    working_dir: str
-    user: str
-    user_identity: UserIdentity
+    dir: Optional[str]
+    working_dir: Optional[str]
+    user: Optional[str]  # None: undocumented variable absent, the process's own user
+    user_identity: Optional[UserIdentity]  # None: unknown
     job_id: Optional[str]
     task_id: Optional[str]
     multi_instance: Optional[MultiInstance]
@@ -98,11 +112,16 @@ class Task:
 
 @dataclass(frozen=True)
 class ReservedDiskSpace:
-    """Batch's reserved ephemeral disk space figures, in bytes, where the node sets them."""
+    """Batch's reserved disk space figures, in bytes, where the node sets them.
+
+    ``task_bytes`` (``AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES``) is the
+    documented threshold: with less free space the node is marked DiskFull.
+    ``agent_bytes`` (``AZ_BATCH_RESERVED_DISK_SPACE_BYTES``) is what the Batch node
+    agent keeps for itself (node agent 1.7.14 changelog).
+    """
 
     task_bytes: Optional[int]
-    node_bytes: Optional[int]
-    os_bytes: Optional[int]
+    agent_bytes: Optional[int]
 
 
 @dataclass(frozen=True)

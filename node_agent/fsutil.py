@@ -1,7 +1,8 @@
 """File-system writes that never leave anything half-done.
 
 A file is written to a temporary name in the same directory, fsynced, then renamed
-over the target; a symlink is made under a temporary name and renamed likewise.
+over the target; a symlink, or a folder of symlinks, is made under a temporary name
+and renamed likewise.
 ``rename`` replaces whatever is at the target, a planted symlink included, without
 following it. On failure the temporary file is removed and the target is untouched.
 """
@@ -12,7 +13,9 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import stat
+from collections.abc import Sequence
 from typing import BinaryIO, Optional
 
 
@@ -71,6 +74,25 @@ def atomic_symlink(target: str, link: str) -> None:
         _discard(temp)
         raise
     _fsync_dir(os.path.dirname(link))
+
+
+def atomic_link_dir(path: str, links: Sequence[tuple[str, str]]) -> None:
+    """Create the folder ``path`` (mode 0755) holding the symlinks ``links``
+    (name, target), complete before it appears under its name."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    temp = _temp_name(path)
+    os.mkdir(temp)
+    try:
+        os.chmod(temp, 0o755)  # noqa: S103 (tasks run as other users; links are not secret)
+        for name, target in links:
+            os.symlink(target, os.path.join(temp, name))
+        _fsync_dir(temp)
+        os.rename(temp, path)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    _fsync_dir(parent)
 
 
 class Unsuitable(ValueError):

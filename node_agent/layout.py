@@ -4,8 +4,10 @@ Everything lives in the node's shared dir, the one place a non-admin start task 
 write that survives start task re-runs and reboots (a reimage wipes it, and the
 node then registers as a new worker):
 
-    <shared>/blender, ffmpeg, ffprobe     symlinks into the current package folders
+    <shared>/blender, ffmpeg, ffprobe     symlinks into the current package folders,
+                                          or launchers (a package with libraries)
     <shared>/.node-agent/                 the agent's dir: state file, lock
+    <shared>/.node-agent/libs/            the launchers' folders of library links
     <shared>/.node-agent/worker/          the worker's working dir and config
     <shared>/.node-agent/worker/home/     the worker's data dir: credentials, queue
 """
@@ -16,8 +18,10 @@ import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 from node_agent.env import BatchEnv
+from node_agent.env_model import safe_id
 
 V3_CONFIG = "flamenco-worker.yaml"
 V3_CREDENTIALS = "flamenco-worker-credentials.yaml"
@@ -35,6 +39,7 @@ class Layout:
     agent_dir: str
     worker_dir: str
     worker_home: str
+    libs_dir: str
 
     @classmethod
     def for_env(cls, env: BatchEnv) -> Layout:
@@ -47,10 +52,11 @@ class Layout:
             agent_dir=agent,
             worker_dir=worker,
             worker_home=posixpath.join(worker, "home"),
+            libs_dir=posixpath.join(agent, "libs"),
         )
 
     def link(self, tool: str) -> str:
-        """Where the tool's symlink goes (on every task's ``PATH``)."""
+        """Where the tool's symlink or launcher goes (on every task's ``PATH``)."""
         return posixpath.join(self.shared_dir, tool)
 
     def in_applications(self, path: str) -> bool:
@@ -61,19 +67,22 @@ class Layout:
 _TVMPS = re.compile(r"tvmps_([0-9a-f]{12})[0-9a-f]*_[a-z]", re.IGNORECASE)
 
 
-def default_worker_name(pool_id: str, node_id: str) -> str:
+def default_worker_name(pool_id: Optional[str], node_id: Optional[str], host_name: str) -> str:
     """A worker name readable in the Manager's list and unique within the pool.
 
     ``<pool>-<node>``, where a ``tvmps_<64 hex>_d`` node id is cut to its first 12
     hex digits (48 random bits: collisions are negligible within a pool) and other
-    ids over 32 characters keep 20 and gain 8 hex digits of their hash.
+    ids over 32 characters keep 20 and gain 8 hex digits of their hash. Without a
+    node id the host name stands in; without a pool id the name is the node part.
+    Only letters, digits, ``_`` and ``-`` ever reach it.
     """
-    match = _TVMPS.fullmatch(node_id)
+    node = safe_id(node_id or host_name)
+    match = _TVMPS.fullmatch(node)
     if match:
         short = match.group(1).lower()
-    elif len(node_id) <= 32:
-        short = node_id
+    elif len(node) <= 32:
+        short = node
     else:
-        digest = hashlib.sha256(node_id.encode()).hexdigest()[:8]
-        short = f"{node_id[:20]}-{digest}"
-    return f"{pool_id[:32]}-{short}"
+        digest = hashlib.sha256(node.encode()).hexdigest()[:8]
+        short = f"{node[:20]}-{digest}"
+    return f"{safe_id(pool_id)[:32]}-{short}" if pool_id else short

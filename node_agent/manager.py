@@ -1,17 +1,24 @@
-"""Talking to the Flamenco Manager: wait until it answers, forget a worker.
+"""Talking to the Flamenco Manager: wait until it answers, and how to reach it.
 
 A thousand nodes booting together, or coming back after a Manager outage, must not
 hammer it: retries wait a random time in an exponentially growing window, capped
-(full jitter, tenacity's ``wait_random_exponential``).
+(full jitter, tenacity's ``wait_random_exponential``). The agent reaches the Manager
+through the same proxy as the worker does (``proxies_for``): otherwise it could
+report the Manager fine while the worker cannot reach it, or the reverse. The
+worker-management calls are in ``manager_api``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
-from dataclasses import dataclass
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 import requests
 import yaml
@@ -48,15 +55,47 @@ class ManagerCheck:
     flavour: Flavour
     cap: float  # seconds: the largest retry window
     deadline: Optional[float]  # seconds; None: never give up
-    credentials: Path  # the worker's credentials file
     timeout: float = PROBE_TIMEOUT  # seconds for one attempt
+    proxies: Mapping[str, str] = field(default_factory=dict)  # ``proxies_for`` the URL
 
-    def has_credentials(self) -> bool:
-        """Whether the worker registered before (then it retries on its own)."""
-        try:
-            return self.credentials.stat().st_size > 0
-        except OSError:
-            return False
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def proxies_for(url: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The proxy the v3 worker (Go's ``http.ProxyFromEnvironment``) uses for ``url``
+    with this environment, as a ``requests`` proxies mapping: ``HTTP_PROXY`` or
+    ``HTTPS_PROXY`` by the URL's scheme (upper case first, then lower case), none
+    for a loopback host or a host ``NO_PROXY`` names."""
+
+    def variable(name: str) -> str:
+        return environ.get(name.upper()) or environ.get(name.lower()) or ""
+
+    parts = urlsplit(url)
+    proxy = variable(f"{parts.scheme}_proxy")
+    if not proxy or _loopback(parts.hostname or ""):
+        return {}
+    no_proxy = variable("no_proxy")
+    if no_proxy and urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
+        parts.netloc, {"no": no_proxy}
+    ):
+        return {}
+    return {parts.scheme: proxy if "://" in proxy else "http://" + proxy}
+
+
+def manager_session(proxies: Mapping[str, str]) -> requests.Session:
+    """A session for the Manager: these proxies and nothing else from the agent's own
+    environment (``trust_env`` off, so no ``.netrc`` either)."""
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(proxies)
+    return session
 
 
 def backoff(cap: float) -> wait_random_exponential:
@@ -141,8 +180,7 @@ def wait_for_manager(
         before_sleep=log_attempt,
         reraise=True,
     )
-    with requests.Session() as session:
-        session.trust_env = False  # a node's proxy settings are not for the farm's LAN
+    with manager_session(check.proxies) as session:
         try:
             answer = retrying(_unless_stopped, should_stop, probe, session, check)
         except ManagerUnavailable:
@@ -195,28 +233,3 @@ def worker_id(credentials: Path) -> Optional[str]:
         return None
     value = document.get("worker_id") if isinstance(document, dict) else None
     return str(value) if value else None
-
-
-def forget_worker(url: str, worker: str) -> bool:
-    """Remove a worker's entry from the Manager (``DELETE /api/v3/worker-mgt/workers/
-    {id}``); True when it is gone. Failures are logged, never raised."""
-    target = f"{url.rstrip('/')}/api/v3/worker-mgt/workers/{worker}"
-    try:
-        with requests.Session() as session:
-            session.trust_env = False
-            response = session.delete(target, timeout=PROBE_TIMEOUT)
-    except requests.RequestException as exc:
-        log.warning("could not remove worker %s from the Manager: %s", worker, reason(exc))
-        return False
-    if response.status_code in (200, 204, 404):
-        log.info(
-            "removed worker %s from the Manager (HTTP %d): the node comes back with a "
-            "wiped disk and registers anew",
-            worker,
-            response.status_code,
-        )
-        return True
-    log.warning(
-        "could not remove worker %s from the Manager: HTTP %d", worker, response.status_code
-    )
-    return False

@@ -40,3 +40,9 @@ def describe_yaml_error(exc: yaml.YAMLError) -> str:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         return f"{exc.problem or exc.context or 'syntax error'}{where}"
     return type(exc).__name__
+
+
+def printable(text: str) -> str:
+    """The text as a report may show it: as it is, or escaped (``ascii``) when it holds
+    a newline, control or direction-changing character that could fake a line."""
+    return text if text.isprintable() else ascii(text)

@@ -4,7 +4,9 @@ parser and default. The parsers are pure: text in, typed value out, or
 
 from __future__ import annotations
 
+import posixpath
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
@@ -55,6 +57,49 @@ def _exit_code(text: str) -> int:
     return code
 
 
+def _tag_names(text: str) -> tuple[str, ...]:
+    # Commas (or one a line), not spaces: tag names such as "Cycles GPU" have spaces.
+    return tuple(dict.fromkeys(n.strip() for n in re.split(r"[,\n]", text) if n.strip()))
+
+
+def _oom_score_adjust(text: str) -> Optional[int]:
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number from 0 to 1000, or none") from None
+    if not 0 <= value <= 1000:
+        raise ValueError(
+            "expected a whole number from 0 to 1000, or none (a negative value needs a "
+            "privilege a non-admin start task does not have)"
+        )
+    return value
+
+
+# Flags whose job node-agent does: passing them would break supervision.
+_OWNED_FLAGS = {
+    "manager": "set manager_url instead",
+    "restart-exit-code": "set restart_exit_code instead",
+    "version": "it makes the worker exit at once",
+    "flush": "it makes the worker exit at once",
+    "find-manager": "it makes the worker exit at once",
+}
+
+
+def _worker_args(text: str) -> tuple[str, ...]:
+    # A YAML list arrives one item a line; other text is split as a shell would.
+    try:
+        args = text.splitlines() if "\n" in text else shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"expected arguments as a shell would split them ({exc})") from None
+    for arg in args:
+        name = arg.lstrip("-").partition("=")[0]
+        if arg.startswith("-") and name in _OWNED_FLAGS:
+            raise ValueError(f"{arg}: node-agent passes no such flag for you: {_OWNED_FLAGS[name]}")
+    return tuple(a for a in args if a)
+
+
 def _flavour(text: str) -> Flavour:
     try:
         return Flavour(text.strip().lower())
@@ -99,6 +144,17 @@ def _deadline(text: str) -> Optional[float]:
 
 def _auto_boolean(text: str) -> Optional[bool]:
     return None if text.strip().lower() == "auto" else _boolean(text)
+
+
+def _mount_names(text: str) -> tuple[str, ...]:
+    names = tuple(w for w in re.split(r"[\s,]+", text) if w)
+    for name in names:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ValueError(
+                "expected paths relative to AZ_BATCH_NODE_MOUNTS_DIR (the pool's "
+                "relativeMountPath), without '..'; empty for none"
+            )
+    return tuple(posixpath.normpath(name) for name in names)
 
 
 def _secret(text: str) -> str:
@@ -157,6 +213,30 @@ SPECS = (
         _exit_code,
         75,
         "exit code by which the worker asks to be restarted",
+    ),
+    Spec(
+        "worker_tags",
+        "FLAMENCO_WORKER_TAGS",
+        "--worker-tags",
+        _tag_names,
+        (),
+        "v3: names of Manager tags to give every new registration (comma separated)",
+    ),
+    Spec(
+        "oom_score_adjust",
+        "FLAMENCO_OOM_SCORE_ADJUST",
+        "--oom-score-adjust",
+        _oom_score_adjust,
+        500,
+        "v3: oom_score_adj of Blender and ffmpeg (0-1000, or none)",
+    ),
+    Spec(
+        "worker_args",
+        "FLAMENCO_WORKER_ARGS",
+        "--worker-args",
+        _worker_args,
+        (),
+        "extra command-line arguments for the worker, e.g. -debug",
     ),
     Spec(
         "registration_secret",
@@ -285,6 +365,30 @@ SPECS = (
         _url,
         "http://169.254.169.254",
         "the Instance Metadata Service's base URL",
+    ),
+    Spec(
+        "storage_mounts",
+        "NODE_AGENT_STORAGE_MOUNTS",
+        "--storage-mounts",
+        _mount_names,
+        (),
+        "mounts the worker needs, relative to AZ_BATCH_NODE_MOUNTS_DIR (default: none)",
+    ),
+    Spec(
+        "storage_wait_cap",
+        "NODE_AGENT_STORAGE_WAIT_CAP",
+        "--storage-wait-cap",
+        _seconds,
+        60.0,
+        "seconds: the largest wait between looks at missing shared storage",
+    ),
+    Spec(
+        "install_system_packages",
+        "NODE_AGENT_INSTALL_SYSTEM_PACKAGES",
+        "--install-system-packages",
+        _boolean,
+        False,
+        "admin start tasks only: apt-get install the system libraries the tools lack",
     ),
 )
 

@@ -36,6 +36,9 @@ class Settings:
     worker_name: Optional[str]  # None: derived from the node id
     flavour: Flavour
     restart_exit_code: int
+    worker_tags: tuple[str, ...]  # names of tags on the Manager
+    oom_score_adjust: Optional[int]  # None: the worker adjusts nothing
+    worker_args: tuple[str, ...]  # extra command-line arguments for the worker
     registration_secret: Optional[str]
     tools: tuple[str, ...]
     stop_grace: float
@@ -52,6 +55,9 @@ class Settings:
     ack_events: bool
     forget_worker: Optional[bool]  # None: on for Spot nodes
     imds_url: str
+    storage_mounts: tuple[str, ...]  # relative to AZ_BATCH_NODE_MOUNTS_DIR
+    storage_wait_cap: float
+    install_system_packages: bool
     sources: tuple[tuple[str, str], ...]
 
     def source(self, key: str) -> str:
@@ -68,9 +74,10 @@ class Settings:
 
 
 def _yaml_text(value: Any) -> str:
-    """A YAML value as the text the parsers read (lists become space-separated)."""
+    """A YAML value as the text the parsers read (lists: one item a line)."""
     if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value)
+        # One item a line: names and worker arguments may contain spaces.
+        return "\n".join(str(v) for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)

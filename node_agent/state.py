@@ -34,6 +34,7 @@ class Phase:
 
     STARTING = "starting"
     WAITING_FOR_MANAGER = "waiting-for-manager"
+    WAITING_FOR_STORAGE = "waiting-for-storage"
     RUNNING = "running"
     BACKING_OFF = "backing-off"
     STOPPING = "stopping"
@@ -166,8 +167,7 @@ def _found(name: str, value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def parse_state(document: Any) -> AgentState:
-    """The state a JSON document holds; ``StateProblem`` naming every bad field."""
+def _from_document(document: Any) -> AgentState:
     if not isinstance(document, dict):
         raise StateProblem(f"holds {_found('', document)}, not a state (a JSON object)")
     problems = []
@@ -206,13 +206,17 @@ def read_state(path: str) -> Optional[AgentState]:
         raise StateProblem(f"cannot be read: {exc.strerror}") from None
     except fsutil.Unsuitable as exc:
         raise StateProblem(str(exc)) from None
-    if raw is None:
-        return None
+    return None if raw is None else parse_state(raw)
+
+
+def parse_state(raw: bytes) -> AgentState:
+    """A state document (fields a newer agent added are ignored); ``StateProblem``
+    naming every bad field when it is not one."""
     try:
         document = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise StateProblem(f"is not valid JSON ({exc})") from None
-    return parse_state(document)
+    return _from_document(document)
 
 
 def process_alive(pid: Optional[int], create_time: Optional[float]) -> bool:

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import psutil
 from tenacity import (
@@ -38,13 +38,13 @@ from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
 from node_agent.state import AgentState, Phase, StateKeeper
 from node_agent.stopsignals import IGNORED_SIGNALS, STOP_SIGNALS
+from node_agent.storage import StorageCheck, wait_for_storage
 from node_agent.worker import WorkerSpec
 
 log = get_logger("supervise")
 
 _POLL = 0.01  # seconds between checks while processes are being stopped
 _PUMP_DRAIN = 5.0  # seconds to wait for output still in the pipes after a stop
-CHECK_MANAGER_AFTER = 2  # consecutive failures after which the Manager is checked first
 
 
 class WorkerExited(Exception):
@@ -72,6 +72,8 @@ class Supervisor:
         stdout_fd: int = 1,
         stderr_fd: int = 2,
         manager: Optional[ManagerCheck] = None,
+        storage: Optional[StorageCheck] = None,
+        on_worker_start: Optional[Callable[[], None]] = None,
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -80,6 +82,8 @@ class Supervisor:
         self.stdout_fd = stdout_fd
         self.stderr_fd = stderr_fd
         self.manager = manager
+        self.storage = storage
+        self.on_worker_start = on_worker_start
         self.stop_reason: Optional[str] = None
         self._starts = 0  # worker starts so far (the first is no restart)
         self._ignored: list[str] = []  # ignored signals received, not logged yet
@@ -210,6 +214,13 @@ class Supervisor:
         """Start the worker, forward its output, wait for its exit, stop what is
         left of its tree, and judge the exit: return to end supervision, raise
         ``WorkerExited`` to restart."""
+        if self.stop_reason is None and self.storage is not None:
+            wait_for_storage(
+                self.storage,
+                self._sleep,
+                lambda: self.stop_reason is not None,
+                lambda: self._update(phase=Phase.WAITING_FOR_STORAGE),
+            )
         if self.stop_reason is None:
             self._await_manager()
         if self.stop_reason is not None:
@@ -256,6 +267,8 @@ class Supervisor:
             next_start_at=None,
         )
         log.info("worker started (pid %d): %s", process.pid, " ".join(self.spec.argv))
+        if self.on_worker_start is not None:
+            self.on_worker_start()
         code, kill_at = self._wait_for_exit(process, token)
         uptime = time.monotonic() - started
         self._stop_leftovers(token, process.pid, kill_at)
@@ -265,13 +278,12 @@ class Supervisor:
         self._judge(code, uptime)
 
     def _await_manager(self) -> None:
-        """Before a start that needs the Manager, wait until it answers: a worker
-        without credentials gets one registration attempt only (v3 exits 1), and a
-        worker that keeps failing may be failing to reach it."""
+        """Before every start, wait until the Manager answers: a v3 worker without
+        credentials gets one registration attempt only (it exits 1), and one with
+        credentials that gets an HTTP error answer at sign-on abandons them and
+        registers anew (a duplicate entry on the Manager)."""
         check = self.manager
         if check is None:
-            return
-        if check.has_credentials() and self.state.consecutive_failures < CHECK_MANAGER_AFTER:
             return
         self._update(phase=Phase.WAITING_FOR_MANAGER)
         try:

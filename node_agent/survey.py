@@ -1,10 +1,12 @@
 """What is on the node now, as far as bootstrap's plan needs to know (I/O,
 read-only): the paths node-agent owns, the package folders, the executables in
-them, whether the shared dir is writable."""
+them, the libraries a package brings that the system lacks, whether the shared dir
+is writable."""
 
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,11 +24,14 @@ from node_agent.layout import (
     WORKER_EXECUTABLE,
     Layout,
 )
+from node_agent.libraries import LibraryReport, bundle_of, report
 from node_agent.packages import AppPackage
 from node_agent.settings import Settings
+from node_agent.worker_ffmpeg import find_bundled
 
 # ffprobe ships in the ffmpeg package; any other tool in the package of its own name.
 TOOL_PACKAGES = {"ffprobe": "ffmpeg"}
+ENTRY_READ_LIMIT = 64 * 1024  # a tool's entry is read only when launcher-sized
 
 
 class Kind(Enum):
@@ -45,7 +50,7 @@ class PathState:
 
     kind: Kind
     link_target: Optional[str] = None
-    content: Optional[bytes] = None  # only for the config files node-agent rewrites
+    content: Optional[bytes] = None  # config files, and tool entries up to a limit
     mode: int = 0
     owned: bool = False
     executable: bool = False
@@ -68,6 +73,11 @@ class Survey:
     package_dirs: Mapping[str, bool]  # package folder -> exists
     executables: Mapping[tuple[str, str], Optional[Found]]  # (package dir, name)
     shared_problem: Optional[str]  # why node-agent cannot write in the shared dir
+    host_name: str  # the worker name's stand-in for a missing node id
+    # Executables whose package brings libraries: what the loader says (None: no ldd).
+    libraries: Mapping[str, Optional[LibraryReport]]
+    libs_dirs: tuple[str, ...]  # the folders of library links in the libs dir
+    bundled_ffmpeg: Optional[Found] = None  # in the worker package: what the worker runs
 
     def at(self, path: str) -> PathState:
         """The state of a surveyed path."""
@@ -84,7 +94,7 @@ def _can_execute(st: os.stat_result) -> bool:
     return bool(st.st_mode & stat.S_IXOTH)
 
 
-def _state(path: str, read: bool = False) -> PathState:
+def _state(path: str, read: bool = False, limit: Optional[int] = None) -> PathState:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -99,7 +109,8 @@ def _state(path: str, read: bool = False) -> PathState:
         return PathState(Kind.DIR, mode=mode, owned=owned)
     if not stat.S_ISREG(st.st_mode):
         return PathState(Kind.OTHER, mode=mode, owned=owned)
-    content = fsutil.read_regular_file(path) if read else None
+    small = limit is None or st.st_size <= limit
+    content = fsutil.read_regular_file(path) if read and small else None
     return PathState(
         Kind.FILE, content=content, mode=mode, owned=owned, executable=_can_execute(st)
     )
@@ -154,18 +165,29 @@ def survey(env: BatchEnv, settings: Settings) -> Survey:
             path = os.path.join(layout.worker_dir, name)
             paths[path] = _state(path, read=True)
         for tool in settings.tools:
-            paths[layout.link(tool)] = _state(layout.link(tool))
+            paths[layout.link(tool)] = _state(layout.link(tool), True, ENTRY_READ_LIMIT)
     except OSError as exc:
         raise RuntimeFailure(f"{exc.filename}: cannot read: {exc.strerror}") from None
     executables = {
         (package.path, name): locate(package.path, name)
         for package, name in _wanted_executables(env, settings)
     }
+    tools = [f for (_, name), f in executables.items() if f and name != WORKER_EXECUTABLE]
+    try:
+        libs_dirs = tuple(sorted(os.listdir(layout.libs_dir)))
+    except OSError:
+        libs_dirs = ()
+    worker = next((f for (_, n), f in executables.items() if n == WORKER_EXECUTABLE), None)
+    bundled = find_bundled(worker.path) if worker is not None else None
     return Survey(
         paths=paths,
         package_dirs={p.path: os.path.isdir(p.path) for p in env.packages},
         executables=executables,
         shared_problem=unwritable(layout.shared_dir),
+        host_name=socket.gethostname(),
+        libraries={f.path: report(f.path) for f in tools if bundle_of(f.path)},
+        libs_dirs=libs_dirs,
+        bundled_ffmpeg=Found(bundled, None, _state(bundled)) if bundled else None,
     )
 
 

@@ -41,7 +41,7 @@ def worker_spec(plan: Plan, settings: Settings, environ: Mapping[str, str]) -> W
 
     The shared dir is first on ``PATH`` (Batch puts it last; the tools must win), the
     data dir is stable (``FLAMENCO_HOME`` for v3, ``HOME`` for v2) so credentials
-    survive restarts and reboots.
+    survive restarts and reboots; ``worker_args`` come last.
     """
     env = {k: v for k, v in environ.items() if k not in _HIDDEN_FROM_WORKER}
     shared = plan.layout.shared_dir
@@ -53,7 +53,11 @@ def worker_spec(plan: Plan, settings: Settings, environ: Mapping[str, str]) -> W
     else:
         env["FLAMENCO_HOME"] = plan.layout.worker_home
         env["FLAMENCO_WORKER_NAME"] = plan.worker_name
+        # Its log writer colours every line unless NO_COLOR is set: stdout.txt is
+        # read in Batch Explorer, not a terminal.
+        env["NO_COLOR"] = "1"
         argv += ("-restart-exit-code", str(settings.restart_exit_code))
+    argv += settings.worker_args
     return WorkerSpec(argv=argv, cwd=plan.layout.worker_dir, env=tuple(sorted(env.items())))
 
 

@@ -30,15 +30,19 @@ def render_v3(
     task_types: Optional[tuple[str, ...]],
     restart_exit_code: int,
     worker_name: str,
+    oom_score_adjust: Optional[int] = None,
 ) -> bytes:
-    """``flamenco-worker.yaml`` for a v3 worker, with exactly the four keys node-agent
-    owns. Credentials live elsewhere (``$FLAMENCO_HOME``) and are never written here."""
-    document = {
+    """``flamenco-worker.yaml`` for a v3 worker, with exactly the keys node-agent owns
+    (``oom_score_adjust`` only when set). Credentials live elsewhere
+    (``$FLAMENCO_HOME``) and are never written here."""
+    document: dict[str, object] = {
         "manager_url": manager_url,
         "task_types": list(task_types or V3_DEFAULT_TASK_TYPES),
         "restart_exit_code": restart_exit_code,
         "worker_name": worker_name,
     }
+    if oom_score_adjust is not None:
+        document["oom_score_adjust"] = oom_score_adjust
     return (_HEADER + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)).encode()
 
 

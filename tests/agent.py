@@ -123,15 +123,14 @@ def start_agent(
     *,
     node: Optional[TestNode] = None,
     args: tuple[str, ...] = (),
-    prefix: tuple[str, ...] = (),
     manager: Optional[FakeManager] = None,
     imds: Optional[FakeImds] = None,
+    wrapper: tuple[str, ...] = (),
     **environ: str,
 ) -> Agent:
     """Start ``node-agent run`` with the stand-in worker doing ``steps``, a stand-in
-    Manager and a stand-in Metadata Service (never the real one's address); the
-    command runs after ``prefix`` (e.g. a shell in a mount namespace that ends in
-    ``exec "$@"``)."""
+    Manager and a stand-in Metadata Service (never the real one's address);
+    ``wrapper`` goes before the command (``unshare -m``: a mount namespace)."""
     node = node or worker_node(tmp_path / "node")
     manager = manager or FakeManager().start()
     imds = imds or FakeImds().start()
@@ -150,7 +149,7 @@ def start_agent(
     out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     out, err = open(out_path, "ab"), open(err_path, "ab")  # noqa: SIM115 (closed by Agent)
     process = subprocess.Popen(
-        [*prefix, sys.executable, "-m", "node_agent", "run", *args],
+        [*wrapper, sys.executable, "-m", "node_agent", "run", *args],
         stdout=out,
         stderr=err,
         stdin=subprocess.DEVNULL,

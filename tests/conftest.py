@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -36,3 +37,23 @@ def services() -> Iterator[tuple[FakeManager, FakeImds]]:
     yield manager, imds
     manager.stop()
     imds.stop()
+
+
+@pytest.fixture
+def manager() -> Iterator[FakeManager]:
+    """A stand-in Manager, serving, stopped after the test."""
+    manager = FakeManager().start()
+    yield manager
+    manager.stop()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1, made with the openssl command."""
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"]
+    command += ["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    command += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)
+    return cert, key

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from node_agent.env import BatchEnv
-from node_agent.simulate import rebase
+from node_agent.simulate import batch_base, extract_like_batch, rebase
 from tests.helpers import fixture_env
 
 # The stand-in tools print the first line their real counterparts print.
@@ -66,12 +67,14 @@ def make_node(
     manager_url: Optional[str] = "http://127.0.0.1:8080/",
     nested: tuple[str, ...] = (),
     mode: int = 0o755,
+    *,
+    zips: Optional[Mapping[str, Path]] = None,
 ) -> TestNode:
     """Lay out a node: Batch's dirs and every package of the fixture, each with its
     stand-in executables (inside one wrapping folder for the packages in ``nested``,
-    with file mode ``mode``)."""
+    with file mode ``mode``), or extracted from its zip in ``zips`` as Batch does."""
     original = fixture_env(fixture)
-    environ = rebase(original, original["AZ_BATCH_NODE_ROOT_DIR"], str(root))
+    environ = rebase(original, batch_base(original), str(root))
     if manager_url is not None:
         environ["FLAMENCO_MANAGER_URL"] = manager_url
     # Never the real Metadata Service's address: a closed loopback port by default.
@@ -80,12 +83,21 @@ def make_node(
     for name in ("AZ_BATCH_NODE_SHARED_DIR", "AZ_BATCH_TASK_WORKING_DIR"):
         Path(environ[name]).mkdir(parents=True, exist_ok=True)
     for package in node.env.packages:
+        Path(package.path).mkdir(parents=True, exist_ok=True)
+    # Executables only in the folder node-agent picks for each id: picking another
+    # leaves it without them, which bootstrap reports.
+    for package_id, names in PACKAGE_FILES.items():
+        package = node.env.find_package(package_id)
+        if package is None:
+            continue
         folder = Path(package.path)
-        package_id = (package.id or "").lower()
+        if zips and package_id in zips:
+            extract_like_batch(zips[package_id], folder)
+            continue
         if package_id in nested:
             folder = folder / f"{package_id}-{package.version}-linux-x64"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in PACKAGE_FILES.get(package_id, ()):
+            folder.mkdir()
+        for name in names:
             write_executable(folder / name, TOOL_SCRIPTS[name], mode)
         if package_id == "blender":
             # Blender finds its data next to its binary: the link must not move it.

@@ -13,7 +13,7 @@ import yaml
 from pyfakefs import helpers
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from node_agent import bootstrap
+from node_agent import actions, bootstrap
 from node_agent.bootstrap import ActionKind, Plan
 from node_agent.errors import InvalidInput, RuntimeFailure
 from node_agent.settings import Settings, load_settings
@@ -131,6 +131,17 @@ def test_nested_folder_zip_is_used_with_a_warning(fakefs: FakeFilesystem) -> Non
     assert "rebuild the zip from inside that folder" in warning
     bootstrap.apply(plan)
     assert os.readlink(node.shared / "blender").endswith("blender-4.2.3-linux-x64/blender")
+
+
+def test_bundled_libraries_without_ldd_are_not_used(fakefs: FakeFilesystem) -> None:
+    node = make_node(ROOT, "newer_spot")  # the fake file system has no ldd
+    (node.package_dir("blender") / "_system_libs").mkdir()
+    plan = _plan(node)
+    assert (
+        "WARNING: blender: its package brings libraries, but there is no ldd to ask which "
+        "ones this node lacks; they are not used"
+    ) in plan.notes
+    assert _kinds(plan)[str(node.shared / "blender")] is ActionKind.LINK
 
 
 def test_missing_default_tool_is_a_note(fakefs: FakeFilesystem) -> None:
@@ -320,5 +331,38 @@ def test_missing_worker_package_is_an_error(fakefs: FakeFilesystem) -> None:
 
 def test_errno_hints(fakefs: FakeFilesystem) -> None:
     action = bootstrap.Action(ActionKind.WRITE_FILE, "/x", "new")
-    failure: Optional[RuntimeFailure] = bootstrap._failure(action, OSError(errno.EROFS, "ro"))
+    failure: Optional[RuntimeFailure] = actions._failure(action, OSError(errno.EROFS, "ro"))
     assert failure is not None and str(failure) == "write /x failed: the file system is read-only"
+
+
+def test_v3_refuses_the_workers_own_exit_codes(fakefs: FakeFilesystem) -> None:
+    node = make_node(ROOT, "newer_spot")
+    for code in ("1", "2", "254"):
+        problems = _problems(node, FLAMENCO_RESTART_EXIT_CODE=code, NODE_AGENT_TOOLS="blender nuke")
+        # Every problem at once: the bad code and the missing tool.
+        assert len(problems) == 2
+        assert f"restart_exit_code={code} (from environment FLAMENCO_RESTART_EXIT_CODE)" in (
+            problems[0] + problems[1]
+        )
+        assert "failure would look like a restart request" in problems[0] + problems[1]
+    # A v2 worker has no restart exit code of its own: any code will do.
+    assert _plan(make_node(ROOT / "v2", "seed"), FLAMENCO_RESTART_EXIT_CODE="1")
+
+
+def test_a_bundled_ffmpeg_is_what_the_worker_runs(fakefs: FakeFilesystem) -> None:
+    node = make_node(ROOT, "newer_spot")
+    bundled = node.package_dir("flamenco-worker") / "tools" / "ffmpeg"
+    bundled.parent.mkdir()
+    bundled.write_text("#!/bin/sh\n")
+    bundled.chmod(0o644)
+    plan = _plan(node)
+    [note] = [n for n in plan.notes if "ffmpeg tasks run" in n]
+    assert note.startswith(f"WARNING: ffmpeg tasks run {bundled}")
+    assert "not the ffmpeg package" in note
+    assert _kinds(plan)[str(bundled)] is ActionKind.MAKE_EXECUTABLE
+    bootstrap.apply(plan)
+    assert is_executable_mode(bundled)
+    # Without an ffmpeg package on the node, the bundled one is simply the one.
+    plan = _plan(node, NODE_AGENT_TOOLS="blender")
+    [note] = [n for n in plan.notes if "ffmpeg tasks run" in n]
+    assert not note.startswith("WARNING")

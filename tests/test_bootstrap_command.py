@@ -71,7 +71,8 @@ def test_bootstrap_reports_environment_and_settings_problems_together(tmp_path: 
     node = make_node(tmp_path / "root", "seed", manager_url=None)
     environ = dict(
         node.environ,
-        AZ_BATCH_NODE_IS_DEDICATED="maybe",
+        AZ_BATCH_NODE_IS_DEDICATED="maybe",  # only a warning
+        AZ_BATCH_NODE_SHARED_DIR="shared",
         FLAMENCO_WORKER_FLAVOUR="v9",
         FLAMENCO_REGISTRATION_SECRET="",
     )
@@ -82,12 +83,13 @@ def test_bootstrap_reports_environment_and_settings_problems_together(tmp_path: 
     assert "Traceback" not in result.stderr
     assert "invalid environment or settings (4 problem(s))" in result.stderr
     for fragment in (
-        "AZ_BATCH_NODE_IS_DEDICATED='maybe'",
+        "AZ_BATCH_NODE_SHARED_DIR='shared': expected an absolute path",
         "flavour='v9'",
         "registration_secret=<redacted>",
         "manager_url: is not set",
     ):
         assert fragment in result.stderr
+    assert "WARNING" not in result.stderr  # warnings only once the node can be set up
     assert not (node.shared / ".node-agent").exists()
 
 
@@ -99,3 +101,13 @@ def test_bootstrap_refuses_a_foreign_file_and_writes_nothing(tmp_path: Path) -> 
     assert f"{node.shared / 'ffmpeg'}: is a file that node-agent did not make" in result.stderr
     assert not (node.shared / ".node-agent").exists()
     assert not (node.shared / "blender").exists()
+
+
+def test_bootstrap_refuses_a_restart_code_of_the_v3_workers_own(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "root", "newer_spot")
+    node.environ["FLAMENCO_RESTART_EXIT_CODE"] = "254"
+    result = _bootstrap(node.env_file(tmp_path / "node.env"))
+    assert result.returncode == EXIT_INVALID and "Traceback" not in result.stderr
+    assert "restart_exit_code=254 (from environment FLAMENCO_RESTART_EXIT_CODE)" in result.stderr
+    assert "254 when its shutdown is forced" in result.stderr
+    assert not (node.shared / ".node-agent").exists()

@@ -48,8 +48,11 @@ def test_env_json_has_the_documented_shape(capsys: pytest.CaptureFixture[str]) -
         "reserved_disk_space",
         "packages",
         "extra",
+        "warnings",
     }
-    assert doc["schema"] == 1
+    assert doc["schema"] == 2
+    assert doc["warnings"] == []
+    assert doc["reserved_disk_space"] == {"task_bytes": 10**9, "agent_bytes": 500 * 2**20}
     assert doc["node"]["is_spot"] is True
     assert doc["task"]["user_identity"] == "PoolNonAdmin"
     assert doc["packages"][2] == {
@@ -110,7 +113,9 @@ def test_broken_env_through_the_real_command(path: Path) -> None:
 def test_no_batch_environment_at_all() -> None:
     result = _run("env")
     assert result.returncode == EXIT_INVALID
-    assert "AZ_BATCH_NODE_ID: is not set" in result.stderr
+    assert "AZ_BATCH_NODE_ROOT_DIR: is not set" in result.stderr
+    assert "AZ_BATCH_NODE_SHARED_DIR: is not set" in result.stderr
+    assert "AZ_BATCH_NODE_ID" not in result.stderr  # only a warning
     assert "Traceback" not in result.stderr
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 import pytest
 
 from node_agent import bootstrap, doctor
-from node_agent.doctor import Row, Status, node_checks, tool_checks
+from node_agent.doctor import Context, Row, Status, node_checks, tool_checks
 from node_agent.errors import EXIT_OK, EXIT_UNHEALTHY
 from node_agent.settings import load_settings
 from node_agent.standins.imds import FakeImds
@@ -126,6 +126,23 @@ def _crash_loop(node: TestNode) -> None:
     )
 
 
+def _bundled_ffmpeg(node: TestNode, mode: int) -> Path:
+    """An ffmpeg in the worker package's tools/, which the v3 worker runs first."""
+    tools = node.package_dir("flamenco-worker") / "tools"
+    tools.mkdir()
+    write_executable(tools / "ffmpeg", "#!/bin/sh\necho 'ffmpeg version 6.1 (bundled)'\n", mode)
+    return tools / "ffmpeg"
+
+
+def test_the_ffmpeg_checked_is_the_one_the_worker_runs(healthy: TestNode) -> None:
+    bundled = _bundled_ffmpeg(healthy, 0o755)
+    row = _rows(healthy)["ffmpeg -version"]
+    assert row.status is Status.WARNING  # the ffmpeg package is not what runs
+    assert row.found.startswith(f"{bundled} (bundled with the worker, run before PATH)")
+    assert row.found.endswith("ffmpeg version 6.1 (bundled)")
+    assert row.fix is not None and "packaging/build" in row.fix
+
+
 def _failing_gpu_driver(node: TestNode) -> None:
     tools = node.root / "gpu-tools"
     tools.mkdir()
@@ -185,9 +202,9 @@ BROKEN: list[tuple[str, Callable[[TestNode], None], str, str, str]] = [
     ("config unparseable", _unparseable_config, "worker config", "cannot be parsed", "delete it"),
     (
         "environment broken",
-        lambda n: n.environ.pop("AZ_BATCH_NODE_ID"),
+        lambda n: n.environ.pop("AZ_BATCH_NODE_ROOT_DIR"),
         "environment",
-        "AZ_BATCH_NODE_ID: is not set",
+        "AZ_BATCH_NODE_ROOT_DIR: is not set",
         "fix each variable",
     ),
     (
@@ -199,6 +216,13 @@ BROKEN: list[tuple[str, Callable[[TestNode], None], str, str, str]] = [
     ),
     ("crash loop", _crash_loop, "agent", "CRASH LOOP", "stdout.txt/stderr.txt"),
     ("gpu driver broken", _failing_gpu_driver, "gpus", "NVIDIA driver", "NVIDIA driver"),
+    (
+        "bundled ffmpeg not executable",
+        lambda n: _bundled_ffmpeg(n, 0o644),
+        "ffmpeg -version",
+        "is not executable: every ffmpeg task fails",
+        "packaging/build",
+    ),
 ]
 
 
@@ -223,14 +247,36 @@ def test_broken_node(
     assert not doctor.healthy(rows)
 
 
-def test_disk_almost_full(healthy: TestNode, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A stand-in for the disk: 200 MiB free against the reserved 1 GiB.
-    usage = type("usage", (), {"free": 200 * 2**20, "total": 2**40, "used": 0})
+def _free_disk(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    usage = type("usage", (), {"free": free, "total": 2**40, "used": 0})
     monkeypatch.setattr(node_checks.shutil, "disk_usage", lambda path: usage)
+
+
+def test_disk_almost_full(healthy: TestNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in for the disk: 200 MiB free against Batch's DiskFull threshold of 1 GB.
+    _free_disk(monkeypatch, 200 * 2**20)
     failed = _failed(healthy)
     assert failed["disk"].found.startswith("0.2 GiB free on ")
-    assert "reserved 1.0 GiB" in failed["disk"].found
+    assert "DiskFull below 0.9 GiB" in failed["disk"].found
     assert "free space" in (failed["disk"].fix or "")
+
+
+def test_disk_check_reads_only_the_documented_threshold(
+    healthy: TestNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    healthy.environ.update(
+        AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES=str(2 * 2**30),
+        # Invented names an earlier note had; no node sets them, and they count for nothing.
+        AZ_BATCH_RESERVED_EPHEMERAL_DISK_SPACE_BYTES=str(2**45),
+        AZ_BATCH_OS_RESERVED_EPHEMERAL_DISK_SPACE_BYTES=str(2**45),
+    )
+    ctx = Context.from_environ(healthy.environ)
+    _free_disk(monkeypatch, 5 * 2**30)
+    assert node_checks.check_resources(ctx)[0].status is Status.OK
+    _free_disk(monkeypatch, 3 * 2**30)
+    [disk, _] = node_checks.check_resources(ctx)
+    assert disk.status is Status.WARNING  # below twice the threshold
+    assert "(DiskFull below 2.0 GiB)" in disk.found
 
 
 def test_a_check_past_its_limit_is_failed_not_waited_for(

@@ -1,4 +1,4 @@
-"""The Batch environment model: every fixture, every broken fixture."""
+"""The Batch environment model: every fixture, its warnings, every broken fixture."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from node_agent.env import BatchEnv
 from node_agent.env_model import HostPort, TaskKind, UserIdentity
 from node_agent.envfile import load_env_file
 from node_agent.errors import InvalidInput
-from tests.helpers import BROKEN_ENVS, GOOD_ENVS, fixture_env
+from tests.helpers import BROKEN_ENVS, GOOD_ENVS, ODD_ENVS, fixture_env
 
 
 def test_seed_parses_to_the_real_node() -> None:
@@ -31,6 +31,7 @@ def test_seed_parses_to_the_real_node() -> None:
     assert env.task.user_identity is UserIdentity.TASK_NON_ADMIN
     assert env.certificates_dir == "/mnt/batch/tasks/startup/certs"
     assert env.extra == ()
+    assert env.warnings == ()
     found = {(p.id, p.version, p.is_default, p.path) for p in env.packages}
     apps = "/mnt/batch/tasks/applications/"
     assert found == {
@@ -55,11 +56,6 @@ def test_package_lookup_ignores_case_and_separators(name: str) -> None:
     assert env.find_package("flamenco") is None
 
 
-@pytest.mark.parametrize("path", GOOD_ENVS, ids=lambda p: p.stem)
-def test_every_fixture_parses(path: Path) -> None:
-    BatchEnv.from_environ(load_env_file(str(path)))
-
-
 def test_newer_spot_node() -> None:
     env = BatchEnv.from_environ(fixture_env("newer_spot"))
     assert env.node.id.startswith("tvmps_") and len(env.node.id) == 72
@@ -68,11 +64,10 @@ def test_newer_spot_node() -> None:
     assert env.task.user_identity is UserIdentity.POOL_NON_ADMIN
     assert not env.task.user_identity.is_admin
     reserved = env.reserved_disk_space
-    assert (reserved.task_bytes, reserved.node_bytes, reserved.os_bytes) == (10**9,) * 3
-    extra = {v.name: v for v in env.extra}
-    assert set(extra) == {"AZ_BATCH_AUTHENTICATION_TOKEN", "AZ_BATCH_NODE_STARTUP_WORKING_DIR"}
-    assert extra["AZ_BATCH_AUTHENTICATION_TOKEN"].is_secret
-    assert not extra["AZ_BATCH_NODE_STARTUP_WORKING_DIR"].is_secret
+    assert (reserved.task_bytes, reserved.agent_bytes) == (10**9, 500 * 2**20)
+    assert env.node.startup_working_dir == "/mnt/resource/batch/tasks/startup/wd"
+    [token] = env.extra
+    assert token.name == "AZ_BATCH_AUTHENTICATION_TOKEN" and token.is_secret
     worker = env.find_package("flamenco-worker")
     assert worker is not None and worker.version == "3.5.2"
 
@@ -158,8 +153,26 @@ def _expectations(path: Path) -> list[str]:
     return [line[len(prefix) :] for line in lines if line.startswith(prefix)]
 
 
-def test_there_are_many_distinct_broken_fixtures() -> None:
-    assert len(BROKEN_ENVS) >= 15
+def _matches(expected: list[str], messages: list[str]) -> None:
+    assert len(messages) == len(expected), messages
+    for fragment in expected:
+        assert any(m.startswith(fragment) for m in messages), (fragment, messages)
+
+
+def test_there_are_many_distinct_faulty_fixtures() -> None:
+    assert len(BROKEN_ENVS) >= 5
+    assert len(BROKEN_ENVS) + len(ODD_ENVS) >= 25
+
+
+@pytest.mark.parametrize("path", GOOD_ENVS + ODD_ENVS, ids=lambda p: p.stem)
+def test_fixture_parses_with_exactly_its_warnings(path: Path) -> None:
+    """Each fixture's ``# expect:`` lines name its warnings (none for most real
+    shapes; each ``odd/`` fixture has at least one)."""
+    expected = _expectations(path)
+    if path in ODD_ENVS:
+        assert expected, f"{path.name} has no '# expect:' line"
+    env = BatchEnv.from_environ(load_env_file(str(path)))
+    _matches(expected, [str(w) for w in env.warnings])
 
 
 @pytest.mark.parametrize("path", BROKEN_ENVS, ids=lambda p: p.stem)
@@ -168,7 +181,79 @@ def test_broken_fixture_gives_one_message_per_fault(path: Path) -> None:
     assert expected, f"{path.name} has no '# expect:' line"
     with pytest.raises(InvalidInput) as caught:
         BatchEnv.from_environ(load_env_file(str(path)))
-    messages = [str(p) for p in caught.value.problems]
-    assert len(messages) == len(expected), messages
-    for fragment in expected:
-        assert any(m.startswith(fragment) for m in messages), (fragment, messages)
+    _matches(expected, [str(p) for p in caught.value.problems])
+
+
+def test_only_the_root_and_shared_dir_are_required() -> None:
+    # Every modelled variable but those two gone: a model, with a warning for each
+    # variable Batch sets on every node.
+    keep = ("AZ_BATCH_NODE_ROOT_DIR", "AZ_BATCH_NODE_SHARED_DIR")
+    env = BatchEnv.from_environ({k: v for k, v in fixture_env("seed").items() if k in keep})
+    assert env.node.shared_dir == "/mnt/batch/tasks/shared"
+    assert (env.pool_id, env.node.id, env.node.is_dedicated) == (None, None, None)
+    assert env.node.is_spot  # unknown is handled as Spot
+    assert (env.task.user, env.task.user_identity) == (None, None)
+    assert {w.where for w in env.warnings} == {
+        "AZ_BATCH_ACCOUNT_NAME",
+        "AZ_BATCH_ACCOUNT_URL",
+        "AZ_BATCH_POOL_ID",
+        "AZ_BATCH_NODE_ID",
+        "AZ_BATCH_NODE_IS_DEDICATED",
+        "AZ_BATCH_NODE_STARTUP_DIR",
+        "AZ_BATCH_TASK_DIR",
+        "AZ_BATCH_TASK_WORKING_DIR",
+        "AZ_BATCH_TASK_USER",
+        "AZ_BATCH_TASK_USER_IDENTITY",
+    }
+
+
+@pytest.mark.parametrize(
+    "pool_id, used",
+    [
+        ("render\nnode     fake-node, dedicated", "render_node_____fake-node__dedicated"),
+        ("j\u0435-moeder-47", "j_-moeder-47"),  # a Cyrillic look-alike
+        ("farm\u202e74-redeom", "farm_74-redeom"),  # right-to-left override
+    ],
+)
+def test_a_bad_pool_id_is_a_warning_and_never_used_as_it_came(pool_id: str, used: str) -> None:
+    variables = fixture_env("seed")
+    variables["AZ_BATCH_POOL_ID"] = pool_id
+    env = BatchEnv.from_environ(variables)
+    assert env.pool_id == used
+    [warning] = env.warnings
+    assert warning.where == f"AZ_BATCH_POOL_ID={pool_id!a}"
+    assert warning.where.isascii() and warning.where.isprintable()
+    assert warning.message.endswith(f"shown and used as {used!r}")
+
+
+def test_the_two_invented_variables_are_not_modelled() -> None:
+    variables = fixture_env("seed")
+    variables["AZ_BATCH_RESERVED_EPHEMERAL_DISK_SPACE_BYTES"] = "1"
+    variables["AZ_BATCH_OS_RESERVED_EPHEMERAL_DISK_SPACE_BYTES"] = "2"
+    env = BatchEnv.from_environ(variables)
+    assert env.reserved_disk_space.task_bytes is None
+    assert [v.name for v in env.extra] == [
+        "AZ_BATCH_OS_RESERVED_EPHEMERAL_DISK_SPACE_BYTES",
+        "AZ_BATCH_RESERVED_EPHEMERAL_DISK_SPACE_BYTES",
+    ]
+
+
+def test_package_choice_is_said_and_the_right_folder_used() -> None:
+    env = BatchEnv.from_environ(fixture_env("two_folders"))
+    choices = {i: env.choose_package(i) for i in ("blender", "ffmpeg", "flamenco-worker")}
+    assert {i: (c.package.version, c.reason) for i, c in choices.items() if c} == {
+        "blender": ("4.1.0", "the pool's default version"),
+        "ffmpeg": ("10.0", "the highest version"),
+        "flamenco-worker": ("3.5.2", "the highest version"),
+    }
+    worker = choices["flamenco-worker"]
+    assert worker is not None and [p.version for p in worker.others] == ["3.4.1"]
+
+
+def test_an_unparseable_folder_is_found_by_its_variables() -> None:
+    env = BatchEnv.from_environ(fixture_env("unparseable_package"))
+    worker = env.find_package("flamenco-worker")
+    assert worker is not None and worker.path.endswith("/app-7f3c2a1e")
+    assert (worker.id, worker.version, worker.is_default) == (None, None, None)
+    assert worker.is_default_for("Flamenco-Worker")
+    assert env.find_package("scenes") is not None

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,7 +34,7 @@ from node_agent.settings import load_settings
 from node_agent.simulate import rebase
 from node_agent.standins.manager import FakeManager
 from tests.agent import Agent, alive, worker_node
-from tests.helpers import wait_until
+from tests.helpers import needs_mount_namespace, wait_until
 from tests.nodes import CLOSED_LOOPBACK, TestNode
 
 Start = Callable[..., Agent]
@@ -123,32 +121,11 @@ def test_a_planted_state_never_gets_an_unrelated_process_killed(
 # ---- a full disk: a small real tmpfs in a private mount namespace -------------------
 
 
-@functools.cache
-def _tmpfs_refusal() -> str:
-    """Why a tmpfs in a private mount namespace cannot be had here ("" if it can)."""
-    if shutil.which("unshare") is None:
-        return "needs unshare(1) (util-linux)"
-    probe = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode != 0:
-        return (
-            "needs permission to mount a tmpfs in a private mount namespace (root or "
-            f"CAP_SYS_ADMIN): {probe.stderr.strip()}"
-        )
-    return ""
-
-
 def on_tmpfs(mount_at: Path, options: str, then: str = "") -> tuple[str, ...]:
     """A command prefix: a private mount namespace with a tmpfs (``options``) at
     ``mount_at``, the shell commands ``then`` run in it, then the command. Skips the
     test where that is not permitted."""
-    refusal = _tmpfs_refusal()
-    if refusal:
-        pytest.skip(refusal)
+    needs_mount_namespace()
     script = f'mount -t tmpfs -o {options} tmpfs "$0" || exit 97\n{then}\nexec "$@"'
     return ("unshare", "-m", "--propagation", "private", "sh", "-c", script, str(mount_at))
 
@@ -165,7 +142,7 @@ def fill(directory: Path) -> Path:
 
 def test_a_full_disk_never_stops_supervision(tmp_path: Path, run_agent: Start) -> None:
     node = worker_node(tmp_path / "node")
-    agent = run_agent("count,wait", node=node, prefix=on_tmpfs(node.shared, "size=4m"))
+    agent = run_agent("count,wait", node=node, wrapper=on_tmpfs(node.shared, "size=4m"))
     agent.view = f"/proc/{agent.process.pid}/root"
     first = agent.wait_running()["worker_pid"]
     filler = fill(Path(agent.view + str(node.shared)))
@@ -195,7 +172,7 @@ def test_no_room_for_the_lock_file_or_the_state_is_no_reason_not_to_run(
         'i=0; while touch "$0/.inode-$i" 2>/dev/null; do i=$((i+1)); done'
     )
     agent = run_agent(
-        "count,wait", node=node, prefix=on_tmpfs(node.shared, "size=1m,nr_inodes=64", then)
+        "count,wait", node=node, wrapper=on_tmpfs(node.shared, "size=1m,nr_inodes=64", then)
     )
     agent.view = f"/proc/{agent.process.pid}/root"
     wait_until(agent.runs, what="the worker's start")
@@ -215,7 +192,7 @@ def test_the_worker_log_lives_through_a_full_disk(tmp_path: Path, run_agent: Sta
     # stdout.txt alone on a small disk; the agent's own messages go elsewhere.
     prefix = (*on_tmpfs(disk, "size=1m"), "sh", "-c", 'exec "$@" >"$0"', f"{disk}/stdout.txt")
     page = os.sysconf("SC_PAGE_SIZE")  # a full page: the next byte needs a new one
-    agent = run_agent(f"count,usr1-lines:line,out:{'x' * (page - 1)},wait", prefix=prefix)
+    agent = run_agent(f"count,usr1-lines:line,out:{'x' * (page - 1)},wait", wrapper=prefix)
     agent.view = f"/proc/{agent.process.pid}/root"
     stdout = Path(agent.view + str(disk / "stdout.txt"))
     worker = agent.wait_running()["worker_pid"]

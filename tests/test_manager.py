@@ -15,7 +15,7 @@ from node_agent.flavour import Flavour
 from node_agent.manager import (
     ManagerCheck,
     ManagerUnavailable,
-    forget_worker,
+    proxies_for,
     wait_for_manager,
     worker_id,
 )
@@ -33,14 +33,7 @@ def _free_port() -> int:
 def _check(
     url: str, flavour: Flavour = Flavour.V3, deadline: Optional[float] = None, timeout: float = 5.0
 ) -> ManagerCheck:
-    return ManagerCheck(
-        url=url,
-        flavour=flavour,
-        cap=60.0,
-        deadline=deadline,
-        credentials=Path("/nonexistent"),
-        timeout=timeout,
-    )
+    return ManagerCheck(url=url, flavour=flavour, cap=60.0, deadline=deadline, timeout=timeout)
 
 
 def test_waits_until_the_manager_comes_up(caplog: pytest.LogCaptureFixture) -> None:
@@ -114,18 +107,42 @@ def test_a_stop_request_ends_the_wait() -> None:
         wait_for_manager(_check(CLOSED_LOOPBACK), lambda s: None, lambda: True)
 
 
-def test_forget_worker(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "node_agent")
-    manager = FakeManager().start()
+def test_proxies_follow_the_workers_rules() -> None:
+    proxy = {"HTTP_PROXY": "http://proxy:3128", "https_proxy": "proxy:3129"}
+    assert proxies_for("http://manager:8080/", proxy) == {"http": "http://proxy:3128"}
+    # Lower case too, and a proxy without a scheme is http://, as Go reads it.
+    assert proxies_for("https://manager/", proxy) == {"https": "http://proxy:3129"}
+    # Upper case wins over lower case, as in Go.
+    both = {"HTTP_PROXY": "http://upper:1", "http_proxy": "http://lower:2"}
+    assert proxies_for("http://manager/", both) == {"http": "http://upper:1"}
+    # Never for a loopback host; not for a host NO_PROXY names.
+    assert proxies_for("http://127.0.0.1:8080/", proxy) == {}
+    assert proxies_for("http://localhost/", proxy) == {}
+    no_proxy = {**proxy, "NO_PROXY": "10.0.0.4,.farm.example"}
+    assert proxies_for("http://10.0.0.4:8080/", no_proxy) == {}
+    assert proxies_for("http://manager.farm.example/", no_proxy) == {}
+    assert proxies_for("http://10.0.0.5:8080/", no_proxy) == {"http": "http://proxy:3128"}
+    assert proxies_for("http://manager/", {}) == {}
+
+
+def test_the_wait_goes_through_the_workers_proxy() -> None:
+    # The Manager's address is unreachable; the "proxy" is a local server that answers.
+    proxy = StandinServer(lambda request: Response(200, {"version": "via-proxy"})).start()
     try:
-        manager.workers["w-1"] = {"name": "node-1", "status": "offline"}
-        assert forget_worker(manager.url, "w-1")
-        assert manager.workers == {}
-        assert forget_worker(manager.url, "w-1")  # already gone: 404 is fine
+        check = ManagerCheck(
+            url="http://manager.invalid:8080/",
+            flavour=Flavour.V3,
+            cap=1.0,
+            deadline=None,
+            proxies=proxies_for("http://manager.invalid:8080/", {"HTTP_PROXY": proxy.url}),
+        )
+        assert wait_for_manager(check, lambda s: None, lambda: False) == (
+            "Flamenco Manager via-proxy"
+        )
+        [request] = proxy.requests
+        assert request.path == "http://manager.invalid:8080/api/v3/version"  # proxy form
     finally:
-        manager.stop()
-    assert not forget_worker(CLOSED_LOOPBACK, "w-1")
-    assert "could not remove worker w-1 from the Manager: connection refused" in caplog.text
+        proxy.stop()
 
 
 def test_worker_id_from_credentials(tmp_path: Path) -> None:

@@ -21,17 +21,17 @@ Start = Callable[..., Agent]
 Services = tuple[FakeManager, FakeImds]
 
 
-def _registered(tmp_path: Path, manager: FakeManager) -> TestNode:
+def _registered(tmp_path: Path, manager: FakeManager) -> tuple[TestNode, str]:
     """A node whose v3 worker registered before: credentials on disk, known to the
-    Manager."""
+    Manager; and its id."""
     node = worker_node(tmp_path / "node")
     home = node.shared / ".node-agent/worker/home"
     home.mkdir(parents=True)
+    worker = manager.add_worker("spot-render-v3-0f6a1c2e9d8b", "s3cret-of-w-42", "awake")
     (home / "flamenco-worker-credentials.yaml").write_text(
-        "worker_id: w-42\nworker_secret: s3cret-of-w-42\n"
+        f"worker_id: {worker}\nworker_secret: s3cret-of-w-42\n"
     )
-    manager.workers["w-42"] = {"name": "spot-render-v3-0f6a1c2e9d8b", "status": "awake"}
-    return node
+    return node, worker
 
 
 def test_worker_starts_only_once_the_manager_answers(run_agent: Start) -> None:
@@ -62,30 +62,32 @@ def test_worker_starts_only_once_the_manager_answers(run_agent: Start) -> None:
     assert [r.path for r in manager.server.requests] == ["/api/v3/version"]
 
 
-def _watching(tmp_path: Path, run_agent: Start, services: Services, steps: str) -> Agent:
+def _watching(
+    tmp_path: Path, run_agent: Start, services: Services, steps: str
+) -> tuple[Agent, str]:
     """The agent on a node whose worker registered before, once its worker runs and
-    its watcher polls the stand-in Metadata Service."""
+    its watcher polls the stand-in Metadata Service; and the worker's id."""
     manager, imds = services
-    node = _registered(tmp_path, manager)
+    node, worker = _registered(tmp_path, manager)
     agent = run_agent(steps, node=node, manager=manager, imds=imds)
     agent.wait_running()
     wait_until(lambda: imds.server.received("GET", EVENTS_PATH))
-    return agent
+    return agent, worker
 
 
 def test_preempt_stops_the_worker_forgets_it_and_acknowledges(
     tmp_path: Path, run_agent: Start, services: Services
 ) -> None:
     manager, imds = services
-    agent = _watching(tmp_path, run_agent, services, "count,term-stamp,wait")
+    agent, worker = _watching(tmp_path, run_agent, services, "count,term-stamp,wait")
     scheduled = time.time()
     imds.schedule("Preempt", "PRE-1")
     assert agent.wait() == EXIT_OK
     exited = float((agent.work / "exited").read_text())  # the worker got SIGTERM
     assert exited >= scheduled
-    [delete] = manager.server.received("DELETE", "/api/v3/worker-mgt/workers/w-42")
+    [delete] = manager.server.received("DELETE", f"/api/v3/worker-mgt/workers/{worker}")
     assert delete.at >= exited  # after the worker had exited
-    assert "w-42" not in manager.workers
+    assert manager.worker(worker).deleted
     assert imds.acknowledged() == ["PRE-1"]
     [ack] = imds.server.received("POST", EVENTS_PATH)
     assert ack.at >= delete.at
@@ -98,7 +100,7 @@ def test_other_vms_events_and_freeze_are_ignored(
     tmp_path: Path, run_agent: Start, services: Services
 ) -> None:
     manager, imds = services
-    agent = _watching(tmp_path, run_agent, services, "count,wait")
+    agent, _ = _watching(tmp_path, run_agent, services, "count,wait")
     worker = agent.state()["worker_pid"]
     imds.schedule("Preempt", "NOT-US", resources=["another-vm"])
     imds.schedule("Freeze", "FRZ-1")
@@ -117,7 +119,7 @@ def test_a_failing_metadata_service_never_stops_the_worker(
     tmp_path: Path, run_agent: Start, services: Services
 ) -> None:
     _, imds = services
-    agent = _watching(tmp_path, run_agent, services, "count,wait")
+    agent, _ = _watching(tmp_path, run_agent, services, "count,wait")
     worker = agent.state()["worker_pid"]
     for mode, kind in (("500", b"HTTP 500"), ("garbage", b"invalid JSON")):
         imds.fail(mode)

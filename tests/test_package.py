@@ -15,8 +15,10 @@ import psutil
 import pytest
 import yaml
 
+from node_agent.cli import main
 from node_agent.envfile import load_env_file
-from node_agent.simulate import SimulatedNode, start_task_command, zip_package
+from node_agent.simulate import SimulatedNode, tool_packages
+from node_agent.simulate_pool import SimulatedPool
 from node_agent.standins.imds import EVENTS_PATH, FakeImds
 from node_agent.standins.manager import FakeManager
 from tests.helpers import AZ_ENV, wait_until
@@ -24,13 +26,12 @@ from tests.helpers import AZ_ENV, wait_until
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "packaging" / "build"
 POOL = REPO / "packaging" / "pool.json"
-STANDINS = REPO / "packaging" / "standin-packages"
 NODE_NAME = "spot-render-v3-0f6a1c2e9d8b"
 
 
-def _build(worker: Path, out: Path) -> subprocess.CompletedProcess[str]:
+def _build(worker: Path, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(BUILD), "--worker", str(worker), "--out", str(out)],
+        [sys.executable, str(BUILD), "--worker", str(worker), "--out", str(out), *options],
         capture_output=True,
         text=True,
         timeout=600,
@@ -60,6 +61,11 @@ def test_package_layout(package: Path) -> None:
     assert names == sorted(names)
     assert "node-agent" in infos and "flamenco-worker" in infos  # at the top level
     assert not any(n.startswith("node_agent/") or "/node_agent/standins/" in n for n in names)
+    # The operator's pool generator and farm commands stay on the operator's side.
+    assert not any("poolgen" in n or "poolcheck" in n or "make-pool" in n for n in names)
+    assert "_node_agent/lib/node_agent/cli.py" in names
+    assert not any(n.startswith("_node_agent/lib/node_agent/fleet") for n in names)
+    assert not any("/azure/" in n for n in names)
     assert any(
         n.startswith("_node_agent/vendor-x86_64/psutil/") and n.endswith(".abi3.so") for n in names
     )
@@ -123,6 +129,17 @@ def test_packaged_agent_runs_isolated(package: Path, tmp_path: Path, python: str
     )
     assert imports.returncode == 0, imports.stderr
     assert imports.stdout.startswith(str(tmp_path / "_node_agent/vendor-x86_64"))
+    # The operator's farm commands are not on the node: it says how to get them.
+    fleet = subprocess.run(
+        [python, "-I", str(tmp_path / "node-agent"), "fleet", "status", "--pool", "p"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert fleet.returncode == 3 and "pip install 'node-agent[fleet]'" in fleet.stderr
+    assert "Traceback" not in fleet.stderr
 
 
 @pytest.mark.parametrize(
@@ -151,24 +168,25 @@ def test_builder_refuses_a_bad_worker_release(tmp_path: Path, fault: str, messag
     assert not (tmp_path / "out.zip").exists()
 
 
-def test_pool_template_matches_the_batch_sdk() -> None:
-    from azure.batch.models import PoolAddParameter
-
-    document = json.loads(POOL.read_text())
-    model = PoolAddParameter.deserialize(document)
-    assert not model.validate()
-    # The SDK drops fields it does not know: a misspelt one would be missing here.
-    assert model.serialize(keep_readonly=True) == document
-    start = document["startTask"]
-    assert start["waitForSuccess"] is False
-    assert start["userIdentity"]["autoUser"]["elevationLevel"] == "nonadmin"
-    assert start["commandLine"].startswith("/bin/sh -c ")
-    assert {r["applicationId"] for r in document["applicationPackageReferences"]} == {
-        "blender",
-        "ffmpeg",
-        "flamenco-worker",
-    }
-    assert "FLAMENCO_MANAGER_URL" in start_task_command(POOL)[1]
+def test_builder_leaves_out_the_manager_and_the_bundled_ffmpeg(tmp_path: Path) -> None:
+    release = tmp_path / "flamenco-3.6-linux-amd64"
+    shutil.copytree(REPO / "packaging" / "standin-worker", release)
+    (release / "flamenco-manager").write_text("the Manager")
+    (release / "tools").mkdir()
+    (release / "tools" / "ffmpeg-linux-amd64").write_text("a bundled ffmpeg")
+    (release / "tools" / "README.txt").write_text("kept")
+    result = _build(release, tmp_path / "out.zip")
+    assert result.returncode == 0, result.stderr
+    assert "left out flamenco-manager: the Manager does not run on worker nodes" in result.stdout
+    assert "left out tools/ffmpeg-linux-amd64: the worker would run it" in result.stdout
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        names = set(archive.namelist())
+    assert "flamenco-manager" not in names and "tools/ffmpeg-linux-amd64" not in names
+    assert {"flamenco-worker", "tools/README.txt"} <= names
+    kept = _build(release, tmp_path / "k.zip", "--keep-bundled-ffmpeg")
+    assert kept.returncode == 0 and "left out tools/" not in kept.stdout
+    with zipfile.ZipFile(tmp_path / "k.zip") as archive:
+        assert "tools/ffmpeg-linux-amd64" in archive.namelist()
 
 
 def _tree_of(root: Path) -> list[psutil.Process]:
@@ -188,11 +206,13 @@ def test_simulated_node_end_to_end(
     manager, imds = services
     root = tmp_path / "batch" / "tasks"
     fixture = load_env_file(str(AZ_ENV / "newer_spot.env"))
-    packages = {
-        "flamenco-worker": package,
-        "blender": zip_package(STANDINS / "blender", tmp_path / "blender.zip"),
-        "ffmpeg": zip_package(STANDINS / "ffmpeg", tmp_path / "ffmpeg.zip"),
-    }
+    packages = {"flamenco-worker": package, **tool_packages(tmp_path)}
+    # Built by packaging/build-tool from release archives: top folders gone, links
+    # (to a file, to a folder) materialised.
+    with zipfile.ZipFile(packages["blender"]) as blender:
+        assert blender.namelist() == ["4.2/datafiles/README", "blender", "readme.txt"]
+    with zipfile.ZipFile(packages["ffmpeg"]) as ffmpeg:
+        assert ffmpeg.namelist() == ["ffmpeg", "ffprobe", "model/README", "models/README"]
     node = SimulatedNode(
         root,
         fixture,
@@ -203,36 +223,50 @@ def test_simulated_node_end_to_end(
         {
             "FLAMENCO_MANAGER_URL": manager.url,
             "NODE_AGENT_IMDS_URL": imds.url,
+            "FLAMENCO_STANDIN_TIME_SCALE": "0.05",  # the stand-in worker's own waits
             "NODE_AGENT_MIN_UPTIME": "0.001",
         },
     )
     node.lay_out()
     stdout, stderr = node.startup / "stdout.txt", node.startup / "stderr.txt"
+    render = manager.add_task("render", "blender", [{"name": "blender-render", "parameters": {}}])
+    encode = manager.add_task("encode", "ffmpeg", [{"name": "frames-to-video", "parameters": {}}])
 
-    # First boot: the worker registers with the node's name and starts working.
+    # First boot: the worker registers with the node's name, is awake and works.
     node.start()
-    wait_until(
-        lambda: b"signed on" in stdout.read_bytes() and b"ffmpeg:" in stdout.read_bytes(), 60
-    )
+    wait_until(lambda: manager.task_status(encode) == "completed", 60)
+    assert manager.task_status(render) == "completed"
     assert manager.registered_names() == [NODE_NAME]
+    [worker] = manager.named(NODE_NAME)
+    assert worker.status == "awake"
     shared = root / "shared"
     path = node.environ["PATH"]
     for tool in ("blender", "ffmpeg", "ffprobe"):
         assert shutil.which(tool, path=path) == str(shared / tool)
     out = stdout.read_text()
-    assert f"blender: {shared}/blender: Blender 4.2.3 (stand-in)" in out
-    assert "STAND-IN Flamenco Worker starting" in out and "node-agent:" not in out
+    assert f"path={shared}/blender version=Blender 4.2.3 (stand-in)" in out
+    assert "starting Flamenco Worker (STAND-IN)" in out and "node-agent:" not in out
+    assert "\x1b" not in out  # NO_COLOR: no colour escapes in stdout.txt
     err = stderr.read_text()
     assert "node-agent: INFO: worker started" in err and "STAND-IN" not in err
     # The doctor's report, once at start-up, is in stderr.txt for whoever reads it.
     assert "node-agent: INFO: health report (node-agent doctor): all checks passed" in err
     assert "node-agent: INFO:   OK       blender --version           Blender 4.2.3" in err
+    # The pool's shared storage, mounted where the pool says (where a mount namespace
+    # can be had), checked before the start.
+    share = root / "fsmounts" / "flamenco"
+    if node.storage_note.startswith("NOT simulated"):
+        assert "SKIPPED  storage                     no shared storage configured" in err
+    else:
+        assert f"OK       storage flamenco            {share} (" in err
+        assert f"shared storage ready: {share} (" in err
     config = yaml.safe_load((shared / ".node-agent/worker/flamenco-worker.yaml").read_text())
     assert config == {
         "manager_url": manager.url,
         "task_types": ["blender", "ffmpeg", "file-management", "misc"],
         "restart_exit_code": 75,
         "worker_name": NODE_NAME,
+        "oom_score_adjust": 500,
     }
     credentials = yaml.safe_load(
         (shared / ".node-agent/worker/home/flamenco-worker-credentials.yaml").read_text()
@@ -245,22 +279,23 @@ def test_simulated_node_end_to_end(
 
     # Reboot: the start task runs again and the worker re-uses its credentials.
     node.start()
-    wait_until(lambda: stdout.read_text().count("signed on") == 2, 60)
+    accepted = "manager accepted sign-on startup_state=awake"
+    wait_until(lambda: stdout.read_text().count(accepted) == 2, 60)
     assert manager.registered_names() == [NODE_NAME]
-    assert "using the credentials in" in stdout.read_text()
 
-    # The Manager asks for a restart: the worker exits with the restart code and the
-    # agent starts it again at once.
+    # The Manager asks for a restart: the worker signs off, exits with the restart
+    # code, and the agent starts it again at once.
     manager.ask("restart")
-    wait_until(lambda: stdout.read_text().count("signed on") == 3, 60)
+    wait_until(lambda: stdout.read_text().count(accepted) == 3, 60)
     assert "the worker asked to be restarted; restart now" in stderr.read_text()
+    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 2
 
     # Spot preemption: the worker signs off, the Manager drops it, the event is
     # acknowledged, and the start task ends.
     imds.schedule("Preempt", "EVICT-1")
     assert node.process is not None and node.process.wait(60) == 0
-    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 2
-    assert credentials["worker_id"] not in manager.workers
+    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 3
+    assert manager.worker(credentials["worker_id"]).deleted
     assert imds.acknowledged() == ["EVICT-1"]
     assert _tree_of(root) == []
 
@@ -269,6 +304,45 @@ def test_simulated_node_end_to_end(
     for secret in (credentials["worker_secret"], fixture["AZ_BATCH_AUTHENTICATION_TOKEN"]):
         assert secret not in everything
     assert imds.server.received("GET", EVENTS_PATH)
+
+
+def test_simulated_pool_for_fleet(
+    package: Path,
+    tmp_path: Path,
+    services: tuple[FakeManager, FakeImds],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """packaging/simulate-node --nodes N: nodes of one pool running the real start
+    task, and a Batch service that node-agent fleet reads their state files from."""
+    manager, imds = services
+    pool = SimulatedPool(
+        tmp_path,
+        load_env_file(str(AZ_ENV / "newer_spot.env")),
+        {"flamenco-worker": package, **tool_packages(tmp_path)},
+        POOL,
+        {"FLAMENCO_MANAGER_URL": manager.url, "NODE_AGENT_IMDS_URL": imds.url},
+        count=2,
+    )
+    pool.lay_out()
+    pool.start()
+    try:
+        wait_until(lambda: [w.status for w in manager.live_workers()] == ["awake"] * 2, 60)
+        env_file = tmp_path / "fleet.env"
+        pool.write_env_file(env_file, {"FLAMENCO_MANAGER_URL": manager.url})
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        for name, value in load_env_file(str(env_file)).items():
+            monkeypatch.setenv(name, value)
+        assert main(["fleet", "status", "--pool", pool.pool_id, "--json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+    finally:
+        codes = pool.stop()
+    assert codes == [0, 0]
+    assert document["summary"]["idle"] == 2 and document["pool"]["target_dedicated"] == 1
+    for node in document["nodes"]:
+        assert node["agent"]["phase"] == "running" and node["worker"]["status"] == "awake"
+        assert node["worker_name"] == node["agent"]["worker_name"] == node["worker"]["name"]
+    assert [n["dedicated"] for n in document["nodes"]] == [True, False]
 
 
 SIMULATE = REPO / "packaging" / "simulate-node"
@@ -293,7 +367,9 @@ def test_simulate_node_refuses_bad_input_without_a_traceback_or_a_leftover(
     not_a_zip.write_text("text")
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    tiny = zip_package(STANDINS / "ffmpeg", tmp_path / "tiny.zip")
+    tiny = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(tiny, "w") as archive:
+        archive.writestr("flamenco-worker", "")
     for args, code, message in (
         (("--fixture", "nope"), 2, "--fixture 'nope': no such fixture; one of "),
         (("--package", str(tmp_path / "absent.zip")), 2, "absent.zip: not a zip file"),
@@ -314,7 +390,8 @@ def test_a_killed_simulator_leaves_no_node_running(package: Path, tmp_path: Path
     simulator = _simulate(tmp_path, "--root", str(root), "--package", str(package))
     try:
         stdout = root / "startup" / "stdout.txt"
-        wait_until(lambda: stdout.exists() and b"signed on" in stdout.read_bytes(), 60)
+        signed_on = b"manager accepted sign-on"
+        wait_until(lambda: stdout.exists() and signed_on in stdout.read_bytes(), 60)
         state = json.loads((root / "shared" / ".node-agent" / "state.json").read_text())
         agent, worker = psutil.Process(state["agent_pid"]), psutil.Process(state["worker_pid"])
         simulator.kill()  # SIGKILL: no chance to clean up by itself

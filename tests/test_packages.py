@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node_agent.packages import flatten, group_packages
+from node_agent.packages import choose_package, flatten, group_packages
 
 # Batch application ids: letters, digits, '-' and '_'; versions also '.' (and '#',
 # which Batch flattens too).
@@ -43,18 +43,14 @@ def test_default_and_versioned_variables_always_recover(
         (_case(_flat_as_batch(package_id), how), path),
         (_case(_flat_as_batch(f"{package_id}_{version}"), how), path),
     ]
-    packages, misfits = group_packages(pairs)
-    assert misfits == []
-    [package] = packages
+    [package] = group_packages(pairs)
     assert (package.id, package.version, package.is_default) == (package_id, version, True)
     assert package.matches(package_id)
 
 
 @given(ids, versions, timestamps)
 def test_default_variable_alone_recovers(package_id: str, version: str, stamp: str) -> None:
-    [package], _ = group_packages(
-        [(_flat_as_batch(package_id), _folder(package_id, version, stamp))]
-    )
+    [package] = group_packages([(_flat_as_batch(package_id), _folder(package_id, version, stamp))])
     assert (package.id, package.version) == (package_id, version)
 
 
@@ -63,9 +59,7 @@ def test_versioned_variable_alone_recovers_or_says_unknown(
     package_id: str, version: str, stamp: str, how: str
 ) -> None:
     suffix = _case(_flat_as_batch(f"{package_id}_{version}"), how)
-    packages, misfits = group_packages([(suffix, _folder(package_id, version, stamp))])
-    assert misfits == []
-    [package] = packages
+    [package] = group_packages([(suffix, _folder(package_id, version, stamp))])
     assert (package_id, version) in package.readings
     assert not package.is_default
     # The joining '_' is ambiguous exactly when it touches another flattened '_' that
@@ -87,10 +81,20 @@ def test_a_variable_for_another_package_never_fits(
 ) -> None:
     if flatten(other) == flatten(package_id):
         return
-    packages, misfits = group_packages(
-        [(_flat_as_batch(other), _folder(package_id, version, stamp))]
-    )
-    for package in packages:
-        # A prefix of the real id can fit the folder, but never as the real split.
-        assert (package_id, version) not in package.readings
-    assert len(packages) + len(misfits) == 1
+    [package] = group_packages([(_flat_as_batch(other), _folder(package_id, version, stamp))])
+    # A prefix of the real id can fit the folder, but never as the real split; a
+    # variable that does not fit at all leaves a package of unknown version that its
+    # variable still names.
+    assert (package_id, version) not in package.readings
+    assert package.matches(other)
+
+
+@given(st.text(min_size=1, max_size=30), ids)
+def test_any_folder_name_is_a_package_its_variable_finds(folder: str, package_id: str) -> None:
+    folder = folder.replace("/", "_")
+    path = f"/mnt/batch/tasks/applications/{folder}"
+    for suffix in (_flat_as_batch(package_id), _flat_as_batch(package_id) + "_1_0"):
+        [package] = group_packages([(suffix, path)])
+        assert package.path == path and package.matches(package_id)
+        found = choose_package([package], package_id)
+        assert found is not None and found.package is package

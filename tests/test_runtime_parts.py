@@ -104,6 +104,13 @@ def test_worker_spec_per_flavour(tmp_path: Path) -> None:
             assert spec.argv[1:] == ("-restart-exit-code", "75")
             assert env["FLAMENCO_HOME"] == plan.layout.worker_home
             assert env["FLAMENCO_WORKER_NAME"] == plan.worker_name
+            assert env["NO_COLOR"] == "1"  # no colour escapes in stdout.txt
+            with_args = load_settings({**environ, "FLAMENCO_WORKER_ARGS": "-debug"}, {}, None)
+            assert worker_spec(plan, with_args, environ).argv[1:] == (
+                "-restart-exit-code",
+                "75",
+                "-debug",
+            )
         else:
             assert spec.argv[1:] == ()
             assert env["HOME"] == plan.layout.worker_home

@@ -181,3 +181,44 @@ def test_auto_flavour(version: Optional[str], flavour: Flavour, guessed: bool) -
 
 def test_explicit_flavour_wins() -> None:
     assert resolve_flavour(Flavour.V2, "3.5").flavour is Flavour.V2
+
+
+def test_worker_tags_oom_score_adjust_and_worker_args(tmp_path: Path) -> None:
+    defaults = load_settings(URL, {}, None)
+    assert defaults.worker_tags == () and defaults.worker_args == ()
+    assert defaults.oom_score_adjust == 500
+    environ = {
+        **URL,
+        "FLAMENCO_WORKER_TAGS": "Cycles GPU, EEVEE,,Cycles GPU",
+        "FLAMENCO_OOM_SCORE_ADJUST": "none",
+        "FLAMENCO_WORKER_ARGS": "-debug '-odd=a b'",
+    }
+    settings = load_settings(environ, {}, None)
+    assert settings.worker_tags == ("Cycles GPU", "EEVEE")
+    assert settings.oom_score_adjust is None
+    assert settings.worker_args == ("-debug", "-odd=a b")
+    config = tmp_path / "node-agent.yaml"
+    config.write_text(
+        "worker_tags: [Cycles GPU, CPU]\noom_score_adjust: 1000\nworker_args: [-debug, -quiet]\n"
+    )
+    from_file = load_settings({**URL, "NODE_AGENT_CONFIG": str(config)}, {}, None)
+    assert from_file.worker_tags == ("Cycles GPU", "CPU")
+    assert from_file.oom_score_adjust == 1000
+    assert from_file.worker_args == ("-debug", "-quiet")
+
+
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("FLAMENCO_OOM_SCORE_ADJUST", "-17", "a negative value needs a privilege"),
+        ("FLAMENCO_OOM_SCORE_ADJUST", "lots", "expected a whole number from 0 to 1000"),
+        ("FLAMENCO_WORKER_ARGS", "-restart-exit-code=3", "set restart_exit_code instead"),
+        ("FLAMENCO_WORKER_ARGS", "--manager http://x/", "set manager_url instead"),
+        ("FLAMENCO_WORKER_ARGS", "-version", "it makes the worker exit at once"),
+        ("FLAMENCO_WORKER_ARGS", "-debug 'unclosed", "as a shell would split them"),
+    ],
+)
+def test_bad_worker_settings(variable: str, value: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load_settings({**URL, variable: value}, {}, None)
+    assert message in str(caught.value.problems[0])

@@ -15,6 +15,8 @@ import pytest
 
 from node_agent.doctor import Context, Status, node_checks
 from node_agent.errors import EXIT_ALREADY_RUNNING, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
+from node_agent.standins.imds import FakeImds
+from node_agent.standins.manager import FakeManager
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
 from tests.workers.standin import MIXED_STDERR, MIXED_STDOUT
@@ -260,17 +262,19 @@ def test_status_without_any_state(tmp_path: Path) -> None:
     assert "has not run on this node" in result.stdout
 
 
-def test_a_stalled_stdout_reader_does_not_stop_the_agent_from_stopping(tmp_path: Path) -> None:
+def test_a_stalled_stdout_reader_does_not_stop_the_agent_from_stopping(
+    tmp_path: Path, services: tuple[FakeManager, FakeImds]
+) -> None:
     node = worker_node(tmp_path / "node")
     env = {
         **node.environ,
+        "FLAMENCO_MANAGER_URL": services[0].url,  # probed before every start
         "PATH": node.environ["PATH"] + ":/usr/bin:/bin",
         "FAKE_WORKER": "count,lines:200000,wait",
         "FAKE_WORKER_DIR": str(tmp_path),
         "NODE_AGENT_STOP_GRACE": "1",
         "NODE_AGENT_WATCH_EVENTS": "false",
     }
-    # The worker registered before, so it starts without waiting for a Manager.
     home = node.shared / ".node-agent/worker/home"
     home.mkdir(parents=True)
     (home / "flamenco-worker-credentials.yaml").write_text("worker_id: registered-before\n")

@@ -23,6 +23,11 @@ def test_v3_config_has_exactly_the_documented_keys() -> None:
     }
 
 
+def test_v3_config_has_oom_score_adjust_when_set() -> None:
+    document = yaml.safe_load(render_v3("http://m/", None, 75, "pool-abc", 500))
+    assert document["oom_score_adjust"] == 500
+
+
 def test_v3_config_quotes_awkward_names() -> None:
     document = yaml.safe_load(render_v3("http://m/", ("blender",), 9, "yes: no # really"))
     assert document["worker_name"] == "yes: no # really"

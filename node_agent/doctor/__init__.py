@@ -6,8 +6,9 @@ one sentence. Nothing secret is ever shown: credentials are reported as present 
 absent, variables through the redacting model.
 
 The checks live by family: ``setup_checks`` (environment, settings, PATH),
-``tool_checks`` (packages, executables, GPUs), ``service_checks`` (Manager, Metadata
-Service), ``node_checks`` (worker config, disk and memory, the agent).
+``tool_checks`` (packages, executables, libraries, GPUs), ``service_checks`` (Manager,
+Metadata Service), ``node_checks`` (worker config, disk and memory, the agent),
+``storage_checks`` (the shared storage the worker needs).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from node_agent.doctor.node_checks import (
 from node_agent.doctor.report import Row, Status, healthy, render, to_json
 from node_agent.doctor.service_checks import check_manager, check_metadata
 from node_agent.doctor.setup_checks import check_environment, check_path, check_settings
-from node_agent.doctor.tool_checks import check_gpus, check_packages, check_tools
+from node_agent.doctor.storage_checks import check_storage
+from node_agent.doctor.tool_checks import (
+    check_gpus,
+    check_libraries,
+    check_packages,
+    check_tools,
+)
 from node_agent.settings import Settings
 
 __all__ = ["CHECKS", "Context", "Row", "Status", "healthy", "render", "run_checks", "to_json"]
@@ -41,6 +48,7 @@ CHECKS: tuple[Check, ...] = (
     check_environment,
     check_settings,
     check_packages,
+    check_libraries,
     check_tools,
     check_path,
     check_shared_dir,
@@ -48,6 +56,7 @@ CHECKS: tuple[Check, ...] = (
     check_manager,
     check_metadata,
     check_resources,
+    check_storage,
     check_gpus,
     check_agent,
 )

@@ -80,15 +80,13 @@ def check_shared_dir(ctx: Context) -> list[Row]:
 
 
 def check_resources(ctx: Context) -> list[Row]:
-    """Free disk on the node root against Batch's reserved space; free memory."""
+    """Free disk on the node root against Batch's DiskFull threshold; free memory."""
     rows = []
     if ctx.env is None:
         rows.append(Row("disk", Status.SKIPPED, NEEDS_ENV))
     else:
-        reserved = ctx.env.reserved_disk_space
-        floor = max(
-            v or 0 for v in (reserved.task_bytes, reserved.node_bytes, reserved.os_bytes, 2**30)
-        )
+        # Batch marks the node DiskFull below this; 1 GiB where the node does not say.
+        floor = ctx.env.reserved_disk_space.task_bytes or 2**30
         try:
             free = shutil.disk_usage(ctx.env.node.root_dir).free
         except OSError as exc:
@@ -111,7 +109,7 @@ def check_resources(ctx: Context) -> list[Row]:
                     "disk",
                     status,
                     f"{free / 2**30:.1f} GiB free on "
-                    f"{ctx.env.node.root_dir} (reserved {floor / 2**30:.1f} GiB)",
+                    f"{ctx.env.node.root_dir} (DiskFull below {floor / 2**30:.1f} GiB)",
                     None
                     if status is Status.OK
                     else "free space (old job outputs, caches) or use a VM size with a "

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
+from node_agent.redact import printable
+
 JSON_SCHEMA_VERSION = 1
 
 
@@ -33,7 +35,9 @@ def render(rows: list[Row]) -> str:
     width = max(len(r.check) for r in rows)
     lines = []
     for row in rows:
-        lines.append(f"{row.status.value.upper():<8} {row.check:<{width}}  {row.found}")
+        # Found text quotes the node (paths, tool output): one line per row, always.
+        found = printable(row.found)
+        lines.append(f"{row.status.value.upper():<8} {row.check:<{width}}  {found}")
         if row.fix and row.status is not Status.OK:
             lines.append(f"{'':<8} {'':<{width}}  fix: {row.fix}")
     return "\n".join(lines)

@@ -4,20 +4,25 @@ Metadata Service."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import requests
 
 from node_agent.doctor.context import Context
 from node_agent.doctor.report import Row, Status
-from node_agent.manager import ManagerCheck, ManagerUnavailable, probe
+from node_agent.manager import (
+    ManagerCheck,
+    ManagerUnavailable,
+    manager_session,
+    probe,
+    proxies_for,
+)
 
 HTTP_TIMEOUT = 5.0
 
 
 def check_manager(ctx: Context) -> list[Row]:
-    """The Manager answers, and how fast."""
+    """The Manager answers (through the proxy the worker would use), and how fast."""
     if ctx.settings is None or ctx.flavour is None:
         return [Row("manager", Status.SKIPPED, "skipped: the settings or environment do not parse")]
     check = ManagerCheck(
@@ -25,13 +30,12 @@ def check_manager(ctx: Context) -> list[Row]:
         flavour=ctx.flavour,
         cap=1.0,
         deadline=None,
-        credentials=Path("/nonexistent"),
         timeout=HTTP_TIMEOUT,
+        proxies=proxies_for(ctx.settings.manager_url, ctx.environ),
     )
     started = time.monotonic()
     try:
-        with requests.Session() as session:
-            session.trust_env = False
+        with manager_session(check.proxies) as session:
             answer = probe(session, check)
     except ManagerUnavailable as exc:
         return [

@@ -7,6 +7,7 @@ import os
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
 from node_agent.env_model import TaskKind
+from node_agent.envview import user_text
 
 
 def check_environment(ctx: Context) -> list[Row]:
@@ -21,14 +22,27 @@ def check_environment(ctx: Context) -> list[Row]:
             )
         ]
     env = ctx.env
+    spot = "dedicated or Spot unknown"
+    if env.node.is_dedicated is not None:
+        spot = "dedicated" if env.node.is_dedicated else "Spot"
     rows = [
         Row(
             "environment",
             Status.OK,
-            f"pool {env.pool_id}, node {env.node.id} "
-            f"({'dedicated' if env.node.is_dedicated else 'Spot'})",
+            f"pool {env.pool_id or '-'}, node {env.node.id or '-'} ({spot})"
+            + (f"; {len(env.warnings)} warning(s)" if env.warnings else ""),
         )
     ]
+    rows.extend(
+        Row(
+            "environment",
+            Status.WARNING,
+            str(warning),
+            "nothing node-agent needs: the worker runs; correct the pool's configuration "
+            "if this is not meant to be",
+        )
+        for warning in env.warnings
+    )
     kind = env.task.kind
     rows.append(
         Row(
@@ -41,18 +55,14 @@ def check_environment(ctx: Context) -> list[Row]:
         )
     )
     identity = env.task.user_identity
-    rows.append(
-        Row(
-            "user",
-            Status.OK,
-            f"{env.task.user} ({identity.value}): "
-            + (
-                "admin, though node-agent needs no sudo"
-                if identity.is_admin
-                else "non-admin: no sudo, apt or systemd, and node-agent needs none"
-            ),
+    admin = "node-agent needs no sudo, apt or systemd"
+    if identity is not None:
+        admin = (
+            "admin, though node-agent needs no sudo"
+            if identity.is_admin
+            else "non-admin: no sudo, apt or systemd, and node-agent needs none"
         )
-    )
+    rows.append(Row("user", Status.OK, f"{user_text(env)}: {admin}"))
     return rows
 
 

@@ -1,5 +1,6 @@
-"""Checks of the packages and the executables in them: present, executable, and
-really running (blender, ffmpeg, ffprobe, nvidia-smi)."""
+"""Checks of the packages and the executables in them: present, executable, the
+shared libraries they need, and really running (blender, ffmpeg, ffprobe,
+nvidia-smi)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,18 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
+from typing import Optional
 
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
+from node_agent.flavour import Flavour
 from node_agent.layout import WORKER_EXECUTABLE
+from node_agent.libraries import package_for, report, with_packages
 from node_agent.survey import TOOL_PACKAGES, locate
+from node_agent.worker_ffmpeg import find_bundled
 
 TOOL_TIMEOUT = 20.0  # seconds for blender --version and friends
-# Libraries Blender needs that minimal Linux images lack, and the Debian/Ubuntu
-# packages that provide them.
-LIBRARY_PACKAGES = {
-    "libX11.so.6": "libx11-6",
-    "libXi.so.6": "libxi6",
-    "libXxf86vm.so.1": "libxxf86vm1",
-    "libXfixes.so.3": "libxfixes3",
-    "libXrender.so.1": "libxrender1",
-    "libGL.so.1": "libgl1",
-    "libEGL.so.1": "libegl1",
-    "libxkbcommon.so.0": "libxkbcommon0",
-    "libSM.so.6": "libsm6",
-    "libICE.so.6": "libice6",
-    "libXext.so.6": "libxext6",
-}
 
 
 def check_packages(ctx: Context) -> list[Row]:
@@ -114,8 +105,39 @@ def check_tools(ctx: Context) -> list[Row]:
     rows = []
     for tool in tools:
         flag = "--version" if tool == "blender" else "-version"
-        rows.append(_run_tool(tool, flag, path))
+        bundled = _worker_ffmpeg(ctx, path) if tool == "ffmpeg" else None
+        rows.append(bundled or _run_tool(tool, flag, path))
     return rows
+
+
+def _worker_ffmpeg(ctx: Context, path: str) -> Optional[Row]:
+    """The ffmpeg bundled with a v3 worker, which it runs before PATH; None when there
+    is none (the worker then runs the one on PATH)."""
+    package = ctx.env.find_package("flamenco-worker") if ctx.env else None
+    worker = locate(package.path, WORKER_EXECUTABLE) if package else None
+    bundled = find_bundled(worker.path) if worker and ctx.flavour is Flavour.V3 else None
+    if bundled is None:
+        return None
+    rebuild = "rebuild the flamenco-worker package with packaging/build, which leaves it out"
+    if not os.access(bundled, os.X_OK):
+        return Row(
+            "ffmpeg -version",
+            Status.FAILED,
+            f"{bundled} (bundled, run before PATH) is not executable: every ffmpeg task fails",
+            rebuild,
+        )
+    row = _run_tool(bundled, "-version", path)
+    found = f"{bundled} (bundled with the worker, run before PATH): {row.found}"
+    if row.status is Status.OK and not row.found.startswith("ffmpeg version "):
+        return Row("ffmpeg -version", Status.FAILED, found, "it is not ffmpeg: " + rebuild)
+    if row.status is Status.OK and ctx.env and ctx.env.find_package("ffmpeg"):
+        return Row(
+            "ffmpeg -version",
+            Status.WARNING,
+            found,
+            "the ffmpeg package is not what the worker runs: " + rebuild,
+        )
+    return replace(row, check="ffmpeg -version", found=found)
 
 
 def _run_tool(tool: str, flag: str, path: str) -> Row:
@@ -155,7 +177,7 @@ def _run_tool(tool: str, flag: str, path: str) -> Row:
     first = (result.stdout.strip() or result.stderr.strip()).splitlines()[:1]
     if result.returncode != 0:
         missing = re.findall(r"(lib[\w+.-]+\.so[.\d]*): cannot open shared object", result.stderr)
-        packages = sorted({LIBRARY_PACKAGES.get(lib, lib) for lib in missing})
+        packages = sorted({package_for(lib) or lib for lib in missing})
         fix = (
             "install the system libraries it needs (usually "
             f"{' '.join(packages)}) in the pool's image or a custom image"
@@ -170,6 +192,50 @@ def _run_tool(tool: str, flag: str, path: str) -> Row:
             fix,
         )
     return Row(name, Status.OK, first[0] if first else "(no output)")
+
+
+def check_libraries(ctx: Context) -> list[Row]:
+    """The shared libraries each tool needs: which the system lacks (the loader's
+    ``not found``), the package that usually provides each, and whether the tool's
+    package brings them."""
+    if ctx.env is None:
+        return [Row("libraries", Status.SKIPPED, NEEDS_ENV)]
+    rows = []
+    for tool in ctx.settings.tools if ctx.settings else ("blender", "ffmpeg", "ffprobe"):
+        package = ctx.env.find_package(TOOL_PACKAGES.get(tool, tool))
+        found = locate(package.path, tool) if package else None
+        if found is not None:
+            rows.append(_library_row(tool, found.path))
+    return rows
+
+
+def _library_row(tool: str, executable: str) -> Row:
+    name = f"libraries {tool}"
+    answer = report(executable)
+    if answer is None:
+        return Row(name, Status.SKIPPED, "no ldd on this node to ask the loader")
+    if not answer.dynamic:
+        return Row(name, Status.OK, "not dynamically linked (a static build or a script)")
+    if not answer.missing:
+        unused = f"; the package's {len(answer.bundled)} bundled ones are unused"
+        return Row(
+            name,
+            Status.OK,
+            "the system has every library it needs" + (unused if answer.bundled else ""),
+        )
+    found = f"the system lacks {with_packages(answer.missing)}"
+    if not answer.uncovered:
+        return Row(name, Status.OK, f"{found}; the package's bundled libraries cover them")
+    covered = f"; the package brings {', '.join(answer.covered)}" if answer.covered else ""
+    lacking = " ".join(sorted({package_for(lib) or lib for lib in answer.uncovered}))
+    return Row(
+        name,
+        Status.FAILED,
+        f"{found}{covered}; not covered: {', '.join(answer.uncovered)}",
+        f"bundle them (apt-get download {lacking} on the pool's Ubuntu release, then "
+        f"packaging/build-tool {tool} RELEASE --libs DIR), use an image that has them, or "
+        "set install_system_packages on a pool whose start task runs as admin",
+    )
 
 
 def check_gpus(ctx: Context) -> list[Row]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ class Response:
 
     status: int
     body: Any = None  # JSON-encoded unless bytes
+    headers: tuple[tuple[str, str], ...] = ()  # sent besides Content-Type and -Length
+    content_type: str = "application/json"
 
     def encoded(self) -> bytes:
         """The body as bytes."""
@@ -46,9 +49,12 @@ Handler = Callable[[Request], Optional[Response]]
 
 class StandinServer:
     """Serves ``handle(request)`` on 127.0.0.1; ``port=0`` picks a free port. A
-    handler returning None drops the connection without an answer."""
+    handler returning None drops the connection without an answer. With ``tls`` (a
+    server-side ``ssl.SSLContext``) it serves HTTPS."""
 
-    def __init__(self, handle: Handler, port: int = 0) -> None:
+    def __init__(
+        self, handle: Handler, port: int = 0, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         outer = self
@@ -76,8 +82,10 @@ class StandinServer:
                     return
                 body = response.encoded()
                 self.send_response(response.status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", response.content_type)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in response.headers:
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -88,6 +96,7 @@ class StandinServer:
 
         self._handler_class = _Handler
         self._port = port
+        self._tls = tls
         self._server: Optional[ThreadingHTTPServer] = None
 
     @property
@@ -98,13 +107,15 @@ class StandinServer:
     @property
     def url(self) -> str:
         """Its base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> StandinServer:
         """Bind the port (not before: a stand-in that is not started must refuse
         connections, as a server that is down does) and serve in the background."""
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler_class)
         self._server.daemon_threads = True
+        if self._tls is not None:
+            self._server.socket = self._tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()

@@ -1,0 +1,174 @@
+"""One round of ``fleet scale``: look at the pool and the Manager, decide
+(``scaling.decide``), and print the plan or carry it out, logging every action with
+its reason. What rounds hand on (``scaling.Memory``) is kept in a small JSON file,
+so a scaler run from a timer (``--once``) or restarted as a service carries on
+where it stopped. A thin edge."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from node_agent import fsutil
+from node_agent.fleet.batch import BatchFailure, BatchService
+from node_agent.fleet.flamenco import cancel_request, take_offline_lazily
+from node_agent.fleet.model import NodeView, Snapshot, node_workers
+from node_agent.fleet.observe import snapshot
+from node_agent.fleet.scaling import Act, Bounds, Memory, Plan, ScaleView, SpotNode, Step, decide
+from node_agent.log import get_logger
+from node_agent.manager_api import ManagerApi
+
+log = get_logger("fleet")
+
+# Nodes whose state file is worth reading for their worker's name: Spot nodes that
+# are up (a custom ``worker_name`` is only known from there).
+_NO_FILES = ("creating", "starting", "preempted", "leavingpool")
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    """The command line's choices for a round."""
+
+    bounds: Bounds
+    state_path: str  # the state file's path on the nodes
+    memory_file: Path  # what rounds hand on
+    apply: bool
+
+
+def default_memory_file(pool_id: str) -> Path:
+    """``$XDG_STATE_HOME/node-agent/fleet-scale-<pool>.json`` (``~/.local/state``)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "node-agent" / f"fleet-scale-{pool_id}.json"
+
+
+def load_memory(path: Path) -> Memory:
+    """The memory of earlier rounds (none: a fresh start, said when unreadable)."""
+    try:
+        document = json.loads(path.read_bytes())
+        unused = {str(k): float(v) for k, v in document.get("unused_since", {}).items()}
+        return Memory(unused, frozenset(str(i) for i in document.get("draining", ())))
+    except FileNotFoundError:
+        return Memory()
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        log.warning("scale: %s is unreadable (%s); starting afresh", path, exc)
+        return Memory()
+
+
+def save_memory(path: Path, memory: Memory) -> None:
+    """Write the memory atomically."""
+    document = {
+        "unused_since": dict(sorted(memory.unused_since.items())),
+        "draining": sorted(memory.draining),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fsutil.atomic_write(str(path), json.dumps(document, indent=2).encode() + b"\n", 0o644)
+
+
+def spot_view(look: Snapshot, now: float) -> ScaleView:
+    """What ``decide`` needs from a snapshot: the Spot nodes and their workers."""
+    queue = look.queue
+    assert queue is not None and look.workers is not None
+    workers = node_workers(look.pool.id, look.nodes, look.agents, look.workers)
+    nodes = tuple(
+        SpotNode(
+            n.id, n.state, workers[n.id], look.busy(workers[n.id]) is not None, n.start_task.failed
+        )
+        for n in look.nodes
+        if not n.dedicated and n.state != "leavingpool"
+    )
+    pool = look.pool
+    return ScaleView(now, pool.target_spot, pool.steady, pool.auto_scale, queue.demand, nodes)
+
+
+def _describe(step: Step) -> str:
+    if step.act is Act.RESIZE:
+        return f"resize the pool to {step.target} Spot node(s): {step.reason}"
+    if step.act in (Act.WAIT, Act.KEEP):
+        return f"{step.act.value}: {step.reason}"
+    what = {
+        Act.REMOVE: "remove",
+        Act.DRAIN: "take offline lazily the worker(s) of",
+        Act.UNDRAIN: "withdraw the lazy stop of the worker(s) of",
+        Act.REBOOT: "reboot",
+    }[step.act]
+    return f"{what} {len(step.nodes)} node(s) {', '.join(step.nodes)}: {step.reason}"
+
+
+def _carry_out(
+    step: Step, view: ScaleView, dedicated: int, batch: BatchService, api: ManagerApi
+) -> set[str]:
+    """Do one step; the nodes it could not be done for. Raises ``BatchFailure`` when
+    Batch refuses a resize or a removal."""
+    if step.act is Act.RESIZE:
+        assert step.target is not None
+        batch.resize(dedicated, step.target)
+    elif step.act is Act.REMOVE:
+        batch.remove(step.nodes)
+    elif step.act is Act.REBOOT:
+        failed = set()
+        for node_id in step.nodes:
+            try:
+                batch.reboot(node_id)
+            except BatchFailure as exc:
+                log.error("scale: %s", exc)
+                failed.add(node_id)
+        return failed
+    elif step.act in (Act.DRAIN, Act.UNDRAIN):
+        change = take_offline_lazily if step.act is Act.DRAIN else cancel_request
+        workers = {n.id: n.worker for n in view.nodes}
+        return {i for i in step.nodes if (w := workers[i]) is None or not change(api, w)}
+    return set()
+
+
+@dataclass(frozen=True)
+class Round:
+    """What a round did."""
+
+    plan: Optional[Plan]  # None: the Manager did not say enough to decide
+    memory: Memory  # for the next round
+    ok: bool  # every step was done (or, without --apply, the plan was made)
+
+
+def run_round(
+    batch: BatchService,
+    api: ManagerApi,
+    settings: ScaleSettings,
+    memory: Memory,
+    now: Optional[float] = None,
+) -> Round:
+    """One round. Raises ``BatchFailure`` when Batch cannot be asked at all."""
+
+    def worth_reading(node: NodeView) -> bool:
+        return not node.dedicated and node.state not in _NO_FILES
+
+    look = snapshot(batch, api, settings.state_path, worth_reading)
+    if look.workers is None or look.queue is None:
+        log.warning("scale: no decision this round: %s", look.manager_problem)
+        return Round(None, memory, False)
+    view = spot_view(look, time.time() if now is None else now)
+    plan = decide(view, settings.bounds, memory)
+    if not settings.apply:
+        for step in plan.steps:
+            print(f"would {_describe(step)}" if step.nodes or step.target else _describe(step))
+        return Round(plan, plan.memory, True)
+    draining, ok = set(plan.memory.draining), True
+    for step in plan.steps:
+        log.info("scale: %s", _describe(step))
+        try:
+            failed = _carry_out(step, view, look.pool.target_dedicated, batch, api)
+        except BatchFailure as exc:
+            log.error("scale: %s", exc)
+            failed, ok = set(step.nodes), False
+        ok = ok and not failed
+        # A change that did not happen is not remembered as done.
+        if step.act is Act.DRAIN:
+            draining -= failed
+        elif step.act in (Act.UNDRAIN, Act.REBOOT, Act.REMOVE):
+            draining |= failed & memory.draining
+    after = Memory(plan.memory.unused_since, frozenset(draining))
+    save_memory(settings.memory_file, after)
+    return Round(plan, after, ok)

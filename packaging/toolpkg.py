@@ -1,0 +1,316 @@
+"""Make a tool's application package (``blender``, ``ffmpeg``) from its release as
+users download it: what ``packaging/build-tool`` does.
+
+- The one top-level folder of the release is flattened away, so the executables
+  are at the top of the zip (Batch adds the package's own folder).
+- Symlinks are materialised, as ZIP packages hold none: a link to a file becomes
+  a copy of that file (its mode too), a link to a folder becomes a copy of that
+  folder's tree. A link that leads outside the release, to nothing, or round in a
+  loop is refused, every one named at once.
+- Shared libraries from ``.deb`` files or folders go into ``_system_libs/``, the
+  package's private folder that node-agent puts on the loader's path on the node
+  for exactly the libraries the node's system lacks.
+- The zip is written by the shared writer (``zipwriter``): sorted, fixed
+  timestamps, executables 0755 and the rest 0644, the same bytes every time.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from archives import ArchiveError, Entry, Kind, Staging, Tree, read_deb, read_folder, read_release
+from zipwriter import Source, write_zip
+
+from node_agent.libraries import SYSTEM_LIBS_DIR
+
+LINK_HOPS = 40  # as the kernel: a longer chain of links is taken for a loop
+# Executables a package should have besides the one named like it.
+ALSO_EXPECTED = {"ffmpeg": ("ffprobe",)}
+# A shared library where a .deb installs it (/usr/lib/<multiarch>/libX.so.6), or
+# at the top of a folder of libraries.
+LIBRARY = re.compile(
+    r"(?:(?:usr/)?lib(?:32|64)?(?:/[a-z0-9_]+-linux-gnu[a-z0-9_]*)?/)?(lib[^/]*\.so(?:\.\d+)*)"
+)
+ARCHIVE_SUFFIX = re.compile(r"(?:\.tar)?\.(?:xz|gz|bz2|zst)$|\.(?:tgz|txz|tbz2?|zip|tar)$")
+ELF_MAGIC = b"\x7fELF"
+
+
+class LinkProblem(Exception):
+    """Why a symlink cannot be materialised (completes "<link> ...")."""
+
+
+def resolve(
+    entries: Mapping[str, Entry], path: str, within: str = "", absolute_from_top: bool = False
+) -> str:
+    """The path of the file or folder that ``path`` leads to, following the tree's
+    symlinks as the kernel would. ``LinkProblem`` when it leads outside the tree
+    (or outside the folder ``within``), to nothing, or round in a loop. An
+    absolute target is outside, unless ``absolute_from_top`` (a ``.deb``, whose
+    top is the system's root)."""
+    pending = path.split("/")[::-1]
+    current: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not current:
+                raise LinkProblem("points outside the archive")
+            current.pop()
+            continue
+        here = "/".join([*current, part])
+        entry = entries.get(here)
+        if entry is None:
+            raise LinkProblem(f"points to {here}, which is not in the archive (dangling)")
+        if entry.kind is Kind.LINK:
+            hops += 1
+            if hops > LINK_HOPS or not entry.target:
+                raise LinkProblem("is part of a symlink loop")
+            if entry.target.startswith("/"):
+                if not absolute_from_top:
+                    raise LinkProblem(f"points outside the archive ({entry.target})")
+                current = []
+            pending.extend(entry.target.split("/")[::-1])
+            continue
+        if entry.kind is Kind.FILE and any(p not in ("", ".") for p in pending):
+            raise LinkProblem(f"goes through {here}, a file, as if it were a folder")
+        current.append(part)
+    found = "/".join(current)
+    if within and found != within and not found.startswith(within + "/"):
+        raise LinkProblem(f"points outside the release's folder {within}/ (to {found or '/'})")
+    return found
+
+
+def top_folder(tree: Tree) -> str:
+    """The one folder everything is in ("" when the release has more at its top)."""
+    names = tree.children()[""]
+    return names[0] if len(names) == 1 and tree.entries[names[0]].is_dir else ""
+
+
+@dataclass(frozen=True)
+class Materialised:
+    """The files of a release as the zip holds them."""
+
+    files: dict[str, str]  # name in the zip -> the tree path holding its bytes
+    links: int  # symlinks replaced by what they point to
+    problems: tuple[str, ...]
+
+
+def materialise(tree: Tree, top: str) -> Materialised:
+    """Every file below ``top``, by its name in the zip (``top`` removed), each
+    symlink replaced by its file or its folder's tree; problems collected."""
+    children = tree.children()
+    files: dict[str, str] = {}
+    problems: list[str] = []
+    links = 0
+
+    def walk(folder: str, prefix: str, expanding: tuple[str, ...]) -> None:
+        nonlocal links
+        for name in children[folder]:
+            path = f"{folder}/{name}" if folder else name
+            out = f"{prefix}/{name}" if prefix else name
+            entry = tree.entries[path]
+            real = path
+            if entry.kind is Kind.LINK:
+                try:
+                    real = resolve(tree.entries, path, within=top)
+                except LinkProblem as problem:
+                    problems.append(f"{path} -> {entry.target}: {problem}")
+                    continue
+                if real in expanding:
+                    problems.append(
+                        f"{path} -> {entry.target}: points to a folder that holds it (a loop)"
+                    )
+                    continue
+                links += 1
+            if tree.entries[real].is_dir:
+                walk(real, out, (*expanding, real))
+            else:
+                files[out] = real
+
+    walk(top, "", (top,))
+    return Materialised(files, links, tuple(problems))
+
+
+def version_from_name(package_id: str, *names: str) -> Optional[str]:
+    """The release's version as its archive or folder name spells it
+    (``blender-4.2.3-linux-x64.tar.xz``: ``4.2.3``); None when no name has one."""
+    pattern = re.compile(
+        rf"{re.escape(package_id)}[-_][vn]?(\d+(?:\.\d+)+(?:-(?:alpha|beta|rc)\d*)?)(?=$|[-_+])",
+        re.IGNORECASE,
+    )
+    for name in names:
+        match = pattern.match(ARCHIVE_SUFFIX.sub("", name))
+        if match:
+            return match.group(1)
+    return None
+
+
+@dataclass(frozen=True)
+class Library:
+    """A shared library to bundle: its bytes, and where it came from."""
+
+    source: Path
+    origin: str
+
+
+def libraries_in(tree: Tree, from_deb: bool) -> tuple[dict[str, Library], list[str]]:
+    """The shared libraries a ``.deb`` installs, or that lie at the top of a folder
+    (or in its lib folders); notes for entries skipped."""
+    found: dict[str, Library] = {}
+    notes: list[str] = []
+    for path, entry in sorted(tree.entries.items()):
+        match = LIBRARY.fullmatch(path)
+        if match is None or entry.is_dir:
+            continue
+        try:
+            real = resolve(tree.entries, path, absolute_from_top=from_deb)
+        except LinkProblem as problem:
+            notes.append(f"{tree.origin}: {path} skipped: it {problem}")
+            continue
+        source = tree.entries[real].source
+        if source is None:
+            continue
+        with source.open("rb") as data:
+            if data.read(4) != ELF_MAGIC:
+                notes.append(f"{tree.origin}: {path} skipped: not an ELF shared library")
+                continue
+        found[match.group(1)] = Library(source, f"{tree.origin}: {path}")
+    return found, notes
+
+
+def collect_libraries(
+    inputs: Sequence[Path], staging: Staging
+) -> tuple[dict[str, Library], list[str]]:
+    """Every library from the ``--libs`` inputs (``.deb`` files, folders of libraries
+    or of ``.deb`` files), by file name; the same name twice with different bytes
+    is refused."""
+    found: dict[str, Library] = {}
+    notes: list[str] = []
+    trees: list[tuple[Tree, bool]] = []
+    for given in inputs:
+        if given.is_dir():
+            trees.append((read_folder(given), False))
+            trees += [(read_deb(deb, staging), True) for deb in sorted(given.glob("*.deb"))]
+        elif given.suffix == ".deb" and given.is_file():
+            trees.append((read_deb(given, staging), True))
+        else:
+            raise ArchiveError(f"--libs {given}: neither a .deb file nor a folder")
+    for tree, from_deb in trees:
+        libraries, skipped = libraries_in(tree, from_deb)
+        notes += skipped
+        for name, library in libraries.items():
+            known = found.setdefault(name, library)
+            if known != library and not filecmp.cmp(known.source, library.source, shallow=False):
+                raise ArchiveError(
+                    f"two different libraries named {name}: {known.origin} and "
+                    f"{library.origin}; give the libraries of one Ubuntu release only"
+                )
+    return found, notes
+
+
+@dataclass(frozen=True)
+class Built:
+    """What the builder made, for the operator."""
+
+    package_id: str
+    version: Optional[str]
+    out: Path
+    files: int
+    top: str
+    links: int
+    libraries: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def package_files(
+    package_id: str, release: Path, tree: Tree
+) -> tuple[dict[str, Source], str, int, list[str]]:
+    """The release's files for the zip (name -> source), its top folder, the number
+    of links materialised and notes; ``ArchiveError`` naming every problem."""
+    top = top_folder(tree)
+    result = materialise(tree, top)
+    problems = [f"{release}: {p}" for p in result.problems]
+    if problems:
+        problems.append(
+            "a zip holds no symlinks, so each must lead to a file or folder inside the "
+            "release: use the release as its project publishes it, or fix these links in "
+            "the unpacked folder and pass that folder"
+        )
+    if any(n == SYSTEM_LIBS_DIR or n.startswith(SYSTEM_LIBS_DIR + "/") for n in result.files):
+        problems.append(
+            f"{release}: has a {SYSTEM_LIBS_DIR}/ of its own; the builder puts it there"
+        )
+    notes: list[str] = []
+    files: dict[str, Source] = {}
+    for name, real in result.files.items():
+        entry = tree.entries[real]
+        assert entry.source is not None  # materialised names are files
+        files[name] = Source(entry.source, bool(entry.mode & 0o111))
+    for exe in (package_id, *ALSO_EXPECTED.get(package_id, ())):
+        if exe in files:
+            if not files[exe].executable:
+                files[exe] = Source(files[exe].path, True)
+                notes.append(f"{exe} was not executable in the release; made executable")
+            continue
+        elsewhere = sorted(n for n in files if n.rsplit("/", 1)[-1] == exe)
+        found = f"; found {elsewhere[0]}, but the node runs it from the top" if elsewhere else ""
+        if exe == package_id:
+            where = f"{release} (below its top folder {top}/)" if top else str(release)
+            problems.append(
+                f"{where}: no {exe} executable at its top{found}; pass the {package_id} "
+                "release (for ffmpeg a static build, which has ffmpeg at its top)"
+            )
+        else:
+            notes.append(f"no {exe} in the release{found}: nodes get no {exe} on PATH")
+    if problems:
+        raise ArchiveError("\n".join(problems))
+    return files, top, result.links, notes
+
+
+def build(
+    package_id: str,
+    release: Path,
+    *,
+    libs: Sequence[Path],
+    out: Optional[Path],
+    version: Optional[str],
+    dist: Path,
+) -> Built:
+    """Build the package zip; ``ArchiveError`` for bad input (nothing written)."""
+    missing = [
+        f"{given}: no such file or folder" for given in (release, *libs) if not given.exists()
+    ]
+    if missing:
+        raise ArchiveError("\n".join(missing))
+    workdir = out.parent if out else dist
+    created = not workdir.exists()
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        # Staged beside the output: a Blender release unpacks to more than /tmp holds.
+        with tempfile.TemporaryDirectory(prefix=".build-tool-", dir=workdir) as staged:
+            staging = Staging(Path(staged))
+            tree = read_release(release, staging)
+            files, top, links, notes = package_files(package_id, release, tree)
+            libraries, skipped = collect_libraries(libs, staging)
+            notes += skipped
+            for library, found in libraries.items():
+                files[f"{SYSTEM_LIBS_DIR}/{library}"] = Source(found.source, False)
+            version = version or version_from_name(package_id, release.name, top)
+            name = f"{package_id}-{version}.zip" if version else f"{package_id}.zip"
+            out = out or dist / name
+            write_zip(out, files)
+    except BaseException:
+        if created:
+            workdir.rmdir()  # empty again: the staging dir is gone
+        raise
+    return Built(
+        package_id, version, out, len(files), top, links, tuple(sorted(libraries)), tuple(notes)
+    )

@@ -1,0 +1,125 @@
+"""Release archives and .deb files made in the tests, as their projects publish
+them: tar (any compression), zip (Unix symlinks as Info-ZIP stores them), folders,
+and Debian packages (an ar archive around data.tar.*)."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Union
+
+# name -> bytes (a file, mode 0644), (bytes, mode), "->target" (a symlink), or None
+# (a folder).
+Spec = Union[bytes, tuple[bytes, int], str, None]
+
+ELF_LIBRARY = b"\x7fELF" + b"\0" * 60  # enough of an ELF header for the builder's check
+BUILD_TOOL = Path(__file__).resolve().parent.parent / "packaging" / "build-tool"
+
+
+def build_tool(*args: object) -> subprocess.CompletedProcess[str]:
+    """Run ``packaging/build-tool`` as an operator does."""
+    return subprocess.run(
+        [sys.executable, str(BUILD_TOOL), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _file(spec: Spec) -> tuple[bytes, int]:
+    if isinstance(spec, tuple):
+        return spec
+    assert isinstance(spec, bytes)
+    return spec, 0o644
+
+
+def tar_bytes(members: Mapping[str, Spec], mode: str = "w:xz") -> bytes:
+    """A tar archive of ``members``, in their order."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:  # type: ignore[call-overload]
+        for name, spec in members.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if spec is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                archive.addfile(info)
+            elif isinstance(spec, str):
+                info.type, info.linkname = tarfile.SYMTYPE, spec[2:]
+                archive.addfile(info)
+            else:
+                data, info.mode = _file(spec)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def write_tar(path: Path, members: Mapping[str, Spec]) -> Path:
+    """A tar archive at ``path``, compressed as its name says (.tar.xz, .tar.gz)."""
+    compression = {".xz": "xz", ".gz": "gz", ".bz2": "bz2"}.get(path.suffix, "")
+    path.write_bytes(tar_bytes(members, f"w:{compression}" if compression else "w"))
+    return path
+
+
+def write_zip(path: Path, members: Mapping[str, Spec]) -> Path:
+    """A zip at ``path``: modes and symlinks stored the Unix way."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, spec in members.items():
+            if spec is None:
+                archive.writestr(zipfile.ZipInfo(name.rstrip("/") + "/"), b"")
+                continue
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3
+            if isinstance(spec, str):
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                archive.writestr(info, spec[2:])
+            else:
+                data, mode = _file(spec)
+                info.external_attr = (stat.S_IFREG | mode) << 16
+                archive.writestr(info, data)
+    return path
+
+
+def write_folder(path: Path, members: Mapping[str, Spec]) -> Path:
+    """The same members as a folder on disk."""
+    for name, spec in members.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if spec is None:
+            target.mkdir(exist_ok=True)
+        elif isinstance(spec, str):
+            os.symlink(spec[2:], target)
+        else:
+            data, mode = _file(spec)
+            target.write_bytes(data)
+            target.chmod(mode)
+    return path
+
+
+def write_deb(path: Path, data: Mapping[str, Spec], data_name: str = "data.tar.xz") -> Path:
+    """A Debian package: ``debian-binary``, ``control.tar.xz`` and the data tar,
+    in an ar archive (compressed as ``data_name`` says; ``.zst`` needs zstd)."""
+    compression = {".xz": "w:xz", ".gz": "w:gz", ".tar": "w", ".zst": "w"}[Path(data_name).suffix]
+    payload = tar_bytes(data, compression)
+    if data_name.endswith(".zst"):
+        payload = subprocess.run(
+            ["zstd", "-q", "-c"], input=payload, capture_output=True, check=True
+        ).stdout
+    control = tar_bytes({"./control": b"Package: test\n"})
+    with path.open("wb") as out:
+        out.write(b"!<arch>\n")
+        for name, body in (
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", control),
+            (data_name, payload),
+        ):
+            out.write(f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n".encode())
+            out.write(body + (b"\n" if len(body) % 2 else b""))
+    return path

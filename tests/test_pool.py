@@ -1,0 +1,285 @@
+"""The pool generator (packaging/make-pool): operator inputs in, pool JSON out,
+checked field by field against the azure-batch 15.x models (REST API 2025-06-01)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from node_agent.simulate import SimulatedNode, pool_mounts, start_task_command
+from tests.helpers import fixture_env
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "packaging"))
+
+import poolcheck  # noqa: E402
+from poolgen import load_input, pool_document  # noqa: E402
+
+MAKE_POOL = REPO / "packaging" / "make-pool"
+EXAMPLE = REPO / "packaging" / "pool.example.yaml"
+POOL = REPO / "packaging" / "pool.json"
+SUBSCRIPTION = "0b8f4c5e-1d2a-4e3b-9c7d-6a5f4e3d2c1b"
+KEY = "c2VjcmV0LXN0b3JhZ2Uta2V5LW5ldmVyLXByaW50LW1l=="  # a stand-in account key
+SUBNET = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/net/providers/Microsoft.Network/"
+    "virtualNetworks/farm/subnets/render"
+)
+BASE: dict[str, Any] = {
+    "subscription": SUBSCRIPTION,
+    "resource_group": "render",
+    "batch_account": "renderfarm",
+    "pool_id": "spot-render",
+    "vm_size": "standard_d16s_v5",
+    "dedicated_nodes": 1,
+    "spot_nodes": 10,
+    "subnet": SUBNET,
+    "manager_url": "http://10.0.0.4:8080/",
+}
+INPUTS = {
+    "smb": {
+        **BASE,
+        "storage": {"kind": "azure-files", "account": "renderstore", "share": "projects"},
+    },
+    "nfs": {
+        **BASE,
+        "storage": {"kind": "nfs", "source": "10.0.0.5:/export/flamenco", "mount": "projects"},
+        "packages": {"blender": "4.2.3", "ffmpeg": None, "flamenco-worker": "3.7"},
+    },
+    "no storage": {**BASE, "storage": {"kind": "none"}},
+    "spot only": {
+        **BASE,
+        "dedicated_nodes": 0,
+        "spot_nodes": 40,
+        "subnet": "farm/render",
+        "network_resource_group": "net",
+    },
+}
+
+
+def _app_id(name: str) -> str:
+    return (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/render/providers/"
+        f"Microsoft.Batch/batchAccounts/renderfarm/applications/{name}"
+    )
+
+
+def _generate(document: dict[str, Any]) -> dict[str, Any]:
+    pool, problems = load_input(document)
+    assert pool is not None, problems
+    return pool_document(pool, KEY if pool.needs_key else None)
+
+
+@pytest.mark.parametrize("case", sorted(INPUTS))
+def test_generated_pools_match_the_batch_api(case: str) -> None:
+    body = _generate(copy.deepcopy(INPUTS[case]))
+    assert poolcheck.check_pool(body) == []
+    assert poolcheck.sdk_version().startswith("15.")
+    assert body["networkConfiguration"] == {"subnetId": SUBNET}
+    assert body["virtualMachineConfiguration"] == {
+        "imageReference": {
+            "publisher": "Canonical",
+            "offer": "ubuntu-24_04-lts",
+            "sku": "server",
+            "version": "latest",
+        },
+        "nodeAgentSKUId": "batch.node.ubuntu 24.04",
+    }
+    references = {
+        r["applicationId"]: r.get("version") for r in body["applicationPackageReferences"]
+    }
+    expected_versions = INPUTS[case].get("packages") or dict.fromkeys(
+        ("blender", "ffmpeg", "flamenco-worker")
+    )
+    assert references == {_app_id(name): v for name, v in expected_versions.items()}
+    start = body["startTask"]
+    assert start["waitForSuccess"] is False
+    assert start["userIdentity"] == {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
+    assert start["commandLine"].startswith("/bin/sh -c 'exec python3 -I ")
+    settings = {s["name"]: s["value"] for s in start["environmentSettings"]}
+    assert settings["FLAMENCO_MANAGER_URL"] == "http://10.0.0.4:8080/"
+    mounts = body.get("mountConfiguration", [])
+    if case == "smb":
+        share = mounts[0]["azureFileShareConfiguration"]
+        assert share == {
+            "accountName": "renderstore",
+            "azureFileUrl": "https://renderstore.file.core.windows.net/projects",
+            "accountKey": KEY,
+            "relativeMountPath": "flamenco",
+            "mountOptions": "-o vers=3.0,dir_mode=0777,file_mode=0777",
+        }
+        assert settings["NODE_AGENT_STORAGE_MOUNTS"] == "flamenco"
+    elif case == "nfs":
+        assert mounts == [
+            {
+                "nfsMountConfiguration": {
+                    "source": "10.0.0.5:/export/flamenco",
+                    "relativeMountPath": "projects",
+                }
+            }
+        ]
+        assert settings["NODE_AGENT_STORAGE_MOUNTS"] == "projects"
+    else:
+        assert mounts == [] and "NODE_AGENT_STORAGE_MOUNTS" not in settings
+    if case == "spot only":
+        assert body["targetDedicatedNodes"] == 0 and body["targetLowPriorityNodes"] == 40
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda b: b["startTask"].update(waitForSucess=False),
+            "startTask.waitForSucess: not a field",
+        ),
+        # In REST API 2024-02-01 (azure-batch 14.2.0), gone since classic
+        # node communication was retired.
+        (lambda b: b.update(targetNodeCommunicationMode="classic"), "targetNodeCommunicationMode"),
+        (lambda b: b.update(resourceTags={"team": "fx"}), "pool.resourceTags: not a field"),
+        (
+            lambda b: b["startTask"]["userIdentity"]["autoUser"].update(elevationLevel="nonadm"),
+            "'nonadm' is not one of nonadmin, admin",
+        ),
+        (lambda b: b.update(targetDedicatedNodes="1"), "pool.targetDedicatedNodes: '1' is not"),
+        (lambda b: b["startTask"].update(waitForSuccess="false"), "'false' is not a JSON bool"),
+        (lambda b: b.pop("vmSize"), "pool.vmSize: required"),
+        (
+            lambda b: b["mountConfiguration"][0]["nfsMountConfiguration"].pop("source"),
+            "nfsMountConfiguration.source: required",
+        ),
+        (
+            lambda b: b["virtualMachineConfiguration"]["imageReference"].update(exactVersion="1"),
+            "exactVersion: read-only",
+        ),
+    ],
+    ids=[
+        "misspelt",
+        "retired",
+        "retired-tags",
+        "enum",
+        "int",
+        "bool",
+        "required",
+        "required-nested",
+        "read-only",
+    ],
+)
+def test_the_check_catches_what_the_sdk_lets_through(change: Any, message: str) -> None:
+    body = _generate(copy.deepcopy(INPUTS["nfs"]))
+    change(body)
+    assert any(message in problem for problem in poolcheck.check_pool(body)), message
+
+
+def test_the_committed_example_is_what_the_generator_writes() -> None:
+    """packaging/pool.json is generated, never hand-edited: regenerate it with
+    packaging/make-pool --input packaging/pool.example.yaml --out packaging/pool.json."""
+    generated = _generate(yaml.safe_load(EXAMPLE.read_text()))
+    assert json.loads(POOL.read_text()) == generated
+    assert POOL.read_text() == json.dumps(generated, indent=2) + "\n"
+    assert poolcheck.check_pool(generated) == []
+    assert pool_mounts(POOL) == ["flamenco"]
+    assert start_task_command(POOL)[1]["NODE_AGENT_STORAGE_MOUNTS"] == "flamenco"
+
+
+def _make_pool(
+    tmp_path: Path, document: Any, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    source = tmp_path / "input.yaml"
+    source.write_text(yaml.safe_dump(document))
+    environ = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_KEY"}
+    return subprocess.run(
+        [sys.executable, str(MAKE_POOL), "--input", str(source), *args],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_storage_key_goes_only_into_the_pool_file(tmp_path: Path) -> None:
+    out = tmp_path / "pool.json"
+    result = _make_pool(tmp_path, INPUTS["smb"], "--out", str(out), AZURE_STORAGE_KEY=KEY)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    body = json.loads(out.read_text())
+    assert body["mountConfiguration"][0]["azureFileShareConfiguration"]["accountKey"] == KEY
+    assert KEY not in result.stdout + result.stderr
+    assert f"WARNING: {out} holds the storage account key (from $AZURE_STORAGE_KEY" in result.stdout
+    assert "checked against azure-batch 15." in result.stdout
+    assert f"az batch pool create --json-file {out}" in result.stdout
+    # Nothing else was written beside it (no temporary file, no copy).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.yaml", "pool.json"]
+
+
+def test_without_a_secret_the_file_is_not_private(tmp_path: Path) -> None:
+    result = _make_pool(tmp_path, INPUTS["nfs"], "--short-application-ids")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "spot-render.json"  # default: <pool id>.json
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644 and "WARNING" not in result.stdout
+    ids = [r["applicationId"] for r in json.loads(out.read_text())["applicationPackageReferences"]]
+    assert ids == ["blender", "ffmpeg", "flamenco-worker"]
+
+
+def test_bad_input_lists_every_problem(tmp_path: Path) -> None:
+    document = {
+        **INPUTS["smb"],
+        "subscription": "not-a-guid",
+        "spot_nodes": -1,
+        "subnet": "just-a-name",
+        "manager_url": "10.0.0.4:8080",
+        "vmsize": "typo",
+        "storage": {"kind": "azure-files", "account": "Bad_Name", "share": "p", "mount": "/abs"},
+        "packages": {"blender": None},
+    }
+    result = _make_pool(tmp_path, document)
+    assert result.returncode == 3
+    err = result.stderr
+    assert "Traceback" not in err
+    for where in (
+        "subscription: 'not-a-guid' is not valid",
+        "spot_nodes: -1: expected a whole number",
+        "subnet: expected the subnet's resource id or VNET/SUBNET",
+        "manager_url: expected an http:// or https:// URL",
+        "vmsize: unknown key",
+        "storage.account: 'Bad_Name' is not valid",
+        "storage.mount: expected paths relative to AZ_BATCH_NODE_MOUNTS_DIR",
+        "packages: must include flamenco-worker",
+    ):
+        assert where in err, where
+    assert list(tmp_path.iterdir()) == [tmp_path / "input.yaml"]
+
+
+def test_a_missing_key_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    result = _make_pool(tmp_path, INPUTS["smb"])
+    assert result.returncode == 3
+    assert "environment AZURE_STORAGE_KEY: is not set" in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "input.yaml"]
+
+
+def test_simulated_node_says_when_it_cannot_mount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no mount namespace can be had, the simulated node says so and turns
+    the agent's storage check off instead of letting it wait forever."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "unshare").write_text(
+        "#!/bin/sh\necho 'unshare: Operation not permitted' >&2\nexit 1\n"
+    )
+    (fake / "unshare").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    node = SimulatedNode(tmp_path / "batch" / "tasks", fixture_env("newer_spot"), {}, POOL, {})
+    node.lay_out()
+    assert node.storage_note.startswith("NOT simulated: unshare: Operation not permitted")
+    assert node.environ["NODE_AGENT_STORAGE_MOUNTS"] == ""
+    assert (tmp_path / "batch" / "tasks" / "fsmounts" / "flamenco").is_dir()

@@ -1,0 +1,280 @@
+"""packaging/build-tool: tool packages from release archives made here, as users
+download them (one top folder, symlinks, executables), and the archives it must
+refuse."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+from archives import Entry, Kind
+from toolpkg import LinkProblem, resolve, version_from_name
+
+from tests.releases import (
+    ELF_LIBRARY,
+    Spec,
+    build_tool,
+    write_deb,
+    write_folder,
+    write_tar,
+    write_zip,
+)
+
+TOP = "blender-4.2.3-linux-x64"
+BLENDER: dict[str, Spec] = {
+    f"{TOP}/": None,
+    f"{TOP}/blender": (b"#!/bin/sh\necho 'Blender 4.2.3'\n", 0o755),
+    f"{TOP}/4.2/datafiles/README": b"Blender's data, found beside its binary\n",
+    f"{TOP}/4.2/datafiles/colormanagement/config.ocio": b"ocio_profile_version: 2\n",
+    f"{TOP}/lib/libcycles.so.4.2.3": (ELF_LIBRARY, 0o755),
+    f"{TOP}/lib/libcycles.so": "->libcycles.so.4.2.3",  # a link to a file
+    f"{TOP}/blender-softwaregl": "->blender",  # a link to an executable
+    f"{TOP}/4.2/scripts": "->datafiles",  # a link to a folder
+}
+
+
+def _entries(package: Path) -> dict[str, zipfile.ZipInfo]:
+    with zipfile.ZipFile(package) as archive:
+        names = [i.filename for i in archive.infolist()]
+        assert names == sorted(names)
+        return {i.filename: i for i in archive.infolist()}
+
+
+def _mode(info: zipfile.ZipInfo) -> int:
+    return info.external_attr >> 16
+
+
+def test_release_becomes_a_flat_reproducible_package(tmp_path: Path) -> None:
+    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
+    first = build_tool("blender", release, "--out", tmp_path / "one.zip")
+    assert first.returncode == 0, first.stderr
+    assert build_tool("blender", release, "--out", tmp_path / "two.zip").returncode == 0
+    assert (tmp_path / "one.zip").read_bytes() == (tmp_path / "two.zip").read_bytes()
+
+    entries = _entries(tmp_path / "one.zip")
+    assert sorted(entries) == [
+        "4.2/datafiles/README",
+        "4.2/datafiles/colormanagement/config.ocio",
+        "4.2/scripts/README",
+        "4.2/scripts/colormanagement/config.ocio",
+        "blender",
+        "blender-softwaregl",
+        "lib/libcycles.so",
+        "lib/libcycles.so.4.2.3",
+    ]
+    assert all(stat.S_ISREG(_mode(info)) for info in entries.values())  # no symlinks
+    assert all(info.date_time == (1980, 1, 1, 0, 0, 0) for info in entries.values())
+    for name in ("blender", "blender-softwaregl", "lib/libcycles.so"):
+        assert stat.S_IMODE(_mode(entries[name])) == 0o755, name
+    assert stat.S_IMODE(_mode(entries["4.2/scripts/README"])) == 0o644
+    with zipfile.ZipFile(tmp_path / "one.zip") as archive:
+        assert archive.read("blender-softwaregl") == archive.read("blender")
+        assert archive.read("4.2/scripts/README") == BLENDER[f"{TOP}/4.2/datafiles/README"]
+
+    out = first.stdout
+    assert f"top folder {TOP}/ removed, 3 symlink(s) materialised" in out
+    assert "MiB" in out
+    assert 'upload it as application package "blender", version "4.2.3"' in out
+    assert "--application-name blender --version-name 4.2.3 --package-file" in out
+
+
+def test_zip_and_folder_releases_give_the_same_bytes(tmp_path: Path) -> None:
+    tar = build_tool("blender", write_tar(tmp_path / "r.tar.gz", BLENDER), "--out", tmp_path / "t")
+    assert tar.returncode == 0, tar.stderr
+    zipped = build_tool("blender", write_zip(tmp_path / "r.zip", BLENDER), "--out", tmp_path / "z")
+    assert zipped.returncode == 0, zipped.stderr
+    folder = write_folder(tmp_path / "unpacked", BLENDER)
+    unpacked = build_tool("blender", folder, "--out", tmp_path / "f")
+    assert unpacked.returncode == 0, unpacked.stderr
+    expected = (tmp_path / "t").read_bytes()
+    assert (tmp_path / "z").read_bytes() == expected
+    assert (tmp_path / "f").read_bytes() == expected
+    # The version is read from the archive's name, else from its top folder.
+    assert 'version "4.2.3"' in tar.stdout and 'version "4.2.3"' in zipped.stdout
+
+
+def test_bad_symlinks_are_refused_all_at_once(tmp_path: Path) -> None:
+    release = write_tar(
+        tmp_path / f"{TOP}.tar.xz",
+        {
+            **BLENDER,
+            f"{TOP}/lib/libgone.so.1": "->libgone.so.1.0",
+            f"{TOP}/lib/libsystem.so.1": "->/usr/lib/libsystem.so.1",
+            f"{TOP}/4.2/escape": "->../../../etc",
+            f"{TOP}/ping": "->pong",
+            f"{TOP}/pong": "->ping",
+            f"{TOP}/4.2/datafiles/up": "->..",
+        },
+    )
+    result = build_tool("blender", release, "--out", tmp_path / "out.zip")
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("build-tool: ERROR: ") for line in lines)
+    for expected in (
+        f"{TOP}/lib/libgone.so.1 -> libgone.so.1.0: points to {TOP}/lib/libgone.so.1.0, "
+        "which is not in the archive (dangling)",
+        f"{TOP}/lib/libsystem.so.1 -> /usr/lib/libsystem.so.1: points outside the archive",
+        f"{TOP}/4.2/escape -> ../../../etc: points outside the archive",
+        f"{TOP}/ping -> pong: is part of a symlink loop",
+        f"{TOP}/4.2/datafiles/up -> ..: points to a folder that holds it (a loop)",
+    ):
+        assert any(expected in line for line in lines), expected
+    assert not (tmp_path / "out.zip").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [release.name]  # no staging left
+
+
+@pytest.mark.parametrize("name", ["../outside", "/tmp/absolute", f"{TOP}/../../outside"])
+def test_path_traversal_is_refused(tmp_path: Path, name: str) -> None:
+    release = write_tar(tmp_path / "evil.tar.xz", {**BLENDER, name: b"overwrite me\n"})
+    result = build_tool("blender", release, "--out", tmp_path / "out" / "blender.zip")
+    assert result.returncode == 3
+    assert f"the entry {name!r} would be written outside the archive's folder" in result.stderr
+    assert [p.name for p in tmp_path.rglob("*")] == ["evil.tar.xz"]  # nothing else made
+
+
+def test_entry_inside_a_symlink_is_refused(tmp_path: Path) -> None:
+    members = {**BLENDER, f"{TOP}/4.2/scripts/startup.py": b"import os\n"}
+    result = build_tool("blender", write_tar(tmp_path / "r.tar.xz", members))
+    assert result.returncode == 3
+    assert (
+        f"{TOP}/4.2/scripts/startup.py lies inside {TOP}/4.2/scripts, which the archive "
+        "makes a symlink; extracting it would write through it"
+    ) in result.stderr
+
+
+def test_release_without_the_executable_is_refused(tmp_path: Path) -> None:
+    shared_build = {
+        "ffmpeg-7.1-linux64-gpl-shared/bin/ffmpeg": (b"\x7fELF", 0o755),
+        "ffmpeg-7.1-linux64-gpl-shared/lib/libavcodec.so.61": ELF_LIBRARY,
+    }
+    release = write_tar(tmp_path / "ffmpeg-7.1-linux64-gpl-shared.tar.xz", shared_build)
+    result = build_tool("ffmpeg", release, "--out", tmp_path / "ffmpeg.zip")
+    assert result.returncode == 3
+    assert "no ffmpeg executable at its top; found bin/ffmpeg" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ffmpeg.zip").exists()
+
+
+def test_static_ffmpeg_build(tmp_path: Path) -> None:
+    top = "ffmpeg-7.0.2-amd64-static"
+    release = write_tar(
+        tmp_path / "ffmpeg-release-amd64-static.tar.xz",
+        {
+            f"{top}/ffmpeg": (b"\x7fELF ffmpeg", 0o755),
+            f"{top}/ffprobe": (b"\x7fELF ffprobe", 0o644),
+            f"{top}/model/other_models": None,
+            f"{top}/readme.txt": b"static build\n",
+        },
+    )
+    result = build_tool("ffmpeg", release, "--out", tmp_path / "ffmpeg.zip")
+    assert result.returncode == 0, result.stderr
+    # The archive's name has no version; its top folder has.
+    assert 'application package "ffmpeg", version "7.0.2"' in result.stdout
+    assert "note: ffprobe was not executable in the release; made executable" in result.stdout
+    entries = _entries(tmp_path / "ffmpeg.zip")
+    assert sorted(entries) == ["ffmpeg", "ffprobe", "readme.txt"]
+    assert stat.S_IMODE(_mode(entries["ffprobe"])) == 0o755
+
+
+def _libraries_deb(path: Path, data_name: str = "data.tar.xz") -> Path:
+    lib = "./usr/lib/x86_64-linux-gnu"
+    return write_deb(
+        path,
+        {
+            "./usr/": None,
+            f"{lib}/libXi.so.6.1.0": ELF_LIBRARY + b"Xi",
+            f"{lib}/libXi.so.6": "->libXi.so.6.1.0",
+            f"{lib}/libXalias.so.6": f"->/{lib[2:]}/libXi.so.6.1.0",  # absolute, as debs may
+            f"{lib}/libXi.so": "->libXi.so.6.1.0.missing",  # a -dev link: skipped
+            "./usr/share/doc/libxi6/copyright": b"MIT\n",
+        },
+        data_name,
+    )
+
+
+def test_libraries_from_debs_go_to_the_private_folder(tmp_path: Path) -> None:
+    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
+    folder = tmp_path / "debs"
+    folder.mkdir()
+    _libraries_deb(folder / "libxi6_1.8.1-1_amd64.deb")
+    loose = tmp_path / "loose"
+    write_folder(loose, {"libICE.so.6": ELF_LIBRARY + b"ICE", "notes.txt": b"not a library\n"})
+    result = build_tool(
+        "blender", release, "--libs", folder, "--libs", loose, "--out", tmp_path / "b.zip"
+    )
+    assert result.returncode == 0, result.stderr
+    entries = _entries(tmp_path / "b.zip")
+    libs = {n: i for n, i in entries.items() if n.startswith("_system_libs/")}
+    assert sorted(libs) == [
+        "_system_libs/libICE.so.6",
+        "_system_libs/libXalias.so.6",
+        "_system_libs/libXi.so.6",
+        "_system_libs/libXi.so.6.1.0",
+    ]
+    assert all(stat.S_IMODE(_mode(i)) == 0o644 for i in libs.values())
+    with zipfile.ZipFile(tmp_path / "b.zip") as archive:
+        assert archive.read("_system_libs/libXi.so.6") == ELF_LIBRARY + b"Xi"
+    assert "libXi.so skipped: it points to" in result.stdout
+    assert (
+        "bundled libraries: libICE.so.6 libXalias.so.6 libXi.so.6 libXi.so.6.1.0" in result.stdout
+    )
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="no zstd command to make a .zst deb")
+def test_zstd_compressed_deb(tmp_path: Path) -> None:
+    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
+    deb = _libraries_deb(tmp_path / "libxi6_1.8.1-1_amd64.deb", "data.tar.zst")
+    result = build_tool("blender", release, "--libs", deb, "--out", tmp_path / "b.zip")
+    assert result.returncode == 0, result.stderr
+    assert "_system_libs/libXi.so.6" in _entries(tmp_path / "b.zip")
+
+
+def test_conflicting_libraries_are_refused(tmp_path: Path) -> None:
+    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
+    one = write_folder(tmp_path / "one", {"libXi.so.6": ELF_LIBRARY + b"1"})
+    two = write_folder(tmp_path / "two", {"libXi.so.6": ELF_LIBRARY + b"2"})
+    result = build_tool("blender", release, "--libs", one, "--libs", two)
+    assert result.returncode == 3
+    assert "two different libraries named libXi.so.6" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "names, version",
+    [
+        (("blender-4.2.3-linux-x64.tar.xz",), "4.2.3"),
+        (("blender-4.3.0-alpha+main.1a2b3c-linux.x86_64-release.tar.xz",), "4.3.0-alpha"),
+        (("ffmpeg-release-amd64-static.tar.xz", "ffmpeg-7.0.2-amd64-static"), "7.0.2"),
+        (("ffmpeg-n7.1-latest-linux64-gpl-7.1.tar.xz",), "7.1"),
+        (("ffmpeg-git-amd64-static.tar.xz", "ffmpeg-git-20240629-amd64-static"), None),
+        (("blender.zip",), None),
+    ],
+)
+def test_version_from_the_release_name(names: tuple[str, ...], version: str) -> None:
+    package_id = names[0].split("-")[0].split(".")[0]
+    assert version_from_name(package_id, *names) == version
+
+
+def test_resolve_follows_links_like_the_kernel() -> None:
+    entries = {
+        "": Entry(Kind.DIR),
+        "a": Entry(Kind.DIR),
+        "a/b": Entry(Kind.DIR),
+        "a/b/file": Entry(Kind.FILE),
+        "a/up": Entry(Kind.LINK, target=".."),
+        "a/chain": Entry(Kind.LINK, target="up/a/b/file"),
+        "a/through-file": Entry(Kind.LINK, target="b/file/x"),
+        "a/abs": Entry(Kind.LINK, target="/a/b/file"),
+    }
+    assert resolve(entries, "a/chain") == "a/b/file"
+    assert resolve(entries, "a/up/a/up/a/b") == "a/b"
+    assert resolve(entries, "a/abs", absolute_from_top=True) == "a/b/file"
+    with pytest.raises(LinkProblem, match="points outside the archive"):
+        resolve(entries, "a/abs")
+    with pytest.raises(LinkProblem, match="a file, as if it were a folder"):
+        resolve(entries, "a/through-file")
+    with pytest.raises(LinkProblem, match="outside the release's folder a/b/"):
+        resolve(entries, "a/up", within="a/b")
