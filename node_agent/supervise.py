@@ -3,9 +3,9 @@
 One worker at a time, in a session of its own, its stdout and stderr forwarded by
 ``logpump``. The main thread sleeps in ``select`` on a self-pipe that signals
 (``signal.set_wakeup_fd``) and other threads (``request_stop``) write to, so the
-agent uses no CPU while the worker runs and reacts at once to SIGCHLD, SIGTERM,
-SIGINT and SIGHUP. Restarts follow ``policy``; tenacity's ``Retrying`` does the
-waiting, through a sleep that a stop request cuts short.
+agent uses no CPU while the worker runs and reacts at once to SIGCHLD and the
+stop signals (``stopsignals``). Restarts follow ``policy``; tenacity's ``Retrying``
+does the waiting, through a sleep that a stop request cuts short.
 """
 
 from __future__ import annotations
@@ -23,12 +23,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import psutil
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_never,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
 
 from node_agent import proctree
 from node_agent.log import get_logger
