@@ -206,7 +206,11 @@ def read_state(path: str) -> Optional[AgentState]:
         raise StateProblem(f"cannot be read: {exc.strerror}") from None
     except fsutil.Unsuitable as exc:
         raise StateProblem(str(exc)) from None
-    return None if raw is None else parse_state(raw)
+    if raw is None:
+        if os.path.lexists(path):
+            raise StateProblem("is a symlink or some other non-file")
+        return None
+    return parse_state(raw)
 
 
 def parse_state(raw: bytes) -> AgentState:

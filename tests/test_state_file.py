@@ -107,13 +107,18 @@ def test_files_that_are_no_state(tmp_path: Path) -> None:
     path.write_bytes(b" " * (MAX_STATE_BYTES + 1))
     with pytest.raises(StateProblem, match="larger than 1024 KiB"):
         read_state(str(path))
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(StateProblem, match="cannot be read: Is a directory"):
+        read_state(str(path))
 
 
 def test_no_state_file_is_none_and_a_good_one_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     assert read_state(str(path)) is None
-    os.mkfifo(path)  # never opened for reading: it would block
-    assert read_state(str(path)) is None
+    os.mkfifo(path)  # never read: it would block
+    with pytest.raises(StateProblem, match="some other non-file"):
+        read_state(str(path))
     path.unlink()
     assert read_state(str(tmp_path / ("x" * 300) / "state.json")) is None  # ENAMETOOLONG
     fields = {k: v for k, v in _good().items() if k != "schema"}
