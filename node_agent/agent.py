@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -34,7 +34,15 @@ from node_agent.policy import RestartPolicy
 from node_agent.preempt import EventWatcher
 from node_agent.reaction import EventReaction
 from node_agent.settings import Settings
-from node_agent.state import STATE_FILE, AgentState, Phase, own_create_time, read_state, write_state
+from node_agent.state import (
+    STATE_FILE,
+    AgentState,
+    Phase,
+    StateKeeper,
+    StateProblem,
+    own_create_time,
+    read_state,
+)
 from node_agent.storage import StorageCheck, storage_mounts, worker_environment
 from node_agent.supervise import GaveUp, Supervisor
 from node_agent.worker import stop_stale_worker, worker_spec
@@ -53,9 +61,18 @@ def credentials_path(plan: Plan) -> Path:
     return Path(plan.layout.worker_home, name)
 
 
-def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Plan) -> int:
-    """Run the node until supervision ends; returns the exit code."""
+def run(
+    environ: Mapping[str, str],
+    env: BatchEnv,
+    settings: Settings,
+    plan: Plan,
+    early_stops: Sequence[str] = (),
+) -> int:
+    """Run the node until supervision ends; returns the exit code. ``early_stops``:
+    the stop signals received so far (``stopsignals.hold``), and any that
+    arrive until supervision begins."""
     layout = plan.layout
+    bootstrap.applicable(plan)
     try:
         os.makedirs(layout.agent_dir, exist_ok=True)
     except OSError as exc:
@@ -64,10 +81,12 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
     lock.acquire()
     try:
         state_path = os.path.join(layout.agent_dir, STATE_FILE)
-        stop_stale_worker(read_state(state_path), settings.stop_grace)
+        stop_stale_worker(_previous_state(state_path), settings.stop_grace)
         done = bootstrap.apply(plan)
         log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
-        _report_health(environ)
+        state = StateKeeper(state_path, _first_state(plan))
+        if not early_stops:  # a node being stopped has no use for the report
+            _report_health(environ, settings)
         if not proctree.become_subreaper():
             log.warning(
                 "cannot become a child subreaper: orphaned worker processes may outlive a stop"
@@ -79,7 +98,8 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
             keeper = IdentityKeeper(
                 api, credentials_path(plan), plan.worker_name, settings.worker_tags
             ).start()
-        supervisor = _supervisor(environ, env, settings, plan, state_path, api=api, keeper=keeper)
+        supervisor = _supervisor(environ, env, settings, plan, state, api=api, keeper=keeper)
+        supervisor.early_stops = early_stops
         status = None
         if plan.flavour.flavour is Flavour.V3:
             status = StatusRequests(api, credentials_path(plan))
@@ -106,10 +126,26 @@ def run(environ: Mapping[str, str], env: BatchEnv, settings: Settings, plan: Pla
         lock.release()
 
 
-def _report_health(environ: Mapping[str, str]) -> None:
+def _previous_state(path: str) -> Optional[AgentState]:
+    """The state a previous agent left, or None; a bad state file is only advice
+    lost, never a reason not to start."""
+    try:
+        return read_state(path)
+    except StateProblem as exc:
+        log.warning(
+            "ignoring the state file %s: it %s; a worker left by a killed agent cannot be "
+            "found through it (it is rewritten now)",
+            path,
+            exc,
+        )
+        return None
+
+
+def _report_health(environ: Mapping[str, str], settings: Settings) -> None:
     """The doctor's report, once, into stderr.txt: the answer is there even when
-    nobody logs in. Before supervision starts, so its processes are its own."""
-    rows = doctor.run_checks(environ, limit=STARTUP_CHECK_LIMIT)
+    nobody logs in. It checks what the agent runs with (its settings, command line
+    included); before supervision starts, so its processes are its own."""
+    rows = doctor.run_checks(environ, limit=STARTUP_CHECK_LIMIT, settings=settings)
     failed = sum(r.status is doctor.Status.FAILED for r in rows)
     log.info(
         "health report (node-agent doctor): %s",
@@ -119,17 +155,8 @@ def _report_health(environ: Mapping[str, str]) -> None:
         log.info("  %s", line)
 
 
-def _supervisor(
-    environ: Mapping[str, str],
-    env: BatchEnv,
-    settings: Settings,
-    plan: Plan,
-    state_path: str,
-    *,
-    api: ManagerApi,
-    keeper: Optional[IdentityKeeper],
-) -> Supervisor:
-    state = AgentState(
+def _first_state(plan: Plan) -> AgentState:
+    return AgentState(
         agent_pid=os.getpid(),
         agent_create_time=own_create_time(),
         phase=Phase.STARTING,
@@ -140,6 +167,18 @@ def _supervisor(
         worker_dir=plan.layout.worker_dir,
         config_path=plan.config_path,
     )
+
+
+def _supervisor(
+    environ: Mapping[str, str],
+    env: BatchEnv,
+    settings: Settings,
+    plan: Plan,
+    state: StateKeeper,
+    *,
+    api: ManagerApi,
+    keeper: Optional[IdentityKeeper],
+) -> Supervisor:
     policy = RestartPolicy(
         flavour=plan.flavour.flavour,
         restart_exit_code=settings.restart_exit_code,
@@ -147,6 +186,7 @@ def _supervisor(
         backoff_initial=settings.backoff_initial,
         backoff_cap=settings.backoff_cap,
         reset_after=settings.backoff_reset_after,
+        min_uptime=settings.min_uptime,
     )
     check = ManagerCheck(
         url=settings.manager_url,
@@ -163,8 +203,7 @@ def _supervisor(
         spec,
         policy,
         settings,
-        write_state(state_path, state),
-        state_path,
+        state,
         manager=check,
         storage=StorageCheck(mounts, settings.storage_wait_cap) if mounts else None,
         on_worker_start=keeper.worker_started if keeper is not None else None,

@@ -13,14 +13,13 @@ task can run as often as Batch likes.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from dataclasses import dataclass
 from typing import Optional
 
 from node_agent.actions import Action, ActionKind, carry_out
 from node_agent.env import BatchEnv
-from node_agent.errors import InvalidInput, Problem
+from node_agent.errors import InvalidInput, Problem, RuntimeFailure
 from node_agent.flavour import Flavour, FlavourChoice, resolve_flavour
 from node_agent.layout import (
     V2_CONFIG,
@@ -57,6 +56,7 @@ class Plan:
     layout: Layout
     actions: tuple[Action, ...]
     notes: tuple[str, ...]
+    blocked: Optional[str] = None  # why it cannot be applied on this node (a node fault)
 
     @property
     def changes(self) -> tuple[Action, ...]:
@@ -214,14 +214,6 @@ class _Planner:
 
     def plan(self) -> Plan:
         layout, settings = self.layout, self.settings
-        if not self.node.shared_writable:
-            self.problems.append(
-                Problem(
-                    f"AZ_BATCH_NODE_SHARED_DIR={layout.shared_dir!r}",
-                    f"is missing or not writable by uid {os.getuid()}; Batch makes it writable "
-                    "for every task, so check the node root and the task's user",
-                )
-            )
         worker_package = self.package("flamenco-worker", required=True)
         choice = resolve_flavour(
             settings.flavour, worker_package.version if worker_package else None
@@ -271,6 +263,7 @@ class _Planner:
             layout=layout,
             actions=tuple(self.actions),
             notes=tuple(self.notes),
+            blocked=self.node.shared_problem and f"the shared dir {self.node.shared_problem}",
         )
 
     def v3_worker(self) -> None:
@@ -329,7 +322,14 @@ def plan(env: BatchEnv, settings: Settings, node: Survey) -> Plan:
     return _Planner(env, settings, node).plan()
 
 
+def applicable(plan: Plan) -> None:
+    """Raise ``RuntimeFailure`` when the node cannot take the plan at all."""
+    if plan.blocked:
+        raise RuntimeFailure(plan.blocked)
+
+
 def apply(plan: Plan) -> list[Action]:
     """Carry out the plan's changes in order; return them. Stops at the first
     failure with ``RuntimeFailure`` naming the path and the cause."""
+    applicable(plan)
     return carry_out(plan.changes)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from node_agent import __version__, agent, bootstrap, doctor
+from node_agent import __version__, agent, bootstrap, doctor, stopsignals
 from node_agent.env import BatchEnv
 from node_agent.envfile import overlay
 from node_agent.envview import env_summary, env_to_json
@@ -28,13 +27,14 @@ from node_agent.errors import (
 )
 from node_agent.layout import Layout
 from node_agent.lock import AlreadyRunning
-from node_agent.log import get_logger, hide_secrets, setup_logging
-from node_agent.redact import is_secret
+from node_agent.log import get_logger, hide_secrets, scrub, setup_logging
+from node_agent.redact import REDACTED, is_secret
 from node_agent.setting_specs import SPECS
 from node_agent.settings import Settings, load_settings, package_config
 from node_agent.state import (
     STATE_FILE,
     AgentState,
+    StateProblem,
     process_alive,
     read_state,
 )
@@ -44,15 +44,21 @@ from node_agent.syspkgs import ensure_system_packages
 log = get_logger("cli")
 
 
+def _print(text: str) -> None:
+    """Print a line of output, scrubbed of every secret and URL password."""
+    print(scrub(text))
+
+
 def _environ(args: argparse.Namespace) -> dict[str, str]:
-    return overlay(os.environ, args.env_file)
+    environ = overlay(os.environ, args.env_file)
+    hide_secrets(v for k, v in environ.items() if is_secret(k))
+    return environ
 
 
 def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settings]:
     """The merged environment, the Batch model and the settings, each validated
     (the problems of both at once)."""
     environ = _environ(args)
-    hide_secrets(v for k, v in environ.items() if is_secret(k))
     problems: list[Problem] = []
     env: Optional[BatchEnv] = None
     try:
@@ -79,6 +85,8 @@ def plan_lines(plan: bootstrap.Plan) -> list[str]:
     ]
     lines.extend(f"  {action.describe()}" for action in plan.actions)
     lines.extend(f"note: {note}" for note in plan.notes)
+    if plan.blocked:
+        lines.append(f"cannot be applied: {plan.blocked}")
     return lines
 
 
@@ -89,51 +97,66 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         ensure_system_packages(env, settings, environ)
     plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):
-        print(line)
+        _print(line)
     if args.dry_run:
-        print(f"dry run: {len(plan.changes)} change(s) planned, none made")
+        _print(f"dry run: {len(plan.changes)} change(s) planned, none made")
         return EXIT_OK
     done = bootstrap.apply(plan)
     if done:
-        print(f"changed {len(done)}: " + ", ".join(a.path for a in done))
+        _print(f"changed {len(done)}: " + ", ".join(a.path for a in done))
     else:
-        print("nothing to change: the node is already set up")
+        _print("nothing to change: the node is already set up")
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Bootstrap the node, then supervise the worker for the node's whole life."""
+    early_stops = stopsignals.hold()  # first: a stop is never a silent death
     environ, env, settings = _prepare(args)
     ensure_system_packages(env, settings, environ)
     plan = bootstrap.plan(env, settings, survey(env, settings))
     for line in plan_lines(plan):
         log.info("%s", line.strip())
-    return agent.run(environ, env, settings, plan)
+    return agent.run(environ, env, settings, plan, early_stops)
+
+
+_NO_STATE = {"agent_alive": False, "worker_alive": False}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the agent's state file and whether its processes are alive."""
     env = BatchEnv.from_environ(_environ(args))
     path = os.path.join(Layout.for_env(env).agent_dir, STATE_FILE)
-    state = read_state(path)
+    try:
+        state = read_state(path)
+    except StateProblem as exc:
+        if args.json:
+            _print(json.dumps({**_NO_STATE, "state_file": path, "state_problem": str(exc)}))
+        else:
+            _print(
+                f"the state file {path} {exc}; node-agent rewrites it at its next start "
+                "(whether an agent runs now cannot be told from it)"
+            )
+        return EXIT_NOT_RUNNING
     if state is None:
         if args.json:
-            print(json.dumps({"state_file": path, "agent_alive": False, "worker_alive": False}))
+            _print(json.dumps({**_NO_STATE, "state_file": path}))
         else:
-            print(f"node-agent has not run on this node (no state file at {path})")
+            _print(f"node-agent has not run on this node (no state file at {path})")
         return EXIT_NOT_RUNNING
     agent_alive = process_alive(state.agent_pid, state.agent_create_time)
     worker_alive = process_alive(state.worker_pid, state.worker_create_time)
     if args.json:
         document = {
             **state.to_json(),
+            "worker_token": state.worker_token and REDACTED,
             "state_file": path,
             "agent_alive": agent_alive,
             "worker_alive": worker_alive,
         }
-        print(json.dumps(document, indent=2, sort_keys=True))
+        _print(json.dumps(document, indent=2, sort_keys=True))
     else:
-        print(status_text(state, agent_alive, worker_alive))
+        _print(status_text(state, agent_alive, worker_alive))
     return EXIT_OK if agent_alive else EXIT_NOT_RUNNING
 
 
@@ -179,9 +202,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Run every check; print one row each (or JSON); exit 6 if any failed."""
     rows = doctor.run_checks(_environ(args))
     if args.json:
-        print(json.dumps(doctor.to_json(rows), indent=2))
+        _print(json.dumps(doctor.to_json(rows), indent=2))
     else:
-        print(doctor.render(rows))
+        _print(doctor.render(rows))
     return EXIT_OK if doctor.healthy(rows) else EXIT_UNHEALTHY
 
 
@@ -189,9 +212,9 @@ def cmd_env(args: argparse.Namespace) -> int:
     """Print the parsed environment."""
     env = BatchEnv.from_environ(_environ(args))
     if args.json:
-        print(json.dumps(env_to_json(env), indent=2, sort_keys=True))
+        _print(json.dumps(env_to_json(env), indent=2, sort_keys=True))
     else:
-        print(env_summary(env))
+        _print(env_summary(env))
     return EXIT_OK
 
 
@@ -295,11 +318,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return func(args)
     except InvalidInput as exc:
-        print(f"node-agent: ERROR: {exc.render()}", file=sys.stderr)
+        log.error("%s", exc.render())
         return EXIT_INVALID
     except AlreadyRunning as exc:
-        print(f"node-agent: ERROR: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return EXIT_ALREADY_RUNNING
     except RuntimeFailure as exc:
-        print(f"node-agent: ERROR: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return EXIT_FAILURE

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Optional
 
+from node_agent import fsutil
 from node_agent.errors import InvalidInput, Problem
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -36,12 +36,19 @@ def parse_env_text(text: str, source: str) -> dict[str, str]:
     return result
 
 
+MAX_ENV_FILE_BYTES = 1 << 20  # a whole Batch environment is a few KiB
+
+
 def load_env_file(path: str) -> dict[str, str]:
-    """Read an environment file, as ``parse_env_text`` describes."""
+    """Read an environment file, as ``parse_env_text`` describes (a regular file of
+    at most 1 MiB: never a FIFO or a device, which could hang or never end)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        text = fsutil.read_bounded(path, MAX_ENV_FILE_BYTES).decode("utf-8")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, UnicodeDecodeError):
+            reason = f"is not UTF-8 text (byte {exc.start})"
+        else:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InvalidInput(
             "cannot read environment file",
             [Problem(path, f"{reason}; pass an existing KEY=VALUE file to --env-file")],

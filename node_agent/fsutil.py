@@ -16,7 +16,7 @@ import secrets
 import shutil
 import stat
 from collections.abc import Sequence
-from typing import Optional
+from typing import BinaryIO, Optional
 
 
 def _temp_name(path: str) -> str:
@@ -95,20 +95,47 @@ def atomic_link_dir(path: str, links: Sequence[tuple[str, str]]) -> None:
     _fsync_dir(parent)
 
 
-def read_regular_file(path: str) -> Optional[bytes]:
+class Unsuitable(ValueError):
+    """Not a file to read: a FIFO, a device or a directory (reading could hang or
+    never end), or larger than the caller's limit."""
+
+
+def _read_limited(handle: BinaryIO, limit: Optional[int]) -> bytes:
+    if limit is None:
+        return handle.read()
+    # st_size can lie (/proc files say 0): read one byte past the limit to know.
+    data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise Unsuitable(f"is larger than {limit // 1024} KiB, far more than it should hold")
+    return data
+
+
+def read_bounded(path: str, limit: int) -> bytes:
+    """The bytes of the regular file at ``path`` (symlinks followed): at most
+    ``limit`` of them. Raises ``OSError`` (missing, unreadable) or ``Unsuitable``
+    (not a regular file, larger than ``limit``); never blocks on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Unsuitable("is not a regular file (a FIFO, a device or a directory)")
+        return _read_limited(handle, limit)
+
+
+def read_regular_file(path: str, limit: Optional[int] = None) -> Optional[bytes]:
     """The bytes of the regular file at ``path``, never through a symlink.
 
-    None when nothing, a symlink or something other than a regular file is there;
-    any other failure (permission denied, I/O error) is raised, because treating an
-    unreadable file as absent could mean overwriting credentials.
+    None when nothing, a symlink or something other than a regular file is there (or
+    the path is too long to exist); any other failure (permission denied, I/O error)
+    is raised, because treating an unreadable file as absent could mean overwriting
+    credentials. With ``limit``, a larger file raises ``Unsuitable``.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG):
             return None
         raise
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return handle.read()
+        return _read_limited(handle, limit)

@@ -7,17 +7,30 @@ worker (close-on-exec), so a leftover worker never holds it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 from typing import Optional
 
 from node_agent.errors import RuntimeFailure
+from node_agent.log import get_logger
+
+log = get_logger("lock")
 
 LOCK_FILE = "agent.lock"
 
 
 class AlreadyRunning(RuntimeFailure):
     """Another agent holds the node's lock."""
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "it is a symlink, not node-agent's lock file; remove it"
+    if exc.errno == errno.EISDIR:
+        return "it is a directory, not node-agent's lock file; remove it"
+    return f"{exc.strerror}; check the shared dir is writable by uid {os.getuid()}"
 
 
 class NodeLock:
@@ -28,8 +41,21 @@ class NodeLock:
         self._fd: Optional[int] = None
 
     def acquire(self) -> None:
-        """Take the lock, or raise ``AlreadyRunning`` naming the holder."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        """Take the lock, or raise ``AlreadyRunning`` naming the holder
+        (``RuntimeFailure`` when something else is at the lock's path)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # No lock file, so no agent holds it: a full disk must not keep the
+                # worker from running.
+                log.warning(
+                    "cannot create the node's lock %s (%s): running without it",
+                    self.path,
+                    exc.strerror,
+                )
+                return
+            raise RuntimeFailure(f"cannot take the node's lock {self.path}: {_why(exc)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -39,8 +65,9 @@ class NodeLock:
                 f"another node-agent (pid {holder}) is already supervising the worker on "
                 f"this node (lock {self.path}); stop it first, or use 'node-agent status'"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with contextlib.suppress(OSError):  # the pid is for messages only (a full disk)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def release(self) -> None:

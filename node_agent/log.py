@@ -10,27 +10,33 @@ import logging
 import sys
 from collections.abc import Iterable
 
-from node_agent.redact import REDACTED
+from node_agent.redact import REDACTED, redact_urls
 
 LOGGER_NAME = "node_agent"
 
 
 class _Redactor(logging.Formatter):
-    """Formats records, then replaces every known secret value: a safety net under
-    the rule that no message is ever built with a secret in it."""
+    """Formats records, then scrubs them (``scrub``): a safety net under the rule
+    that no message is ever built with a secret in it."""
 
     def __init__(self) -> None:
         super().__init__("node-agent: %(levelname)s: %(message)s")
         self.secrets: set[str] = set()
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return scrub(super().format(record))
 
 
 _formatter = _Redactor()
+
+
+def scrub(text: str) -> str:
+    """``text`` without any known secret value or URL password: for every line
+    node-agent prints, log or not."""
+    text = redact_urls(text)
+    for secret in _formatter.secrets:
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def hide_secrets(values: Iterable[str]) -> None:
@@ -38,9 +44,18 @@ def hide_secrets(values: Iterable[str]) -> None:
     _formatter.secrets.update(v for v in values if len(v) >= 4)
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    def handleError(self, record: logging.LogRecord) -> None:
+        # stderr.txt lives on the node's disk: when that is full the line is lost, and
+        # must not be replaced by a traceback (which would be lost too) or worse.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Send the agent's log records to stderr, one flushed line each."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(_formatter)
     root = logging.getLogger(LOGGER_NAME)
     root.handlers[:] = [handler]

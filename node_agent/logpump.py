@@ -7,14 +7,27 @@ buffer, so nothing is lost with a preempted node), in chunks of at most 64 KiB
 pipe's write end gone) a last line without a newline gets one, so it is never glued
 to the next run's first line. A stalled reader of our output blocks only the pump
 thread; the main thread goes on handling signals and stopping the worker.
+
+A failed write is a fault to live through, never the end of the worker's log: on a
+full disk (ENOSPC, EDQUOT, also EIO or EFBIG) the chunk is dropped and counted, the
+pump keeps reading (the worker never blocks on a full pipe) and keeps trying with
+the next chunk, and says how much was lost once a write succeeds again. A
+non-blocking output (EAGAIN) is waited on. Only a closed reader (EPIPE, EBADF)
+ends the writing for good; the pump then drains without writing.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import threading
 import time
 from typing import Callable, Optional
+
+from node_agent.log import get_logger
+
+log = get_logger("logpump")
 
 CHUNK = 64 * 1024
 
@@ -27,10 +40,7 @@ def utc_stamp() -> bytes:
     )
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+_GONE = (errno.EPIPE, errno.EBADF)  # nobody will ever read what we write
 
 
 class Pump:
@@ -45,8 +55,12 @@ class Pump:
     ) -> None:
         self.source = source
         self.sink = sink
+        self.name = name
         self.stamp = stamp
-        self.error: Optional[OSError] = None
+        self.error: Optional[OSError] = None  # the error that ended writing for good
+        self.lost = 0  # bytes dropped since writing last failed
+        self._failure: Optional[str] = None  # why writing is failing now
+        self._emit = self._write
         self._at_line_start = True
         self._thread = threading.Thread(target=self._run, name=f"pump-{name}", daemon=True)
 
@@ -71,14 +85,48 @@ class Pump:
             out = prefix + out
         return out + b"\n" if ends_line else out
 
-    def _emit(self, data: bytes) -> None:
-        if self.error is None:
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
             try:
-                _write_all(self.sink, data)
+                view = view[os.write(self.sink, view) :]
+            except BlockingIOError:
+                select.select([], [self.sink], [])
             except OSError as exc:
-                # Our own output is gone (closed pipe, EIO): keep draining so the
-                # worker never blocks on a full pipe, but stop writing.
-                self.error = exc
+                self._failed(exc, len(view))
+                return
+
+    def _failed(self, exc: OSError, unwritten: int) -> None:
+        if exc.errno in _GONE:
+            self.error = exc
+            self._emit = self._discard
+            return
+        if self._failure is None:
+            self._failure = exc.strerror or str(exc)
+            log.warning(
+                "cannot write the worker's %s (%s): dropping its output until writing works again",
+                self.name,
+                self._failure,
+            )
+            self._emit = self._write_after_failure
+        self.lost += unwritten
+
+    def _write_after_failure(self, data: bytes) -> None:
+        lost = self.lost
+        self._write(data)
+        if self.lost == lost and self.error is None:
+            log.warning(
+                "writing the worker's %s works again; %d bytes of it could not be "
+                "written (%s) and are lost",
+                self.name,
+                lost,
+                self._failure,
+            )
+            self._failure, self.lost = None, 0
+            self._emit = self._write
+
+    def _discard(self, data: bytes) -> None:
+        pass
 
     def _run(self) -> None:
         try:

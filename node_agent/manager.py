@@ -11,12 +11,13 @@ worker-management calls are in ``manager_api``.
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 import requests
@@ -38,6 +39,7 @@ from node_agent.log import get_logger
 log = get_logger("manager")
 
 PROBE_TIMEOUT = 10.0  # seconds for one attempt
+STOP_POLL = 0.05  # seconds between looks at a stop request while a probe runs
 FIRST_WINDOW = 1.0  # seconds: the first retry waits up to this long
 
 
@@ -179,8 +181,47 @@ def wait_for_manager(
         reraise=True,
     )
     with manager_session(check.proxies) as session:
-        answer = retrying(probe, session, check)
+        try:
+            answer = retrying(_unless_stopped, should_stop, probe, session, check)
+        except ManagerUnavailable:
+            if should_stop():
+                log.info(
+                    "stopped waiting for the Manager %s after %.1f s",
+                    check.url,
+                    time.monotonic() - started,
+                )
+            raise
     log.info("Manager %s answered after %.1f s: %s", check.url, time.monotonic() - started, answer)
+    return answer
+
+
+def _unless_stopped(
+    should_stop: Callable[[], bool],
+    call: Callable[[requests.Session, ManagerCheck], str],
+    session: requests.Session,
+    check: ManagerCheck,
+) -> str:
+    """``call`` in a thread of its own, abandoned within ``STOP_POLL`` seconds once
+    ``should_stop`` says so: a probe of a Manager behind a firewall that drops
+    packets hangs for its whole timeout, and a stop must not wait for that."""
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["answer"] = call(session, check)
+        except BaseException as exc:  # noqa: BLE001 (raised in the waiting thread)
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="manager-probe", daemon=True).start()
+    while not done.wait(STOP_POLL):
+        if should_stop():
+            raise ManagerUnavailable("a stop was requested")
+    if "error" in outcome:
+        raise outcome["error"]
+    answer: str = outcome["answer"]
     return answer
 
 

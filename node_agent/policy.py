@@ -6,6 +6,12 @@ also exits 0 after failures, so its 0 proves nothing. Anything else is a failure
 restart after a capped exponential backoff with full jitter (tenacity's
 ``wait_random_exponential``), the window growing with consecutive failures and
 reset once the worker stayed up for ``reset_after`` seconds.
+
+A requested restart (the restart exit code, or a v3 exit 0 under
+``restart_on_clean_exit``) is done at once only when the worker ran for at least
+``min_uptime`` seconds. One that comes sooner is no real request but a worker that
+cannot stay up (a restart storm: thousands of starts a minute, each signing on at
+the Manager): it counts as a failure and backs off like one.
 """
 
 from __future__ import annotations
@@ -53,17 +59,27 @@ class RestartPolicy:
     backoff_initial: float
     backoff_cap: float
     reset_after: float
+    min_uptime: float
 
     def decide(self, exit_code: int, uptime: float, failures: int) -> Decision:
         """Judge an exit (``-N``: killed by signal N) after ``uptime`` seconds, with
         ``failures`` consecutive failed runs before this one."""
         streak = 0 if uptime >= self.reset_after else failures
+        requested = None
         if exit_code == self.restart_exit_code:
-            return Decision(Verdict.RESTART_NOW, "the worker asked to be restarted", 0)
-        if exit_code == 0 and self.flavour is Flavour.V3:
-            if self.restart_on_clean_exit:
-                return Decision(Verdict.RESTART_NOW, "clean exit; restart_on_clean_exit", 0)
-            return Decision(Verdict.STOP, "the Manager asked the worker to shut down", 0)
+            requested = "the worker asked to be restarted"
+        elif exit_code == 0 and self.flavour is Flavour.V3:
+            if not self.restart_on_clean_exit:
+                return Decision(Verdict.STOP, "the Manager asked the worker to shut down", 0)
+            requested = "clean exit; restart_on_clean_exit"
+        if requested is not None:
+            if uptime >= self.min_uptime:
+                return Decision(Verdict.RESTART_NOW, requested, 0)
+            reason = (
+                f"{requested}, but only {uptime:.1f} s after it started "
+                f"(min_uptime {self.min_uptime:g} s): paced like a failure"
+            )
+            return Decision(Verdict.RESTART_AFTER_BACKOFF, reason, streak + 1)
         if exit_code == 0:
             reason = "exit 0, which a v2 worker also gives after failures"
         elif exit_code < 0:

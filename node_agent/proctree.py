@@ -13,8 +13,8 @@ import ctypes
 import ctypes.util
 import os
 import signal
-from collections.abc import Iterable
-from typing import Optional
+from collections.abc import Iterable, Sequence
+from typing import Callable, Optional
 
 import psutil
 
@@ -23,16 +23,39 @@ from node_agent.log import get_logger
 log = get_logger("proctree")
 
 TOKEN_VARIABLE = "NODE_AGENT_WORKER_TOKEN"  # noqa: S105 (a variable name, not a secret)
+_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+PIDS_SHOWN = 10  # pids named in a log line; the rest are counted
+
+
+def _prctl() -> Callable[..., int]:
+    """libc's ``prctl`` (Linux); raises OSError or AttributeError where there is none."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl: Callable[..., int] = libc.prctl
+    return prctl
 
 
 def become_subreaper() -> bool:
     """Make this process adopt orphaned descendants (Linux). False where unsupported."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        return _prctl()(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def parent_death_signal(sig: signal.Signals) -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when the
+    thread that started it dies, however it dies (SIGKILL included), so it never
+    outlives its parent. Resolved here, in the parent: the child only calls it."""
+    prctl = _prctl()
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), sig)
+
+    return arm
 
 
 def _has_token(process: psutil.Process, token: str) -> bool:
@@ -86,3 +109,10 @@ def reap() -> list[tuple[int, int]]:
         if pid == 0:
             return reaped
         reaped.append((pid, os.waitstatus_to_exitcode(status)))
+
+
+def pid_summary(pids: Sequence[int]) -> str:
+    """The first few pids and how many more: one line stays short with hundreds."""
+    shown = ", ".join(str(pid) for pid in pids[:PIDS_SHOWN])
+    more = len(pids) - PIDS_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown

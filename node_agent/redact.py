@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import yaml
+
 REDACTED = "<redacted>"
 
 # Matched anywhere in a name, case-insensitively: AZ_BATCH_AUTHENTICATION_TOKEN,
@@ -19,6 +21,25 @@ def is_secret(name: str) -> bool:
 def shown(name: str, value: str) -> str:
     """The value as it may appear in output: quoted, or redacted for a secret name."""
     return REDACTED if is_secret(name) else repr(value)
+
+
+# The password of a ``scheme://user:password@host`` URL (a Manager behind basic auth).
+_URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password of every ``user:password@`` URL redacted."""
+    return _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+
+
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """What is wrong with a YAML document and where (line, column), without the
+    source line pyyaml would quote: it may hold a secret."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{exc.problem or exc.context or 'syntax error'}{where}"
+    return type(exc).__name__
 
 
 def printable(text: str) -> str:

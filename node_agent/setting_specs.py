@@ -15,10 +15,20 @@ from node_agent.flavour import Flavour
 
 
 def _url(text: str) -> str:
-    parts = urlsplit(text.strip())
+    url = text.strip()
+    expected = "expected an http:// or https:// URL with a host"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError(f"{expected}, without spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError for a port that is no number or out of range
+    except ValueError:
+        raise ValueError(f"{expected} and, if any, a port from 1 to 65535") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL with a host")
-    return text.strip()
+        raise ValueError(expected)
+    if port == 0:
+        raise ValueError(f"{expected} and, if any, a port from 1 to 65535")
+    return url
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -283,6 +293,14 @@ SPECS = (
         _boolean,
         False,
         "v3: restart the worker even after the Manager asked it to shut down",
+    ),
+    Spec(
+        "min_uptime",
+        "NODE_AGENT_MIN_UPTIME",
+        "--min-uptime",
+        _seconds,
+        10.0,
+        "seconds a worker must run for a requested restart to be done at once",
     ),
     Spec(
         "max_restarts",

@@ -15,14 +15,16 @@ from typing import Any, Optional
 
 import yaml
 
+from node_agent import fsutil
 from node_agent.env import BatchEnv
 from node_agent.errors import InvalidInput, Problem
 from node_agent.flavour import Flavour
-from node_agent.redact import REDACTED, is_secret
+from node_agent.redact import REDACTED, describe_yaml_error, is_secret
 from node_agent.setting_specs import BY_KEY, SPECS
 
 CONFIG_FILE_NAME = "node-agent.yaml"
 CONFIG_ENV = "NODE_AGENT_CONFIG"
+MAX_CONFIG_BYTES = 1 << 20  # a full settings file is under 2 KiB
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Settings:
     backoff_cap: float
     backoff_reset_after: float
     restart_on_clean_exit: bool
+    min_uptime: float
     max_restarts: int
     timestamps: bool
     manager_wait_cap: float
@@ -84,12 +87,18 @@ def read_config_file(path: Path, problems: list[Problem]) -> dict[str, str]:
     """The settings in a YAML file, as text; problems are appended, not raised."""
     where = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.safe_load(fsutil.read_bounded(where, MAX_CONFIG_BYTES).decode("utf-8"))
     except OSError as exc:
         problems.append(Problem(where, f"cannot read: {exc.strerror}"))
         return {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problems.append(Problem(where, f"is not valid YAML: {exc}".replace("\n", " ")))
+    except fsutil.Unsuitable as exc:
+        problems.append(Problem(where, str(exc)))
+        return {}
+    except yaml.YAMLError as exc:
+        problems.append(Problem(where, f"is not valid YAML: {describe_yaml_error(exc)}"))
+        return {}
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(where, f"is not UTF-8 text (byte {exc.start})"))
         return {}
     if document is None:
         return {}
@@ -104,6 +113,14 @@ def read_config_file(path: Path, problems: list[Problem]) -> dict[str, str]:
             continue
         values[key] = _yaml_text(value)
     return values
+
+
+def _is_file(path: Path) -> bool:
+    """Whether a file is there; False for a path that cannot exist (too long)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def package_config(env: Optional[BatchEnv]) -> Optional[Path]:
@@ -131,7 +148,7 @@ def load_settings(
     if configured:
         file_source = configured
         file_values = read_config_file(Path(configured), problems)
-    elif package_config is not None and package_config.is_file():
+    elif package_config is not None and _is_file(package_config):
         file_source = str(package_config)
         file_values = read_config_file(package_config, problems)
 

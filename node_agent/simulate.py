@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional
 
+from node_agent import proctree
 from node_agent.env import BatchEnv
 
 # What Batch puts on a start task's PATH before the shared and working dirs (seed).
@@ -227,7 +228,9 @@ class SimulatedNode:
         not through a shell (the pool's own ``/bin/sh -c`` does the expanding), a
         clean environment, output appended to startup/stdout.txt and stderr.txt, a
         session of its own; in a mount namespace with the pool's storage mounted
-        when one can be had (``lay_out`` found out)."""
+        when one can be had (``lay_out`` found out). It gets SIGTERM when the thread
+        calling this dies (even by SIGKILL), so a simulated node never outlives its
+        simulator."""
         command, _ = start_task_command(self.pool_json)
         env = self.environ
         outputs: list[IO[bytes]] = [
@@ -243,6 +246,8 @@ class SimulatedNode:
                 stdout=outputs[0],
                 stderr=outputs[1],
                 start_new_session=True,
+                # Safe with threads: the child only calls prctl, resolved before the fork.
+                preexec_fn=proctree.parent_death_signal(signal.SIGTERM),  # noqa: PLW1509
             )
         finally:
             for output in outputs:

@@ -3,10 +3,11 @@
 One worker at a time, in a session of its own, its stdout and stderr forwarded by
 ``logpump``. The main thread sleeps in ``select`` on a self-pipe that signals
 (``signal.set_wakeup_fd``) and other threads (``request_stop``) write to, so the
-agent uses no CPU while the worker runs and reacts at once to SIGCHLD, SIGTERM,
-SIGINT and SIGHUP. Restarts follow ``policy``; tenacity's ``Retrying`` does the
-waiting, through a sleep that a stop request cuts short. Platform events hold the
-worker (``holds``): stopped, and kept stopped until released, supervision going on.
+agent uses no CPU while the worker runs and reacts at once to SIGCHLD and the
+stop signals (``stopsignals``). Restarts follow ``policy``; tenacity's ``Retrying``
+does the waiting, through a sleep that a stop request cuts short. Platform events
+hold the worker (``holds``): stopped, and kept stopped until released, supervision
+going on.
 """
 
 from __future__ import annotations
@@ -20,16 +21,11 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import psutil
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_never,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
 
 from node_agent import proctree
 from node_agent.holds import Holds
@@ -38,13 +34,13 @@ from node_agent.logpump import Pump, utc_stamp
 from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
-from node_agent.state import AgentState, Phase, write_state
+from node_agent.state import AgentState, Phase, StateKeeper
+from node_agent.stopsignals import IGNORED_SIGNALS, STOP_SIGNALS
 from node_agent.storage import StorageCheck, wait_for_storage
 from node_agent.worker import WorkerSpec
 
 log = get_logger("supervise")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _POLL = 0.01  # seconds between checks while processes are being stopped
 _PUMP_DRAIN = 5.0  # seconds to wait for output still in the pipes after a stop
 
@@ -69,8 +65,7 @@ class Supervisor:
         spec: WorkerSpec,
         policy: RestartPolicy,
         settings: Settings,
-        state: AgentState,
-        state_path: str,
+        state: StateKeeper,
         *,
         stdout_fd: int = 1,
         stderr_fd: int = 2,
@@ -81,14 +76,17 @@ class Supervisor:
         self.spec = spec
         self.policy = policy
         self.settings = settings
-        self.state = state
-        self.state_path = state_path
+        self.keeper = state
         self.stdout_fd = stdout_fd
         self.stderr_fd = stderr_fd
         self.manager = manager
         self.storage = storage
         self.on_worker_start = on_worker_start
         self.stop_reason: Optional[str] = None
+        self._starts = 0  # worker starts so far (the first is no restart)
+        self._ignored: list[str] = []  # ignored signals received, not logged yet
+        # Stop signals received before ``run`` took them over (``stopsignals.hold``).
+        self.early_stops: Sequence[str] = ()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
         self.holds = Holds(self._wake)
@@ -108,11 +106,20 @@ class Supervisor:
 
     # -- the loop -------------------------------------------------------------
 
+    @property
+    def state(self) -> AgentState:
+        """The agent's current state."""
+        return self.keeper.state
+
     def _update(self, **changes: Any) -> None:
-        self.state = write_state(self.state_path, replace(self.state, **changes))
+        self.keeper.update(**changes)
 
     def _wait(self, timeout: Optional[float]) -> None:
-        """Sleep until woken (signal, child exit, request) or ``timeout`` passes."""
+        """Sleep until woken (signal, child exit, request) or ``timeout`` passes;
+        meanwhile retry a state write that failed."""
+        retry = self.keeper.retry_in()
+        if retry is not None:
+            timeout = retry if timeout is None else min(timeout, retry)
         readable, _, _ = select.select([self._wake_r], [], [], timeout)
         if readable:
             with contextlib.suppress(BlockingIOError):
@@ -121,6 +128,9 @@ class Supervisor:
         posted = self.holds.take_posted()
         if posted:
             self._update(**posted)
+        while self._ignored:
+            log.info("ignoring %s: it means nothing to node-agent", self._ignored.pop(0))
+        self.keeper.retry()
 
     def _sleep(self, seconds: float) -> None:
         """tenacity's sleep between restarts, cut short by a stop request."""
@@ -152,8 +162,12 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until a stop request or a final worker exit; returns the agent's
         exit code. Raises ``GaveUp`` after ``max_restarts`` failed restarts in a row."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (*STOP_SIGNALS, *IGNORED_SIGNALS)
+        }
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_signal)
+        if self.early_stops:
+            self.request_stop(f"received {self.early_stops[0]}")
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         try:
             limit = self.settings.max_restarts
@@ -170,7 +184,7 @@ class Supervisor:
                     with attempt:
                         self._run_once()
             except WorkerExited as exc:
-                raise GaveUp(
+                raise self._gave_up(
                     f"gave up after {limit} failed restarts in a row (max_restarts); last: "
                     f"{exc.decision.reason}"
                 ) from None
@@ -186,7 +200,10 @@ class Supervisor:
         return self.state.consecutive_failures > self.settings.max_restarts
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if signum != signal.SIGCHLD:
+        if signum in IGNORED_SIGNALS:
+            self._ignored.append(signal.Signals(signum).name)  # logged by _wait
+            self._wake()
+        elif signum != signal.SIGCHLD:
             self.request_stop(f"received {signal.Signals(signum).name}")
 
     def _wait_for(self, retry_state: RetryCallState) -> float:
@@ -211,8 +228,11 @@ class Supervisor:
             self._await_manager()
             self._await_release()  # a hold that came while the Manager was away
         if self.stop_reason is not None:
+            log.info("supervision ends before the worker starts: %s", self.stop_reason)
             self._finish()
             return
+        restarts = self.state.restarts + (self._starts > 0)
+        self._starts += 1
         token = secrets.token_hex(16)
         env = dict(self.spec.env)
         env[proctree.TOKEN_VARIABLE] = token
@@ -230,6 +250,7 @@ class Supervisor:
             )
         except OSError as exc:
             log.error("cannot start the worker %s: %s", self.spec.argv[0], exc.strerror)
+            self._update(restarts=restarts)
             self._judge(127 if isinstance(exc, FileNotFoundError) else 126, 0.0)
             return
         assert process.stdout is not None and process.stderr is not None
@@ -243,6 +264,7 @@ class Supervisor:
         self.holds.running = True
         self._update(
             phase=Phase.RUNNING,
+            restarts=restarts,
             worker_pid=process.pid,
             worker_create_time=psutil.Process(process.pid).create_time(),
             worker_token=token,
@@ -284,7 +306,7 @@ class Supervisor:
             wait_for_manager(check, self._sleep, lambda: self.stop_reason is not None)
         except ManagerUnavailable as exc:
             if self.stop_reason is None:
-                raise GaveUp(
+                raise self._gave_up(
                     f"gave up waiting for the Manager after {check.deadline:.0f} s "
                     f"(manager_wait_deadline): {exc}"
                 ) from None
@@ -335,7 +357,7 @@ class Supervisor:
             log.warning(
                 "stopping %d process(es) left by the worker: %s",
                 len(members),
-                ", ".join(str(p.pid) for p in members),
+                proctree.pid_summary([p.pid for p in members]),
             )
             proctree.send(members, signal.SIGTERM)
             deadline = (
@@ -376,7 +398,6 @@ class Supervisor:
             last_exit_reason=decision.reason,
             consecutive_failures=decision.failures,
             crash_loop=decision.crash_loop,
-            restarts=self.state.restarts + (decision.verdict is not Verdict.STOP),
             **exited,
         )
         level = (
@@ -397,3 +418,10 @@ class Supervisor:
 
     def _finish(self) -> None:
         self._update(phase=Phase.STOPPED, stop_reason=self.stop_reason, next_start_at=None)
+
+    def _gave_up(self, reason: str) -> GaveUp:
+        """Supervision ends for good: the state says so before the agent exits."""
+        self.stop_reason = reason
+        self._update(gave_up=True)
+        self._finish()
+        return GaveUp(reason)

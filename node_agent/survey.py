@@ -72,7 +72,7 @@ class Survey:
     paths: Mapping[str, PathState]
     package_dirs: Mapping[str, bool]  # package folder -> exists
     executables: Mapping[tuple[str, str], Optional[Found]]  # (package dir, name)
-    shared_writable: bool
+    shared_problem: Optional[str]  # why node-agent cannot write in the shared dir
     host_name: str  # the worker name's stand-in for a missing node id
     # Executables whose package brings libraries: what the loader says (None: no ldd).
     libraries: Mapping[str, Optional[LibraryReport]]
@@ -183,9 +183,39 @@ def survey(env: BatchEnv, settings: Settings) -> Survey:
         paths=paths,
         package_dirs={p.path: os.path.isdir(p.path) for p in env.packages},
         executables=executables,
-        shared_writable=os.access(layout.shared_dir, os.W_OK | os.X_OK),
+        shared_problem=unwritable(layout.shared_dir),
         host_name=socket.gethostname(),
         libraries={f.path: report(f.path) for f in tools if bundle_of(f.path)},
         libs_dirs=libs_dirs,
         bundled_ffmpeg=Found(bundled, None, _state(bundled)) if bundled else None,
     )
+
+
+def unwritable(directory: str) -> Optional[str]:
+    """Why this process cannot create files in ``directory``, with the fix; None
+    when it can. A node fault (a disk remounted read-only, a wrong user), not bad
+    input: the environment names the directory Batch made."""
+    try:
+        status = os.stat(directory)
+    except OSError as exc:
+        return (
+            f"{directory}: {exc.strerror}; check AZ_BATCH_NODE_SHARED_DIR (Batch creates it "
+            "before the start task runs)"
+        )
+    if not stat.S_ISDIR(status.st_mode):
+        return f"{directory}: is not a directory"
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False  # cannot tell; the access check below still answers
+    if read_only:
+        return (
+            f"{directory}: is on a read-only file system (a disk remounted read-only "
+            "after errors?); reboot or reimage the node"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"{directory}: not writable by uid {os.getuid()} (owner uid {status.st_uid}, "
+            f"mode {stat.S_IMODE(status.st_mode):o}); check the start task's user identity"
+        )
+    return None

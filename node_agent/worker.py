@@ -20,7 +20,7 @@ from node_agent.bootstrap import Plan
 from node_agent.flavour import Flavour
 from node_agent.log import get_logger
 from node_agent.settings import Settings
-from node_agent.state import AgentState, process_alive
+from node_agent.state import AgentState
 
 log = get_logger("worker")
 
@@ -63,15 +63,12 @@ def worker_spec(plan: Plan, settings: Settings, environ: Mapping[str, str]) -> W
 
 def stop_stale_worker(previous: Optional[AgentState], grace: float) -> None:
     """Stop a worker tree left running by an agent that was killed (SIGKILL, OOM):
-    found by the worker's pid and create time and by its token; SIGTERM, then
-    SIGKILL after ``grace``."""
+    every process carrying its token; SIGTERM, then SIGKILL after ``grace``. Only
+    the token counts, never a pid from the state file: a state file is advice, and
+    one naming some other process must not get that process killed."""
     if previous is None or previous.worker_token is None:
         return
     members = proctree.tree_members(previous.worker_token)
-    if previous.worker_pid is not None and process_alive(
-        previous.worker_pid, previous.worker_create_time
-    ):
-        members.append(psutil.Process(previous.worker_pid))
     if not members:
         return
     log.warning(

@@ -41,6 +41,7 @@ class Agent:
     manager: FakeManager
     imds: FakeImds
     _files: tuple[IO[bytes], IO[bytes]]
+    view: str = ""  # prefix through which the agent's files are seen (/proc/PID/root)
 
     @property
     def stdout(self) -> bytes:
@@ -52,7 +53,7 @@ class Agent:
 
     @property
     def state_path(self) -> Path:
-        return self.node.shared / ".node-agent" / "state.json"
+        return Path(self.view + str(self.node.shared / ".node-agent" / "state.json"))
 
     def state(self) -> dict[str, Any]:
         """The state file's document ({} before the first write)."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import ssl
+import subprocess
 import time
 from pathlib import Path
-from typing import IO, Callable, TypeVar
+from typing import IO, Callable, Optional, TypeVar
+
+import pytest
 
 from node_agent.envfile import load_env_file
 
@@ -61,3 +65,27 @@ def read_lines(stream: IO[str], count: int, timeout: float = 20.0) -> list[str]:
             raise AssertionError(f"the stream ended before {count} line(s): {data!r}")
         data += chunk
     return [line.decode() for line in data.split(b"\n")[:count]]
+
+
+@functools.cache
+def _namespace_refusal() -> Optional[str]:
+    """Why a private mount namespace with a tmpfs cannot be had here (None: it can)."""
+    try:
+        result = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "t", "/mnt"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except FileNotFoundError:
+        return "the unshare command is not installed"
+    if result.returncode != 0:
+        return f"unshare -m + mount not permitted here: {result.stderr.strip()}"
+    return None
+
+
+def needs_mount_namespace() -> None:
+    reason = _namespace_refusal()
+    if reason is not None:
+        pytest.skip(f"a real mount needs a private mount namespace: {reason}")

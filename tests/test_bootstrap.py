@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -248,14 +249,17 @@ def _become_task_user(root: Path) -> None:
     helpers.set_gid(1000)
 
 
-def test_read_only_shared_dir_is_reported(fakefs: FakeFilesystem) -> None:
+def test_a_shared_dir_it_cannot_write_is_a_node_fault_not_bad_input(
+    fakefs: FakeFilesystem,
+) -> None:
     node = make_node(ROOT, "newer_spot")
     _become_task_user(ROOT)
     os.chmod(node.shared, 0o555)
-    problems = _problems(node)
-    assert problems[0].startswith(
-        f"AZ_BATCH_NODE_SHARED_DIR='{node.shared}': is missing or not writable by uid 1000"
-    )
+    plan = _plan(node)  # the input is fine: the plan can be shown
+    why = f"the shared dir {node.shared}: not writable by uid 1000 (owner uid 1000, mode 555)"
+    assert plan.blocked is not None and plan.blocked.startswith(why)
+    with pytest.raises(RuntimeFailure, match=re.escape(why)):
+        bootstrap.apply(plan)
 
 
 def test_read_only_worker_dir_fails_cleanly_at_apply(fakefs: FakeFilesystem) -> None:

@@ -4,6 +4,7 @@ running the real start task from the built package."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -217,10 +218,13 @@ def test_simulated_node_end_to_end(
         fixture,
         packages,
         POOL,
+        # The Manager asks for a restart right after a start below: honoured at once,
+        # as it is for a worker that has run for min_uptime.
         {
             "FLAMENCO_MANAGER_URL": manager.url,
             "NODE_AGENT_IMDS_URL": imds.url,
             "FLAMENCO_STANDIN_TIME_SCALE": "0.05",  # the stand-in worker's own waits
+            "NODE_AGENT_MIN_UPTIME": "0.001",
         },
     )
     node.lay_out()
@@ -340,3 +344,62 @@ def test_simulated_pool_for_fleet(
         assert node["agent"]["phase"] == "running" and node["worker"]["status"] == "awake"
         assert node["worker_name"] == node["agent"]["worker_name"] == node["worker"]["name"]
     assert [n["dedicated"] for n in document["nodes"]] == [True, False]
+
+
+SIMULATE = REPO / "packaging" / "simulate-node"
+
+
+def _simulate(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    temp = tmp_path / "tmp"
+    temp.mkdir(exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, str(SIMULATE), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )
+
+
+def test_simulate_node_refuses_bad_input_without_a_traceback_or_a_leftover(
+    tmp_path: Path,
+) -> None:
+    not_a_zip = tmp_path / "not-a.zip"
+    not_a_zip.write_text("text")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    tiny = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(tiny, "w") as archive:
+        archive.writestr("flamenco-worker", "")
+    for args, code, message in (
+        (("--fixture", "nope"), 2, "--fixture 'nope': no such fixture; one of "),
+        (("--package", str(tmp_path / "absent.zip")), 2, "absent.zip: not a zip file"),
+        (("--package", str(not_a_zip)), 2, "not-a.zip: not a zip file"),
+        (("--root", str(a_file)), 2, "a-file: exists and is not a directory"),
+        # Fails after the temporary dir was made: nothing can be created under /proc.
+        (("--package", str(tiny), "--root", "/proc/simulated"), 1, "simulate-node: [Errno"),
+    ):
+        process = _simulate(tmp_path, *args)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == code, err
+        assert message in err and "Traceback" not in err
+        assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_killed_simulator_leaves_no_node_running(package: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    simulator = _simulate(tmp_path, "--root", str(root), "--package", str(package))
+    try:
+        stdout = root / "startup" / "stdout.txt"
+        signed_on = b"manager accepted sign-on"
+        wait_until(lambda: stdout.exists() and signed_on in stdout.read_bytes(), 60)
+        state = json.loads((root / "shared" / ".node-agent" / "state.json").read_text())
+        agent, worker = psutil.Process(state["agent_pid"]), psutil.Process(state["worker_pid"])
+        simulator.kill()  # SIGKILL: no chance to clean up by itself
+        simulator.communicate(timeout=30)
+        psutil.wait_procs([agent, worker], timeout=30)
+        assert not agent.is_running() and not worker.is_running()
+    finally:
+        if simulator.poll() is None:
+            simulator.kill()
+            simulator.communicate()

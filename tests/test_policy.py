@@ -16,18 +16,41 @@ def _policy(flavour: Flavour = Flavour.V3, clean_restart: bool = False) -> Resta
         backoff_initial=1.0,
         backoff_cap=60.0,
         reset_after=300.0,
+        min_uptime=10.0,
     )
 
 
 def test_restart_code_restarts_now_and_clears_the_streak() -> None:
-    decision = _policy().decide(75, uptime=1.0, failures=4)
+    decision = _policy().decide(75, uptime=10.0, failures=4)
     assert (decision.verdict, decision.failures) == (Verdict.RESTART_NOW, 0)
     assert _policy().delay(decision) == 0.0
 
 
 def test_v3_clean_exit_stops_unless_configured() -> None:
     assert _policy().decide(0, 10.0, 0).verdict is Verdict.STOP
+    assert _policy().decide(0, 0.1, 3).verdict is Verdict.STOP
     assert _policy(clean_restart=True).decide(0, 10.0, 0).verdict is Verdict.RESTART_NOW
+
+
+@pytest.mark.parametrize("clean_restart, code", [(False, 75), (True, 0)])
+def test_a_requested_restart_right_after_the_start_is_paced_like_a_failure(
+    clean_restart: bool, code: int
+) -> None:
+    # A worker exiting with a restart request at once, forever: a restart storm.
+    policy = _policy(clean_restart=clean_restart)
+    failures, loops, delays = 0, [], []
+    for _ in range(6):
+        decision = policy.decide(code, uptime=0.01, failures=failures)
+        assert decision.verdict is Verdict.RESTART_AFTER_BACKOFF
+        assert "only 0.0 s after it started (min_uptime 10 s)" in decision.reason
+        failures = decision.failures
+        loops.append(decision.crash_loop)
+        delays.append(policy.delay(decision))
+    assert failures == 6 and loops == [False, False, False, False, True, True]
+    assert all(0 <= d <= 60 for d in delays) and sum(delays) > 0
+    # Once the worker ran for min_uptime, a request is honoured at once again.
+    later = policy.decide(code, uptime=10.0, failures=failures)
+    assert (later.verdict, later.failures) == (Verdict.RESTART_NOW, 0)
 
 
 def test_v2_clean_exit_is_a_failure() -> None:

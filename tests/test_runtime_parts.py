@@ -1,9 +1,10 @@
-"""The supervisor's parts in-process: log pump, lock, state file, worker command."""
+"""The supervisor's parts in-process: log pump, lock, worker command."""
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import threading
 from pathlib import Path
 
@@ -13,9 +14,9 @@ from node_agent import bootstrap
 from node_agent.lock import AlreadyRunning, NodeLock
 from node_agent.logpump import CHUNK, Pump, utc_stamp
 from node_agent.settings import load_settings
-from node_agent.state import AgentState, own_create_time, process_alive, read_state, write_state
 from node_agent.survey import survey
 from node_agent.worker import worker_spec
+from tests.helpers import wait_until
 from tests.nodes import make_node
 
 
@@ -86,33 +87,6 @@ def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
     second.release()
 
 
-def _state() -> AgentState:
-    return AgentState(
-        agent_pid=os.getpid(),
-        agent_create_time=own_create_time(),
-        phase="running",
-        started_at=1.0,
-        flavour="v3",
-        worker_name="w",
-        worker_executable="/x",
-        worker_dir="/w",
-        config_path="/w/c",
-    )
-
-
-def test_state_round_trip_and_liveness(tmp_path: Path) -> None:
-    path = str(tmp_path / "state.json")
-    assert read_state(path) is None
-    written = write_state(path, _state())
-    assert written.updated_at > 0
-    assert read_state(path) == written
-    assert process_alive(written.agent_pid, written.agent_create_time)
-    assert not process_alive(written.agent_pid, written.agent_create_time - 5)  # reused pid
-    assert not process_alive(None, None)
-    Path(path).write_text("{not json")
-    assert read_state(path) is None
-
-
 def test_worker_spec_per_flavour(tmp_path: Path) -> None:
     for fixture, flavour in (("newer_spot", "v3"), ("seed", "v2")):
         node = make_node(tmp_path / fixture, fixture)
@@ -140,3 +114,58 @@ def test_worker_spec_per_flavour(tmp_path: Path) -> None:
         else:
             assert spec.argv[1:] == ()
             assert env["HOME"] == plan.layout.worker_home
+
+
+def test_pump_lives_through_a_full_disk_and_says_what_was_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (every write to it fails with ENOSPC)")
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    full = os.open("/dev/full", os.O_WRONLY)
+    sink = os.dup(full)  # the pump's output: a full disk, for now
+    pump = Pump(source_r, sink, "stdout").start()
+    os.write(source_w, b"lost line\n")
+    wait_until(lambda: pump.lost == 10, what="the lost line")
+    os.dup2(sink_w, sink)  # space is back
+    os.write(source_w, b"kept line\n")
+    os.close(source_w)
+    assert pump.join(30)
+    assert os.read(sink_r, 100) == b"kept line\n"
+    assert pump.error is None and pump.lost == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "cannot write the worker's stdout (No space left on device): dropping its output "
+        "until writing works again",
+        "writing the worker's stdout works again; 10 bytes of it could not be written "
+        "(No space left on device) and are lost",
+    ]
+    for fd in (sink_r, sink_w, full, sink):
+        os.close(fd)
+
+
+def test_pump_waits_on_an_output_that_is_non_blocking() -> None:
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    os.set_blocking(sink_w, False)  # as a reader sharing our stdout might leave it
+    pump = Pump(source_r, sink_w, "test").start()
+    data = b"0123456789abcde\n" * (1 << 16)  # 1 MiB: many times a pipe's buffer
+    received = bytearray()
+    reader = threading.Thread(target=lambda: _drain(sink_r, received))
+    os.write(source_w, data[: 1 << 16])
+    wait_until(lambda: not pump.join(0.01) and _pipe_full(sink_w), what="a full pipe")
+    reader.start()
+    view = memoryview(data)[1 << 16 :]
+    while view:
+        view = view[os.write(source_w, view) :]
+    os.close(source_w)
+    assert pump.join(30)
+    os.close(sink_w)
+    reader.join(30)
+    os.close(sink_r)
+    assert bytes(received) == data and pump.error is None and pump.lost == 0
+
+
+def _pipe_full(fd: int) -> bool:
+    return not select.select([], [fd], [], 0)[1]

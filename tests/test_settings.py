@@ -107,10 +107,32 @@ def test_secret_values_never_in_messages() -> None:
     assert "<redacted>" in caught.value.render()
 
 
-@pytest.mark.parametrize("url", ["ftp://manager/", "http://", "http:///path", "manager"])
-def test_bad_urls(url: str) -> None:
-    with pytest.raises(InvalidInput, match="expected an http:// or https:// URL"):
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        ("ftp://manager/", ""),
+        ("http://", ""),
+        ("http:///path", ""),
+        ("manager", ""),
+        ("http://127.0.0.1:99999/", " and, if any, a port from 1 to 65535"),
+        ("http://127.0.0.1:abc/", " and, if any, a port from 1 to 65535"),
+        ("http://127.0.0.1:0/", " and, if any, a port from 1 to 65535"),
+        ("http://[::1/", " and, if any, a port from 1 to 65535"),
+        ("http://my manager:8080/", ", without spaces or control characters"),
+        ("http://manager\x00:8080/", ", without spaces or control characters"),
+    ],
+)
+def test_bad_urls(url: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
         load_settings({"FLAMENCO_MANAGER_URL": url}, {}, None)
+    assert (
+        caught.value.problems[0].message == "expected an http:// or https:// URL with a host" + why
+    )
+
+
+@pytest.mark.parametrize("url", ["http://m:8080/", "https://[::1]:443/", "http://u:p@m/"])
+def test_good_urls(url: str) -> None:
+    assert load_settings({"FLAMENCO_MANAGER_URL": f" {url} "}, {}, None).manager_url == url
 
 
 def test_manager_url_is_required() -> None:

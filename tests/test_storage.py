@@ -4,14 +4,13 @@ on their own."""
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import psutil
 import pytest
@@ -31,34 +30,10 @@ from node_agent.storage import (
     wait_for_storage,
 )
 from tests.agent import Agent, worker_node
-from tests.helpers import wait_until
+from tests.helpers import needs_mount_namespace, wait_until
 from tests.nodes import make_node
 
 FAST_STORAGE = {"NODE_AGENT_STORAGE_WAIT_CAP": "0.2"}
-
-
-@functools.cache
-def _namespace_refusal() -> Optional[str]:
-    """Why a private mount namespace with a tmpfs cannot be had here (None: it can)."""
-    try:
-        result = subprocess.run(
-            ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "t", "/mnt"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except FileNotFoundError:
-        return "the unshare command is not installed"
-    if result.returncode != 0:
-        return f"unshare -m + mount not permitted here: {result.stderr.strip()}"
-    return None
-
-
-def needs_mount_namespace() -> None:
-    reason = _namespace_refusal()
-    if reason is not None:
-        pytest.skip(f"a real mount needs a private mount namespace: {reason}")
 
 
 def _in_namespace(pid: int, *mount_args: str) -> None:

@@ -13,6 +13,7 @@ from typing import Callable
 import psutil
 import pytest
 
+from node_agent.doctor import Context, Status, node_checks
 from node_agent.errors import EXIT_ALREADY_RUNNING, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
 from node_agent.standins.imds import FakeImds
 from node_agent.standins.manager import FakeManager
@@ -87,7 +88,7 @@ def test_v2_clean_exit_restarts(tmp_path: Path, run_agent: Start) -> None:
 
 
 def test_restart_exit_code_restarts_at_once(run_agent: Start) -> None:
-    agent = run_agent("count,exit-first:1:75,wait")
+    agent = run_agent("count,exit-first:1:75,wait", NODE_AGENT_MIN_UPTIME="0.001")
     state = agent.wait_running(starts=2)
     assert state["restarts"] == 1 and state["consecutive_failures"] == 0
     assert state["last_exit_reason"] == "the worker asked to be restarted"
@@ -108,6 +109,19 @@ def test_crash_loop_backs_off_and_is_reported(run_agent: Start) -> None:
     assert agent.wait() == EXIT_OK
 
 
+def test_a_restart_storm_is_paced_and_reported_as_a_crash_loop(run_agent: Start) -> None:
+    # Exits with the restart exit code right after every start (min_uptime: 10 s).
+    agent = run_agent("count,exit:75")
+    wait_until(lambda: b"node-agent: ERROR: crash loop: the worker failed" in agent.stderr)
+    state = agent.state()
+    assert state["crash_loop"] and state["consecutive_failures"] >= 5
+    assert state["last_exit_code"] == 75 and "paced like a failure" in state["last_exit_reason"]
+    assert b"restart now" not in agent.stderr
+    assert "CRASH LOOP" in _status(agent).stdout
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == EXIT_OK
+
+
 def _tree_pids(agent: Agent) -> list[int]:
     work = agent.work
     return [agent.runs()[-1], *(int((work / n).read_text()) for n in ("child", "daemon"))]
@@ -115,11 +129,20 @@ def _tree_pids(agent: Agent) -> list[int]:
 
 def test_max_restarts_counts_failures_in_a_row_only(run_agent: Start) -> None:
     # Two requested restarts first (not failures), then failures until it gives up.
-    agent = run_agent("count,exit-first:2:75,exit:3", NODE_AGENT_MAX_RESTARTS="2")
+    agent = run_agent(
+        "count,exit-first:2:75,exit:3", NODE_AGENT_MAX_RESTARTS="2", NODE_AGENT_MIN_UPTIME="0.001"
+    )
     assert agent.wait() == EXIT_FAILURE
     assert len(agent.runs()) == 2 + 3  # the failures: the first run and 2 restarts
     assert b"gave up after 2 failed restarts in a row (max_restarts)" in agent.stderr
-    assert agent.state()["consecutive_failures"] == 3
+    state = agent.state()
+    assert state["consecutive_failures"] == 3
+    # The state tells the end: stopped, why, and the restarts that really happened.
+    assert state["phase"] == "stopped" and state["gave_up"] is True
+    assert state["stop_reason"].startswith("gave up after 2 failed restarts in a row")
+    assert state["restarts"] == len(agent.runs()) - 1
+    (row,) = node_checks.check_agent(Context.from_environ(agent.node.environ))
+    assert row.status is Status.FAILED and "gave up after 2 failed restarts" in row.found
 
 
 def test_sigterm_stops_the_whole_tree(run_agent: Start) -> None:
@@ -139,7 +162,7 @@ def test_sigterm_stops_the_whole_tree(run_agent: Start) -> None:
     assert b"stopping 2 process(es) left by the worker" in agent.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP, signal.SIGQUIT])
 def test_other_stop_signals(sig: signal.Signals, run_agent: Start) -> None:
     agent = run_agent("count,wait")
     worker = agent.wait_running()["worker_pid"]

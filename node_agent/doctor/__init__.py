@@ -17,10 +17,15 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Callable
+from typing import Callable, Optional
 
 from node_agent.doctor.context import Context
-from node_agent.doctor.node_checks import check_agent, check_resources, check_worker_config
+from node_agent.doctor.node_checks import (
+    check_agent,
+    check_resources,
+    check_shared_dir,
+    check_worker_config,
+)
 from node_agent.doctor.report import Row, Status, healthy, render, to_json
 from node_agent.doctor.service_checks import check_manager, check_metadata
 from node_agent.doctor.setup_checks import check_environment, check_path, check_settings
@@ -31,6 +36,7 @@ from node_agent.doctor.tool_checks import (
     check_packages,
     check_tools,
 )
+from node_agent.settings import Settings
 
 __all__ = ["CHECKS", "Context", "Row", "Status", "healthy", "render", "run_checks", "to_json"]
 
@@ -45,6 +51,7 @@ CHECKS: tuple[Check, ...] = (
     check_libraries,
     check_tools,
     check_path,
+    check_shared_dir,
     check_worker_config,
     check_manager,
     check_metadata,
@@ -55,9 +62,12 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def run_checks(environ: Mapping[str, str], limit: float = CHECK_LIMIT) -> list[Row]:
-    """Every check, in parallel, each within ``limit`` seconds; rows in check order."""
-    ctx = Context.from_environ(environ)
+def run_checks(
+    environ: Mapping[str, str], limit: float = CHECK_LIMIT, settings: Optional[Settings] = None
+) -> list[Row]:
+    """Every check, in parallel, each within ``limit`` seconds; rows in check order.
+    ``settings``: check these (the running agent's) instead of loading them."""
+    ctx = Context.from_environ(environ, settings)
     pool = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="doctor")
     futures = [(check, pool.submit(check, ctx)) for check in CHECKS]
     deadline = time.monotonic() + limit
@@ -75,6 +85,9 @@ def run_checks(environ: Mapping[str, str], limit: float = CHECK_LIMIT) -> list[R
                     "run that check's command by hand on the node to see where it hangs",
                 )
             )
+        except Exception as exc:  # noqa: BLE001 (one broken check must not hide the rest)
+            why = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else repr(exc)
+            rows.append(Row(name, Status.FAILED, f"the check failed: {why}", "fix what it names"))
     # A check past its limit is reported above; the report must not wait for it.
     pool.shutdown(wait=False, cancel_futures=True)
     return rows

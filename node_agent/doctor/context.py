@@ -28,20 +28,23 @@ class Context:
     settings_problems: tuple[str, ...]
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Context:
-        """Parse what can be parsed; keep the problems of what cannot."""
+    def from_environ(
+        cls, environ: Mapping[str, str], settings: Optional[Settings] = None
+    ) -> Context:
+        """Parse what can be parsed; keep the problems of what cannot. ``settings``:
+        the ones resolved already (the running agent's, command line included)."""
         env: Optional[BatchEnv] = None
         env_problems: tuple[str, ...] = ()
         try:
             env = BatchEnv.from_environ(environ)
         except InvalidInput as exc:
             env_problems = tuple(str(p) for p in exc.problems)
-        settings: Optional[Settings] = None
         settings_problems: tuple[str, ...] = ()
-        try:
-            settings = load_settings(environ, {}, package_config(env))
-        except InvalidInput as exc:
-            settings_problems = tuple(str(p) for p in exc.problems)
+        if settings is None:
+            try:
+                settings = load_settings(environ, {}, package_config(env))
+            except InvalidInput as exc:
+                settings_problems = tuple(str(p) for p in exc.problems)
         return cls(environ, env, env_problems, settings, settings_problems)
 
     @property

@@ -16,7 +16,9 @@ from node_agent.doctor.report import Row, Status
 from node_agent.flavour import Flavour
 from node_agent.health import disk_floor
 from node_agent.layout import V2_CONFIG, V2_HOME_CONFIG, V3_CONFIG, V3_CREDENTIALS
-from node_agent.state import STATE_FILE, process_alive, read_state
+from node_agent.redact import describe_yaml_error
+from node_agent.state import STATE_FILE, StateProblem, process_alive, read_state
+from node_agent.survey import unwritable
 
 
 def check_worker_config(ctx: Context) -> list[Row]:
@@ -44,11 +46,12 @@ def check_worker_config(ctx: Context) -> list[Row]:
                 raise ValueError("not a mapping")
             rows.append(Row("worker config", Status.OK, f"{config} ({flavour.value})"))
         except (OSError, ValueError, yaml.YAMLError, configparser.Error) as exc:
+            why = describe_yaml_error(exc) if isinstance(exc, yaml.YAMLError) else str(exc)
             rows.append(
                 Row(
                     "worker config",
                     Status.FAILED,
-                    f"{config} cannot be parsed: {str(exc).splitlines()[0]}",
+                    f"{config} cannot be parsed: {why.splitlines()[0]}",
                     "delete it: node-agent rewrites it at the next start",
                 )
             )
@@ -64,6 +67,17 @@ def check_worker_config(ctx: Context) -> list[Row]:
             )
         )
     return rows
+
+
+def check_shared_dir(ctx: Context) -> list[Row]:
+    """node-agent can write in the shared dir (its state, the worker's config)."""
+    if ctx.layout is None:
+        return [Row("shared dir", Status.SKIPPED, NEEDS_ENV)]
+    problem = unwritable(ctx.layout.shared_dir)
+    if problem is None:
+        return [Row("shared dir", Status.OK, f"{ctx.layout.shared_dir} is writable")]
+    where, _, fix = problem.partition("; ")
+    return [Row("shared dir", Status.FAILED, where, fix or "check the node's disk")]
 
 
 def check_resources(ctx: Context) -> list[Row]:
@@ -118,7 +132,18 @@ def check_agent(ctx: Context) -> list[Row]:
     """The agent's state: running, restarts, last exit."""
     if ctx.layout is None:
         return [Row("agent", Status.SKIPPED, NEEDS_ENV)]
-    state = read_state(os.path.join(ctx.layout.agent_dir, STATE_FILE))
+    path = os.path.join(ctx.layout.agent_dir, STATE_FILE)
+    try:
+        state = read_state(path)
+    except StateProblem as exc:
+        return [
+            Row(
+                "agent",
+                Status.WARNING,
+                f"the state file {path} {exc}",
+                "node-agent rewrites it at its next start; if no agent runs, restart the node",
+            )
+        ]
     if state is None:
         return [
             Row(
@@ -138,6 +163,16 @@ def check_agent(ctx: Context) -> list[Row]:
         f"{'running' if running else 'not running'}, phase {state.phase}, "
         f"{state.restarts} restart(s){last}"
     )
+    if state.gave_up and not running:
+        return [
+            Row(
+                "agent",
+                Status.FAILED,
+                f"{found}, {state.stop_reason}",
+                "fix what the worker's output in stdout.txt/stderr.txt shows, then restart "
+                "the node (the start task runs again)",
+            )
+        ]
     if state.crash_loop:
         return [
             Row(

@@ -11,7 +11,7 @@ from node_agent.fleet.batch import BatchFailure, BatchService
 from node_agent.fleet.flamenco import read_queue, read_workers
 from node_agent.fleet.model import AgentRead, NodeView, Snapshot
 from node_agent.manager_api import ManagerApi
-from node_agent.state import parse_state
+from node_agent.state import StateProblem, parse_state
 
 READERS = 8  # state files read at once
 
@@ -22,10 +22,10 @@ def read_agent(batch: BatchService, node: NodeView, path: str) -> AgentRead:
         raw = batch.read(node.id, path)
     except BatchFailure as exc:
         return AgentRead(error=str(exc))
-    state = parse_state(raw)
-    if state is None:
-        return AgentRead(error=f"{path} is not a node-agent state file")
-    return AgentRead(state=state)
+    try:
+        return AgentRead(state=parse_state(raw))
+    except StateProblem as exc:
+        return AgentRead(error=f"{path} is not a node-agent state file: it {exc}")
 
 
 def snapshot(

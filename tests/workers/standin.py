@@ -13,8 +13,10 @@
   term-after:NAME    on SIGTERM write the time to $DIR/terminated, then exit 1 once
                      $DIR/NAME exists (a worker slow to stop, as long as a test likes)
   ignore-term        ignore SIGTERM
+  usr1-lines:TEXT    on every SIGUSR1 write "TEXT N" and a newline (N: 1, 2, ...)
   child-ignoring-term  start a child that ignores SIGTERM and sleeps; pid to $DIR/child
   daemon             double-fork a setsid daemon that ignores SIGTERM; pid to $DIR/daemon
+  children:N         fork N children that sleep until a signal ends them
   late-print         start a child that, told to stop (after this worker exited),
                      prints "late line" on its way out
   exit-first:K:N     exit N if this is one of the first K starts (needs count)
@@ -25,11 +27,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 DIR = Path(os.environ.get("FAKE_WORKER_DIR", "."))
 MIXED_STDOUT = (
@@ -78,6 +82,11 @@ def _fork_child(name: str, ignore_term: bool, daemon: bool) -> None:
             os._exit(0)
     _publish(name, str(os.getpid()))
     _sleeper(ignore_term)
+
+
+def _line_on_signal(text: bytes) -> Callable[..., None]:
+    told = itertools.count(1)
+    return lambda *_: _write(1, b"%s %d\n" % (text, next(told)))
 
 
 def _late_print() -> None:
@@ -135,10 +144,16 @@ def main() -> None:
             signal.signal(signal.SIGTERM, exit_when_told)
         elif name == "term":
             signal.signal(signal.SIGTERM, lambda *_, code=int(arg): os._exit(code))
+        elif name == "usr1-lines":
+            signal.signal(signal.SIGUSR1, _line_on_signal(arg.encode()))
         elif name == "ignore-term":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         elif name == "child-ignoring-term":
             _fork_child("child", ignore_term=True, daemon=False)
+        elif name == "children":
+            for _ in range(int(arg)):
+                if os.fork() == 0:
+                    _sleeper(ignore_term=False)
         elif name == "daemon":
             _fork_child("daemon", ignore_term=True, daemon=True)
         elif name == "late-print":
