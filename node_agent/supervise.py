@@ -5,9 +5,8 @@ One worker at a time, in a session of its own, its stdout and stderr forwarded b
 (``signal.set_wakeup_fd``) and other threads (``request_stop``) write to, so the
 agent uses no CPU while the worker runs and reacts at once to SIGCHLD and the
 stop signals (``stopsignals``). Restarts follow ``policy``; tenacity's ``Retrying``
-does the waiting, through a sleep that a stop request cuts short. Platform events
-hold the worker (``holds``): stopped, and kept stopped until released, supervision
-going on.
+does the waiting, through a sleep that a stop request cuts short. A platform event
+holds the worker (``holds``): kept stopped, supervision going on, until released.
 """
 
 from __future__ import annotations
@@ -125,8 +124,7 @@ class Supervisor:
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
                     pass
-        posted = self.holds.take_posted()
-        if posted:
+        if posted := self.holds.take_posted():  # state changes from other threads
             self._update(**posted)
         while self._ignored:
             log.info("ignoring %s: it means nothing to node-agent", self._ignored.pop(0))
@@ -276,7 +274,8 @@ class Supervisor:
             self.on_worker_start()
         code, kill_at = self._wait_for_exit(process, token)
         uptime = time.monotonic() - started
-        self._stop_leftovers(token, process.pid, kill_at)
+        deadline = kill_at if kill_at is not None else time.monotonic() + self.settings.stop_grace
+        proctree.stop_leftovers(token, process.pid, deadline, self._wait, _POLL)
         for pump in pumps:
             if not pump.join(_PUMP_DRAIN):
                 log.warning("worker output still open after it stopped; not waiting for it")
@@ -349,31 +348,6 @@ class Supervisor:
             else:
                 self._wait(max(0.0, kill_at - time.monotonic()))
 
-    def _stop_leftovers(self, token: str, pgid: int, kill_at: Optional[float]) -> None:
-        """Stop what outlived the worker (an orphaned Blender, a daemon it forked):
-        SIGTERM, then SIGKILL at the grace deadline; reap everything."""
-        members = proctree.tree_members(token, pgid)
-        if members:
-            log.warning(
-                "stopping %d process(es) left by the worker: %s",
-                len(members),
-                proctree.pid_summary([p.pid for p in members]),
-            )
-            proctree.send(members, signal.SIGTERM)
-            deadline = (
-                kill_at if kill_at is not None else time.monotonic() + self.settings.stop_grace
-            )
-            while members and time.monotonic() < deadline:
-                self._wait(min(_POLL, max(0.0, deadline - time.monotonic())))
-                proctree.reap()
-                members = proctree.tree_members(token, pgid)
-            while members:
-                proctree.send(members, signal.SIGKILL)
-                self._wait(_POLL)
-                proctree.reap()
-                members = proctree.tree_members(token, pgid)
-        proctree.reap()
-
     def _judge(self, code: int, uptime: float) -> None:
         exited = {
             "last_exit_code": code,
@@ -387,8 +361,7 @@ class Supervisor:
             log.info("worker stopped (exit %d); %s", code, self.stop_reason)
             self._finish()
             return
-        if expected is not None:
-            # Stopped for a platform event: started again once released.
+        if expected is not None:  # for a platform event: started again once released
             self._update(last_exit_reason=f"stopped: {expected}", **exited)
             log.info("worker stopped (exit %d) for the %s", code, expected)
             failures = self.state.consecutive_failures
