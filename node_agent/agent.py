@@ -1,9 +1,12 @@
 """``node-agent run``: the start task's whole life, put together.
 
 Lock the node, stop a worker a killed agent left behind, apply the bootstrap plan,
-supervise the worker while watching Scheduled Events, and when the platform is
-about to take the node away: forget the worker on the Manager (the node comes back
-with a wiped disk), then let the platform go ahead.
+supervise the worker while watching Scheduled Events and the node's health. When
+the platform is about to take the node away: stop the worker (winding it down first
+when there is time), forget it on the Manager when the node comes back with a wiped
+disk, let the platform go ahead, and keep watching: the worker starts again if the
+event does not happen. Supervision ends only on a stop signal (or when the Manager
+ends the worker's life); the platform ends the agent by taking the node.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from node_agent import bootstrap, doctor, proctree
 from node_agent.bootstrap import Plan
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
 from node_agent.flavour import Flavour
+from node_agent.health import HealthWatch, disk_floor
 from node_agent.identity import IdentityKeeper
 from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
 from node_agent.lock import LOCK_FILE, NodeLock
@@ -27,7 +31,8 @@ from node_agent.log import get_logger
 from node_agent.manager import ManagerCheck, worker_id
 from node_agent.manager_api import ManagerApi, delete_worker
 from node_agent.policy import RestartPolicy
-from node_agent.preempt import DISK_WIPING, EventWatcher, ScheduledEvent
+from node_agent.preempt import EventWatcher
+from node_agent.reaction import EventReaction
 from node_agent.settings import Settings
 from node_agent.state import (
     STATE_FILE,
@@ -41,6 +46,7 @@ from node_agent.state import (
 from node_agent.storage import StorageCheck, storage_mounts, worker_environment
 from node_agent.supervise import GaveUp, Supervisor
 from node_agent.worker import stop_stale_worker, worker_spec
+from node_agent.worker_status import StatusRequests
 
 log = get_logger("agent")
 
@@ -94,22 +100,24 @@ def run(
             ).start()
         supervisor = _supervisor(environ, env, settings, plan, state, api=api, keeper=keeper)
         supervisor.early_stops = early_stops
-        watcher = None
-        if settings.watch_events:
-            watcher = EventWatcher(
-                settings.imds_url,
-                lambda event: supervisor.request_stop(f"{event.event_type} event {event.event_id}"),
-                margin=settings.stop_grace + EVENT_MARGIN,
-            ).start()
+        status = None
+        if plan.flavour.flavour is Flavour.V3:
+            status = StatusRequests(api, credentials_path(plan))
+        health = HealthWatch(
+            env.node.root_dir,
+            disk_floor(env),
+            worker_pid=lambda: supervisor.state.worker_pid,
+            post=supervisor.holds.post,
+            status=status,
+        ).start()
+        watcher = _event_watcher(supervisor, env, settings, plan, api=api, status=status)
         try:
             try:
-                code = supervisor.run()
+                return supervisor.run()
             except GaveUp as exc:
                 raise RuntimeFailure(str(exc)) from None
-            if watcher is not None and watcher.stopping_for is not None:
-                _after_platform_stop(watcher, watcher.stopping_for, env, settings, plan, api=api)
-            return code
         finally:
+            health.stop()
             if watcher is not None:
                 watcher.stop()
             if keeper is not None:
@@ -202,29 +210,47 @@ def _supervisor(
     )
 
 
-def _after_platform_stop(
-    watcher: EventWatcher,
-    event: ScheduledEvent,
+def _event_watcher(
+    supervisor: Supervisor,
     env: BatchEnv,
     settings: Settings,
     plan: Plan,
     *,
     api: ManagerApi,
-) -> None:
-    """The worker has stopped (and signed off) for a platform event."""
-    forget: Optional[bool] = settings.forget_worker
-    if forget is None:
-        forget = env.node.is_spot
-    if event.event_type in DISK_WIPING and forget:
-        if plan.flavour.flavour is not Flavour.V3:
-            log.info("not removing the worker from the Manager: only v3 Managers can")
-        else:
-            found = worker_id(credentials_path(plan))
-            if found is None:
-                log.info("no worker credentials: nothing to remove from the Manager")
-            else:
-                delete_worker(
-                    api, found, "the node comes back with a wiped disk and registers anew"
-                )
+    status: Optional[StatusRequests],
+) -> Optional[EventWatcher]:
+    """Watch Scheduled Events (unless ``watch_events`` is off) and react to them."""
+    if not settings.watch_events:
+        return None
+    reaction = EventReaction(
+        supervisor.holds,
+        margin=settings.stop_grace + EVENT_MARGIN,
+        status=status,
+        forget=_forgetter(env, settings, plan, api),
+    )
+    watcher = EventWatcher(settings.imds_url, reaction)
     if settings.ack_events:
-        watcher.acknowledge(event)
+        reaction.acknowledge = watcher.client.acknowledge
+    return watcher.start()
+
+
+def _forgetter(
+    env: BatchEnv, settings: Settings, plan: Plan, api: ManagerApi
+) -> Optional[Callable[[], bool]]:
+    """What removes the worker from the Manager before a disk-wiping event, when
+    ``forget_worker`` says so (auto: on Spot nodes)."""
+    forget = env.node.is_spot if settings.forget_worker is None else settings.forget_worker
+    if not forget:
+        return None
+    if plan.flavour.flavour is not Flavour.V3:
+        log.info("forget_worker: not removing a v2 worker from the Manager: only v3 Managers can")
+        return None
+
+    def forget_now() -> bool:
+        found = worker_id(credentials_path(plan))
+        if found is None:
+            log.info("no worker credentials: nothing to remove from the Manager")
+            return False
+        return delete_worker(api, found, "the node comes back with a wiped disk and registers anew")
+
+    return forget_now

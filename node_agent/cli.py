@@ -191,6 +191,10 @@ def status_text(state: AgentState, agent_alive: bool, worker_alive: bool) -> str
     ]
     if state.stop_reason:
         rows.append(("stop reason", state.stop_reason))
+    if state.platform_event:
+        rows.append(("platform", f"the worker stops or stopped for the {state.platform_event}"))
+    if state.unfit:
+        rows.append(("health", f"UNFIT, no new work: {state.unfit}"))
     return "\n".join(f"{label:<11} {value}" for label, value in rows)
 
 

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import time
 from collections.abc import Iterable, Sequence
 from typing import Callable, Optional
 
@@ -116,3 +117,30 @@ def pid_summary(pids: Sequence[int]) -> str:
     shown = ", ".join(str(pid) for pid in pids[:PIDS_SHOWN])
     more = len(pids) - PIDS_SHOWN
     return f"{shown} and {more} more" if more > 0 else shown
+
+
+def stop_leftovers(
+    token: str, pgid: int, deadline: float, wait: Callable[[float], None], poll: float
+) -> None:
+    """Stop what outlived the worker (an orphaned Blender, a daemon it forked):
+    SIGTERM, then SIGKILL at ``deadline`` (monotonic); reap everything. ``wait(s)``
+    sleeps up to ``s`` seconds (the supervisor's, which also reacts to signals),
+    ``poll`` seconds between looks."""
+    members = tree_members(token, pgid)
+    if members:
+        log.warning(
+            "stopping %d process(es) left by the worker: %s",
+            len(members),
+            pid_summary([p.pid for p in members]),
+        )
+        send(members, signal.SIGTERM)
+        while members and time.monotonic() < deadline:
+            wait(min(poll, max(0.0, deadline - time.monotonic())))
+            reap()
+            members = tree_members(token, pgid)
+        while members:
+            send(members, signal.SIGKILL)
+            wait(poll)
+            reap()
+            members = tree_members(token, pgid)
+    reap()

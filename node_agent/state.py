@@ -35,6 +35,7 @@ class Phase:
     STARTING = "starting"
     WAITING_FOR_MANAGER = "waiting-for-manager"
     WAITING_FOR_STORAGE = "waiting-for-storage"
+    WAITING_FOR_PLATFORM = "waiting-for-platform"  # the worker stopped for an event
     RUNNING = "running"
     BACKING_OFF = "backing-off"
     STOPPING = "stopping"
@@ -67,6 +68,8 @@ class AgentState:
     last_exit_at: Optional[float] = None
     stop_reason: Optional[str] = None
     gave_up: bool = False
+    platform_event: Optional[str] = None  # the event the worker is stopping or stopped for
+    unfit: Optional[str] = None  # why the node is unfit for new work (disk, memory)
     updated_at: float = 0.0
 
     def to_json(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ One worker at a time, in a session of its own, its stdout and stderr forwarded b
 (``signal.set_wakeup_fd``) and other threads (``request_stop``) write to, so the
 agent uses no CPU while the worker runs and reacts at once to SIGCHLD and the
 stop signals (``stopsignals``). Restarts follow ``policy``; tenacity's ``Retrying``
-does the waiting, through a sleep that a stop request cuts short.
+does the waiting, through a sleep that a stop request cuts short. A platform event
+holds the worker (``holds``): kept stopped, supervision going on, until released.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import psutil
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
 
 from node_agent import proctree
+from node_agent.holds import Holds
 from node_agent.log import get_logger
 from node_agent.logpump import Pump, utc_stamp
 from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
@@ -86,6 +88,7 @@ class Supervisor:
         self.early_stops: Sequence[str] = ()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
+        self.holds = Holds(self._wake)
 
     # -- thread-safe controls ------------------------------------------------
 
@@ -121,6 +124,8 @@ class Supervisor:
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
                     pass
+        if posted := self.holds.take_posted():  # state changes from other threads
+            self._update(**posted)
         while self._ignored:
             log.info("ignoring %s: it means nothing to node-agent", self._ignored.pop(0))
         self.keeper.retry()
@@ -216,8 +221,10 @@ class Supervisor:
                 lambda: self.stop_reason is not None,
                 lambda: self._update(phase=Phase.WAITING_FOR_STORAGE),
             )
+        self._await_release()
         if self.stop_reason is None:
             self._await_manager()
+            self._await_release()  # a hold that came while the Manager was away
         if self.stop_reason is not None:
             log.info("supervision ends before the worker starts: %s", self.stop_reason)
             self._finish()
@@ -252,6 +259,7 @@ class Supervisor:
         ]
         process.stdout.close()
         process.stderr.close()
+        self.holds.running = True
         self._update(
             phase=Phase.RUNNING,
             restarts=restarts,
@@ -266,11 +274,23 @@ class Supervisor:
             self.on_worker_start()
         code, kill_at = self._wait_for_exit(process, token)
         uptime = time.monotonic() - started
-        self._stop_leftovers(token, process.pid, kill_at)
+        deadline = kill_at if kill_at is not None else time.monotonic() + self.settings.stop_grace
+        proctree.stop_leftovers(token, process.pid, deadline, self._wait, _POLL)
         for pump in pumps:
             if not pump.join(_PUMP_DRAIN):
                 log.warning("worker output still open after it stopped; not waiting for it")
+        self.holds.running = False
         self._judge(code, uptime)
+
+    def _await_release(self) -> None:
+        """While a platform event holds the worker, do not start it."""
+        if self.holds.reason is None or self.stop_reason is not None:
+            return
+        self._update(phase=Phase.WAITING_FOR_PLATFORM, next_start_at=None)
+        log.info("waiting for the platform (%s); the worker stays stopped", self.holds.reason)
+        while self.holds.reason is not None and self.stop_reason is None:
+            self._wait(None)
+            proctree.reap()
 
     def _await_manager(self) -> None:
         """Before every start, wait until the Manager answers: a v3 worker without
@@ -303,15 +323,16 @@ class Supervisor:
                 if pid == process.pid:
                     process.returncode = code  # reaped here, so Popen must not wait
                     return code, kill_at
-            if self.stop_reason is not None and kill_at is None:
+            if (self.stop_reason is not None or self.holds.terminate) and kill_at is None:
                 self._update(phase=Phase.STOPPING, stop_reason=self.stop_reason)
                 log.info(
                     "stopping the worker (%s): SIGTERM, SIGKILL to its tree after %.0f s",
-                    self.stop_reason,
+                    self.stop_reason or self.holds.reason,
                     self.settings.stop_grace,
                 )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
+                self.holds.signalled = self.stop_reason is None
                 kill_at = time.monotonic() + self.settings.stop_grace
             if kill_at is not None and not killed and time.monotonic() >= kill_at:
                 log.warning(
@@ -327,31 +348,6 @@ class Supervisor:
             else:
                 self._wait(max(0.0, kill_at - time.monotonic()))
 
-    def _stop_leftovers(self, token: str, pgid: int, kill_at: Optional[float]) -> None:
-        """Stop what outlived the worker (an orphaned Blender, a daemon it forked):
-        SIGTERM, then SIGKILL at the grace deadline; reap everything."""
-        members = proctree.tree_members(token, pgid)
-        if members:
-            log.warning(
-                "stopping %d process(es) left by the worker: %s",
-                len(members),
-                proctree.pid_summary([p.pid for p in members]),
-            )
-            proctree.send(members, signal.SIGTERM)
-            deadline = (
-                kill_at if kill_at is not None else time.monotonic() + self.settings.stop_grace
-            )
-            while members and time.monotonic() < deadline:
-                self._wait(min(_POLL, max(0.0, deadline - time.monotonic())))
-                proctree.reap()
-                members = proctree.tree_members(token, pgid)
-            while members:
-                proctree.send(members, signal.SIGKILL)
-                self._wait(_POLL)
-                proctree.reap()
-                members = proctree.tree_members(token, pgid)
-        proctree.reap()
-
     def _judge(self, code: int, uptime: float) -> None:
         exited = {
             "last_exit_code": code,
@@ -359,11 +355,17 @@ class Supervisor:
             "worker_pid": None,
             "worker_create_time": None,
         }
+        expected = self.holds.exited(code)
         if self.stop_reason is not None:
             self._update(last_exit_reason=f"stopped: {self.stop_reason}", **exited)
             log.info("worker stopped (exit %d); %s", code, self.stop_reason)
             self._finish()
             return
+        if expected is not None:  # for a platform event: started again once released
+            self._update(last_exit_reason=f"stopped: {expected}", **exited)
+            log.info("worker stopped (exit %d) for the %s", code, expected)
+            failures = self.state.consecutive_failures
+            raise WorkerExited(Decision(Verdict.RESTART_NOW, f"stopped for {expected}", failures))
         decision = self.policy.decide(code, uptime, self.state.consecutive_failures)
         self._update(
             last_exit_reason=decision.reason,

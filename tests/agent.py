@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Optional
@@ -126,11 +127,13 @@ def start_agent(
     manager: Optional[FakeManager] = None,
     imds: Optional[FakeImds] = None,
     wrapper: tuple[str, ...] = (),
+    constants: Optional[Mapping[str, float]] = None,
     **environ: str,
 ) -> Agent:
     """Start ``node-agent run`` with the stand-in worker doing ``steps``, a stand-in
     Manager and a stand-in Metadata Service (never the real one's address);
-    ``wrapper`` goes before the command (``unshare -m``: a mount namespace)."""
+    ``wrapper`` goes before the command (``unshare -m``: a mount namespace);
+    ``constants`` shortens module constants (``tests.patched_agent``)."""
     node = node or worker_node(tmp_path / "node")
     manager = manager or FakeManager().start()
     imds = imds or FakeImds().start()
@@ -148,8 +151,11 @@ def start_agent(
     }
     out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     out, err = open(out_path, "ab"), open(err_path, "ab")  # noqa: SIM115 (closed by Agent)
+    command = [sys.executable, "-m", "node_agent"]
+    if constants:
+        command = [sys.executable, "-m", "tests.patched_agent", json.dumps(constants)]
     process = subprocess.Popen(
-        [*wrapper, sys.executable, "-m", "node_agent", "run", *args],
+        [*wrapper, *command, "run", *args],
         stdout=out,
         stderr=err,
         stdin=subprocess.DEVNULL,

@@ -291,12 +291,13 @@ def test_simulated_node_end_to_end(
     assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 2
 
     # Spot preemption: the worker signs off, the Manager drops it, the event is
-    # acknowledged, and the start task ends.
+    # acknowledged; the start task waits for the platform, which takes the node.
     imds.schedule("Preempt", "EVICT-1")
-    assert node.process is not None and node.process.wait(60) == 0
+    wait_until(lambda: imds.acknowledged() == ["EVICT-1"], 60)
     assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 3
     assert manager.worker(credentials["worker_id"]).deleted
-    assert imds.acknowledged() == ["EVICT-1"]
+    assert node.process is not None and node.process.poll() is None
+    assert node.stop() == 0
     assert _tree_of(root) == []
 
     # No secret in what an operator reads.

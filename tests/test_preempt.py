@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from node_agent.preempt import EventWatcher, Reaction, ScheduledEvent, due, parse_events
+from node_agent.events import Reaction, ScheduledEvent, due, parse_events
+from node_agent.preempt import EventWatcher
 from node_agent.standins.imds import EVENTS_PATH, FakeImds
 from tests.helpers import wait_until
 from tests.nodes import CLOSED_LOOPBACK
@@ -70,11 +71,14 @@ def imds() -> Iterator[FakeImds]:
 
 
 def _watch(url: str, timeout: float = 2.0) -> tuple[EventWatcher, list[ScheduledEvent]]:
-    stops: list[ScheduledEvent] = []
-    watcher = EventWatcher(
-        url, stops.append, margin=45, poll=0.02, timeout=timeout, backoff_cap=0.1
-    ).start()
-    return watcher, stops
+    """A watcher polling fast; and every event of this VM it has passed on."""
+    seen: list[ScheduledEvent] = []
+
+    def react(events: list[ScheduledEvent], now: float) -> None:
+        seen.extend(e for e in events if e not in seen)
+
+    watcher = EventWatcher(url, react, poll=0.02, timeout=timeout, backoff_cap=0.1).start()
+    return watcher, seen
 
 
 def test_the_stand_in_insists_on_the_metadata_header(imds: FakeImds) -> None:
@@ -83,19 +87,21 @@ def test_the_stand_in_insists_on_the_metadata_header(imds: FakeImds) -> None:
     assert answer.json()["Events"] == []
 
 
-def test_preempt_for_this_vm_stops_and_is_acknowledged(imds: FakeImds) -> None:
-    watcher, stops = _watch(imds.url)
+def test_only_this_vms_events_are_passed_on_and_acknowledged(imds: FakeImds) -> None:
+    watcher, seen = _watch(imds.url)
     try:
         wait_until(lambda: watcher.vm_name == "vm-1")
         imds.schedule("Freeze", "F-1")
         imds.schedule("Preempt", "OTHER", resources=["vm-2"])
         wait_until(lambda: len(imds.server.received("GET", EVENTS_PATH)) >= 5)
-        assert stops == []
-        imds.schedule("Preempt", "P-1")
-        [event] = wait_until(lambda: stops)
-        assert (event.event_id, event.event_type) == ("P-1", "Preempt")
-        assert watcher.acknowledge(event)
+        assert [e.event_id for e in seen] == ["F-1"]
+        imds.schedule("Preempt", "P-1", source="User")
+        event = wait_until(lambda: next((e for e in seen if e.event_id == "P-1"), None))
+        assert (event.event_type, event.source, event.status) == ("Preempt", "User", "Scheduled")
+        assert watcher.client.acknowledge(event.event_id, event.event_type)
         assert imds.acknowledged() == ["P-1"]
+        # Acknowledged, the event starts: its NotBefore is gone.
+        wait_until(lambda: any(e.event_id == "P-1" and e.status == "Started" for e in seen))
     finally:
         watcher.stop()
 
@@ -104,7 +110,7 @@ def test_every_failure_kind_is_logged_once_and_watching_goes_on(
     imds: FakeImds, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "node_agent")
-    watcher, stops = _watch(imds.url, timeout=0.2)
+    watcher, seen = _watch(imds.url, timeout=0.2)
     try:
         wait_until(lambda: watcher.vm_name == "vm-1")
         for mode, kind in (
@@ -115,13 +121,13 @@ def test_every_failure_kind_is_logged_once_and_watching_goes_on(
             ("hang", "timeout"),
         ):
             imds.fail(mode)
-            seen = len(imds.server.requests)
+            count = len(imds.server.requests)
             # Two failed polls of this kind.
-            wait_until(lambda seen=seen: len(imds.server.requests) >= seen + 2, 60)
+            wait_until(lambda count=count: len(imds.server.requests) >= count + 2, 60)
             wait_until(lambda kind=kind: any(kind in r.getMessage() for r in caplog.records))
         imds.fail(None)
         imds.schedule("Terminate", "T-1")
-        [event] = wait_until(lambda: stops, 90)
+        [event] = wait_until(lambda: seen, 90)
         assert event.event_id == "T-1"
     finally:
         watcher.stop()
@@ -132,7 +138,7 @@ def test_every_failure_kind_is_logged_once_and_watching_goes_on(
 
 def test_off_azure_the_watcher_stays_quiet(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "node_agent")
-    watcher, stops = _watch(CLOSED_LOOPBACK)
+    watcher, seen = _watch(CLOSED_LOOPBACK)
     try:
         wait_until(lambda: watcher.failures >= 3)
     finally:
@@ -140,4 +146,4 @@ def test_off_azure_the_watcher_stays_quiet(caplog: pytest.LogCaptureFixture) -> 
     [record] = caplog.records
     assert "no Instance Metadata Service" in record.getMessage()
     assert "not on Azure?" in record.getMessage()
-    assert stops == []
+    assert seen == []

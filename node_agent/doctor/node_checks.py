@@ -14,6 +14,7 @@ import yaml
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
 from node_agent.flavour import Flavour
+from node_agent.health import disk_floor
 from node_agent.layout import V2_CONFIG, V2_HOME_CONFIG, V3_CONFIG, V3_CREDENTIALS
 from node_agent.redact import describe_yaml_error
 from node_agent.state import STATE_FILE, StateProblem, process_alive, read_state
@@ -85,8 +86,7 @@ def check_resources(ctx: Context) -> list[Row]:
     if ctx.env is None:
         rows.append(Row("disk", Status.SKIPPED, NEEDS_ENV))
     else:
-        # Batch marks the node DiskFull below this; 1 GiB where the node does not say.
-        floor = ctx.env.reserved_disk_space.task_bytes or 2**30
+        floor = disk_floor(ctx.env)  # Batch marks the node DiskFull below this
         try:
             free = shutil.disk_usage(ctx.env.node.root_dir).free
         except OSError as exc:

@@ -10,6 +10,8 @@
   out:TEXT / err:TEXT  write TEXT and a newline
   term:N             exit N on SIGTERM (default: die by the signal)
   term-stamp         on SIGTERM write the time to $DIR/exited, then exit 1
+  term-after:NAME    on SIGTERM write the time to $DIR/terminated, then exit 1 once
+                     $DIR/NAME exists (a worker slow to stop, as long as a test likes)
   ignore-term        ignore SIGTERM
   usr1-lines:TEXT    on every SIGUSR1 write "TEXT N" and a newline (N: 1, 2, ...)
   child-ignoring-term  start a child that ignores SIGTERM and sleeps; pid to $DIR/child
@@ -131,6 +133,15 @@ def main() -> None:
                 os._exit(1)
 
             signal.signal(signal.SIGTERM, stamped_exit)
+        elif name == "term-after":
+
+            def exit_when_told(*_: object, release: Path = DIR / arg) -> None:
+                _publish("terminated", repr(time.time()))
+                while not release.exists():
+                    time.sleep(0.01)
+                os._exit(1)
+
+            signal.signal(signal.SIGTERM, exit_when_told)
         elif name == "term":
             signal.signal(signal.SIGTERM, lambda *_, code=int(arg): os._exit(code))
         elif name == "usr1-lines":

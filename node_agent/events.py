@@ -1,0 +1,198 @@
+"""Azure Scheduled Events: what the document says and what each event means for the
+worker. Pure: a document in, events out; the events, what the agent is doing about
+one and the time in, the next step out.
+
+``Preempt`` (Spot eviction, at least 30 s notice) and ``Terminate`` stop the worker
+at once, so it signs off and the Manager re-queues its task; ``Reboot`` and
+``Redeploy`` stop it shortly before ``NotBefore``, and until then it is wound down
+(it finishes its current task and takes no new one); ``Freeze`` (a few seconds'
+pause) is only logged, as are types nobody knows yet. Once the worker has stopped,
+the platform is told to go ahead when the event is due, or at once for an
+operator's event (``EventSource: User``). Events can be cancelled (they leave the
+list before they start) and a Reboot can turn into a Freeze: then, or when an event
+is long overdue and the node is still here, the worker works again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import Any, Optional
+
+
+class Reaction(Enum):
+    """What an event means for the worker."""
+
+    STOP_NOW = "stop now"
+    STOP_BEFORE = "stop before NotBefore"
+    LOG_ONLY = "log only"
+
+
+REACTIONS = {
+    "Preempt": Reaction.STOP_NOW,
+    "Terminate": Reaction.STOP_NOW,
+    "Reboot": Reaction.STOP_BEFORE,
+    "Redeploy": Reaction.STOP_BEFORE,
+    "Freeze": Reaction.LOG_ONLY,
+}
+# After these the node comes back with a wiped disk (a new worker registers).
+DISK_WIPING = ("Preempt", "Terminate", "Redeploy")
+# An event this long past its NotBefore (or, without one, past the moment the agent
+# acted on it) while the node is still here is not going to happen.
+OVERDUE = 300.0  # seconds
+
+
+@dataclass(frozen=True)
+class ScheduledEvent:
+    """One event of the Scheduled Events document."""
+
+    event_id: str
+    event_type: str
+    resources: tuple[str, ...]
+    not_before: Optional[float]  # Unix time; None once started or when not given
+    source: str = "Platform"  # "User": an operator's (a reboot from the portal)
+    status: str = "Scheduled"  # "Started" once it is under way
+
+    @property
+    def reaction(self) -> Reaction:
+        """Unknown types are logged only: stopping on a guess could lose work."""
+        return REACTIONS.get(self.event_type, Reaction.LOG_ONLY)
+
+
+def parse_events(document: Any) -> list[ScheduledEvent]:
+    """The events of a Scheduled Events document; ``ValueError`` when it is not one."""
+    if not isinstance(document, dict) or not isinstance(document.get("Events"), list):
+        raise ValueError("not a Scheduled Events document")
+    events = []
+    for item in document["Events"]:
+        if not isinstance(item, dict) or not isinstance(item.get("EventId"), str):
+            raise ValueError("an event without an EventId")
+        not_before = None
+        if item.get("NotBefore"):
+            try:
+                not_before = parsedate_to_datetime(str(item["NotBefore"])).timestamp()
+            except (TypeError, ValueError):
+                raise ValueError(f"bad NotBefore {item['NotBefore']!r}") from None
+        events.append(
+            ScheduledEvent(
+                event_id=item["EventId"],
+                event_type=str(item.get("EventType", "")),
+                resources=tuple(str(r) for r in item.get("Resources") or ()),
+                not_before=not_before,
+                source=str(item.get("EventSource") or "Platform"),
+                status=str(item.get("EventStatus") or "Scheduled"),
+            )
+        )
+    return events
+
+
+def due(event: ScheduledEvent, now: float, margin: float) -> bool:
+    """Whether the worker must stop for this event now (pure)."""
+    if event.reaction is Reaction.STOP_NOW:
+        return True
+    if event.reaction is Reaction.STOP_BEFORE:
+        return event.not_before is None or now >= event.not_before - margin
+    return False
+
+
+def deadline(event: ScheduledEvent, margin: float) -> Optional[float]:
+    """When the worker must be stopped for an event at the latest (None: at once)."""
+    if event.reaction is Reaction.STOP_BEFORE and event.not_before is not None:
+        return event.not_before - margin
+    return None
+
+
+class Step(Enum):
+    """What the agent does next about the platform's events."""
+
+    NOTHING = "nothing"
+    WIND_DOWN = "wind down"  # current task finishes, no new one; stop at the deadline
+    STOP = "stop"  # stop the worker now (SIGTERM)
+    GO_AHEAD = "go ahead"  # the worker has stopped: forget it if need be, acknowledge
+    RESUME = "resume"  # the event is off: the worker works again
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What the agent is doing about one event: since when, how far it got."""
+
+    event: ScheduledEvent  # as last seen
+    since: float  # Unix time the agent began to act on it
+    not_before: Optional[float] = None  # the last NotBefore seen (gone once started)
+    stopping: bool = False  # the worker was told to stop now (SIGTERM)
+    approved_at: Optional[float] = None  # when the platform was told to go ahead
+
+    def seen(self, event: ScheduledEvent) -> Hold:
+        """The hold with the event's latest view (its last NotBefore kept)."""
+        return replace(self, event=event, not_before=event.not_before or self.not_before)
+
+    def overdue(self, now: float) -> bool:
+        """Whether the event is long past its time with the node still here."""
+        expected = self.not_before or self.approved_at or self.since
+        return now > max(expected, self.approved_at or 0.0) + OVERDUE
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The next step, the event it is about, and why (for the log)."""
+
+    step: Step
+    event: Optional[ScheduledEvent] = None
+    why: str = ""
+    overdue: bool = False  # RESUME for an event still listed: never act on it again
+
+
+def describe(event: ScheduledEvent) -> str:
+    """``Reboot event R-1`` (with ``, by an operator`` for user events)."""
+    by = ", by an operator" if event.source == "User" else ""
+    return f"{event.event_type} event {event.event_id}{by}"
+
+
+def decide(
+    events: list[ScheduledEvent],
+    hold: Optional[Hold],
+    *,
+    now: float,
+    margin: float,
+    stopped: bool,
+    ignored: frozenset[str] = frozenset(),
+) -> Decision:
+    """The next step for this VM's ``events`` (pure). ``hold``: the event the agent
+    is acting on; ``stopped``: whether the worker has stopped for it; ``margin``:
+    seconds before NotBefore by which the worker must have been told to stop;
+    ``ignored``: events found overdue, never acted on again."""
+    wanted = [
+        e for e in events if e.reaction is not Reaction.LOG_ONLY and e.event_id not in ignored
+    ]
+    # The most urgent first: an event due at once before one due later.
+    target = min(wanted, key=lambda e: deadline(e, margin) or float("-inf"), default=None)
+    current = None
+    if hold is not None:
+        current = next((e for e in events if e.event_id == hold.event.event_id), None)
+    if hold is None or current is None or current not in wanted:
+        if target is not None:
+            return Decision(Step.STOP if due(target, now, margin) else Step.WIND_DOWN, target)
+        if hold is None:
+            return Decision(Step.NOTHING)
+        held = describe(hold.event)
+        if current is not None and current.reaction is Reaction.LOG_ONLY:
+            why = f"the {held} turned into a {current.event_type}"
+        elif hold.approved_at is not None:
+            why = f"the {held} is over and the node is still here"
+        else:
+            why = f"the {held} was cancelled"
+        return Decision(Step.RESUME, hold.event, why)
+    if hold.seen(current).overdue(now):
+        late = now - (hold.not_before or hold.since)
+        why = f"the {describe(current)} is {late:.0f} s overdue and the node is still here"
+        return Decision(Step.RESUME, current, why, overdue=True)
+    if not hold.stopping and due(current, now, margin):
+        return Decision(Step.STOP, current)
+    if (
+        stopped
+        and hold.approved_at is None
+        and (due(current, now, margin) or current.source == "User")
+    ):
+        return Decision(Step.GO_AHEAD, current)
+    return Decision(Step.NOTHING, current)

@@ -1,0 +1,77 @@
+"""What other threads ask of the supervisor's main thread, safely: keep the worker
+stopped for a platform event (``hold``, ``release``), and state changes to write
+(``post``). Each request wakes the main thread, which alone starts and stops the
+worker and writes the state file.
+
+A hold either stops the worker now (SIGTERM) or says that it was asked to stop on
+its own (a v3 worker told to go offline once its current task is done): either way
+its next exit, whatever the code, is the agent's doing, not a failure and not the
+Manager ending the worker's life.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Optional
+
+
+class Holds:
+    """Requests to the supervisor; ``wake`` wakes its main thread."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self._lock = threading.Lock()
+        self.reason: Optional[str] = None  # the worker is kept stopped for this
+        self.terminate = False  # and must get SIGTERM now
+        self.running = False  # set by the main thread: a worker (tree) is up
+        self.signalled = False  # set by the main thread: SIGTERM sent for a hold
+        self._expected: Optional[str] = None  # why the next exit is the agent's doing
+        self._posted: dict[str, Any] = {}
+
+    def hold(self, reason: str, *, terminate: bool) -> None:
+        """Keep the worker stopped for ``reason`` until ``release``; with
+        ``terminate``, stop it now, else it was asked to stop on its own."""
+        with self._lock:
+            self.reason = self._expected = reason
+            self.terminate = self.terminate or terminate
+            self._posted["platform_event"] = reason
+        self._wake()
+
+    def release(self) -> None:
+        """End the hold: the worker starts again (at once if it has stopped; one
+        still winding down is left running)."""
+        with self._lock:
+            if self.reason is None:
+                return
+            self.reason, self.terminate = None, False
+            self._posted["platform_event"] = None
+        self._wake()
+
+    @property
+    def held(self) -> bool:
+        """Whether the worker is kept stopped and no worker process is up."""
+        return self.reason is not None and not self.running
+
+    def exited(self, code: int) -> Optional[str]:
+        """The worker exited with ``code``: why that was the agent's doing (None: it
+        was not). After a release, one that got SIGTERM for the hold still counts,
+        and one that was only asked to go offline counts with exit 0 (that offline);
+        otherwise its exit is judged as any other."""
+        with self._lock:
+            expected, self._expected = self._expected, None
+            signalled, self.signalled = self.signalled, False
+            if self.reason is not None or signalled or code == 0:
+                return expected
+        return None
+
+    def post(self, **changes: Any) -> None:
+        """Change the state file (written by the main thread)."""
+        with self._lock:
+            self._posted.update(changes)
+        self._wake()
+
+    def take_posted(self) -> dict[str, Any]:
+        """The state changes posted since the last call."""
+        with self._lock:
+            posted, self._posted = self._posted, {}
+        return posted

@@ -1,0 +1,191 @@
+"""The lifecycle of a platform event, decided (pure) and carried out (the reaction
+with a recording supervisor, Manager and Metadata Service)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Optional
+
+import pytest
+
+from node_agent.events import (
+    OVERDUE,
+    Hold,
+    ScheduledEvent,
+    Step,
+    decide,
+    parse_events,
+)
+from node_agent.reaction import EventReaction
+
+NOW = 1_000_000.0
+MARGIN = 45.0
+
+
+def _event(
+    kind: str,
+    not_before: Optional[float] = None,
+    event_id: str = "E-1",
+    source: str = "Platform",
+) -> ScheduledEvent:
+    return ScheduledEvent(event_id, kind, ("vm",), not_before, source)
+
+
+def _decide(
+    events: list[ScheduledEvent],
+    hold: Optional[Hold] = None,
+    *,
+    stopped: bool = False,
+    now: float = NOW,
+    ignored: frozenset[str] = frozenset(),
+) -> tuple[Step, Optional[str], str]:
+    d = decide(events, hold, now=now, margin=MARGIN, stopped=stopped, ignored=ignored)
+    return d.step, d.event.event_id if d.event else None, d.why
+
+
+def test_source_and_status_are_read() -> None:
+    [event] = parse_events(
+        {
+            "Events": [
+                {
+                    "EventId": "U",
+                    "EventType": "Reboot",
+                    "Resources": ["vm"],
+                    "EventSource": "User",
+                    "EventStatus": "Started",
+                    "NotBefore": "",
+                }
+            ]
+        }
+    )
+    assert (event.source, event.status, event.not_before) == ("User", "Started", None)
+    [plain] = parse_events({"Events": [{"EventId": "P", "EventType": "Preempt"}]})
+    assert (plain.source, plain.status) == ("Platform", "Scheduled")
+
+
+def test_what_starts_a_stop() -> None:
+    assert _decide([])[0] is Step.NOTHING
+    assert _decide([_event("Freeze")])[0] is Step.NOTHING
+    assert _decide([_event("Preempt", NOW + 30)])[:2] == (Step.STOP, "E-1")
+    assert _decide([_event("Reboot", NOW + 600)])[0] is Step.WIND_DOWN
+    assert _decide([_event("Redeploy", NOW + 40)])[0] is Step.STOP  # within the margin
+    assert _decide([_event("Reboot", NOW + 600, source="User")])[0] is Step.WIND_DOWN
+    # The most urgent event first.
+    both = [_event("Reboot", NOW + 600, "R"), _event("Preempt", NOW + 30, "P")]
+    assert _decide(both)[:2] == (Step.STOP, "P")
+
+
+def test_a_wound_down_worker_is_stopped_at_the_deadline() -> None:
+    reboot = _event("Reboot", NOW + 600)
+    hold = Hold(reboot, NOW).seen(reboot)
+    assert _decide([reboot], hold)[0] is Step.NOTHING
+    assert _decide([reboot], hold, now=NOW + 600 - MARGIN)[0] is Step.STOP
+    stopping = replace(hold, stopping=True)
+    assert _decide([reboot], stopping, now=NOW + 600 - MARGIN)[0] is Step.NOTHING
+
+
+def test_the_platform_goes_ahead_once_the_worker_stopped() -> None:
+    preempt = _event("Preempt", NOW + 30)
+    hold = replace(Hold(preempt, NOW).seen(preempt), stopping=True)
+    assert _decide([preempt], hold)[0] is Step.NOTHING  # still stopping
+    assert _decide([preempt], hold, stopped=True)[0] is Step.GO_AHEAD
+    approved = replace(hold, approved_at=NOW)
+    assert _decide([preempt], approved, stopped=True)[0] is Step.NOTHING
+    # A platform Reboot whose worker went offline early waits for its deadline; an
+    # operator's is approved at once.
+    reboot = _event("Reboot", NOW + 600)
+    wound = Hold(reboot, NOW).seen(reboot)
+    assert _decide([reboot], wound, stopped=True)[0] is Step.NOTHING
+    users = replace(reboot, source="User")
+    assert _decide([users], Hold(users, NOW), stopped=True)[0] is Step.GO_AHEAD
+
+
+def test_events_that_do_not_happen_resume_the_worker() -> None:
+    preempt = _event("Preempt", NOW + 30, "P-1")
+    hold = Hold(preempt, NOW).seen(preempt)
+    step, event, why = _decide([], hold, stopped=True)
+    assert (step, event, why) == (Step.RESUME, "P-1", "the Preempt event P-1 was cancelled")
+    over = replace(hold, approved_at=NOW + 5)
+    assert _decide([], over)[2] == "the Preempt event P-1 is over and the node is still here"
+    reboot = _event("Reboot", NOW + 20, "R-1")
+    freeze = replace(reboot, event_type="Freeze")
+    assert _decide([freeze], Hold(reboot, NOW), stopped=True)[:3] == (
+        Step.RESUME,
+        "R-1",
+        "the Reboot event R-1 turned into a Freeze",
+    )
+    # The held event is gone, another still needs the worker stopped: keep holding.
+    other = _event("Reboot", NOW + 600, "R-2")
+    assert _decide([other], hold, stopped=True)[:2] == (Step.WIND_DOWN, "R-2")
+
+
+def test_an_overdue_event_resumes_the_worker_and_is_ignored_after() -> None:
+    preempt = _event("Preempt", NOW + 30, "P-1")
+    hold = replace(Hold(preempt, NOW).seen(preempt), stopping=True, approved_at=NOW + 5)
+    started = replace(preempt, not_before=None, status="Started")  # NotBefore gone
+    assert _decide([started], hold, stopped=True, now=NOW + 30 + OVERDUE)[0] is Step.NOTHING
+    d = decide([started], hold, now=NOW + 31 + OVERDUE, margin=MARGIN, stopped=True)
+    assert (d.step, d.overdue) == (Step.RESUME, True)
+    assert (
+        d.why == f"the Preempt event P-1 is {OVERDUE + 1:.0f} s overdue and the node is still here"
+    )
+    assert _decide([started], now=NOW + 400, ignored=frozenset({"P-1"}))[0] is Step.NOTHING
+
+
+class Recorder:
+    """The supervisor's, the Manager's and the Metadata Service's side, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.held = False
+
+    def hold(self, reason: str, *, terminate: bool) -> None:
+        self.calls.append(f"hold {reason}{' SIGTERM' if terminate else ''}")
+
+    def release(self) -> None:
+        self.calls.append("release")
+        self.held = False
+
+    def forget(self) -> bool:
+        self.calls.append("forget")
+        return True
+
+    def acknowledge(self, event_id: str, event_type: str) -> bool:
+        self.calls.append(f"ack {event_id}")
+        return True
+
+
+def test_a_preempt_stops_forgets_acknowledges_and_a_cancel_resumes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "node_agent")
+    side = Recorder()
+    react = EventReaction(side, margin=MARGIN, forget=side.forget, acknowledge=side.acknowledge)
+    react([], NOW)
+    preempt = _event("Preempt", NOW + 30, "P-1")
+    react([preempt], NOW)
+    react([preempt], NOW + 1)  # still stopping: nothing again
+    side.held = True
+    react([preempt], NOW + 2)
+    react([preempt], NOW + 3)  # approved once
+    react([], NOW + 4)
+    assert side.calls == ["hold Preempt event P-1 SIGTERM", "forget", "ack P-1", "release"]
+    assert (
+        "the Preempt event P-1 is over and the node is still here; its entry was removed "
+        "from the Manager, so the worker registers anew under the same name: the worker "
+        "works again" in caplog.text
+    )
+    assert react.hold is None
+
+
+def test_a_reboot_without_a_manager_api_is_stopped_at_its_deadline() -> None:
+    side = Recorder()
+    react = EventReaction(side, margin=MARGIN, acknowledge=side.acknowledge)
+    reboot = _event("Reboot", NOW + 600, "R-1")
+    react([reboot], NOW)  # v2: nothing to wind down with
+    assert side.calls == []
+    react([reboot], NOW + 600 - MARGIN)
+    side.held = True
+    react([reboot], NOW + 600 - MARGIN + 1)
+    assert side.calls == ["hold Reboot event R-1 SIGTERM", "ack R-1"]  # not disk-wiping

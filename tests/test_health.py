@@ -1,0 +1,139 @@
+"""The node's health while the worker runs: judged (pure), a real disk that fills
+and is freed under the real agent with the stand-in v3 worker and Manager, and the
+status requests the health watch and platform events share."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from node_agent.health import MEMORY_FLOOR, RECOVER, Reading, assess
+from node_agent.manager_api import ManagerApi
+from node_agent.standins.manager import FakeManager
+from node_agent.worker_status import StatusRequests
+from tests.agent import Agent
+from tests.helpers import wait_until
+from tests.test_one_identity import NAME, STANDIN, _node
+from tests.test_storage import needs_mount_namespace
+
+MiB = 2**20
+
+
+def _reading(free: int, available: int = 8 * 2**30, in_tasks: int = 0) -> Reading:
+    return Reading("/mnt/batch/tasks", free, 100 * MiB, available, in_tasks)
+
+
+def test_a_node_is_unfit_below_the_diskfull_threshold_and_low_on_memory() -> None:
+    assert assess(_reading(200 * MiB)) == {}
+    assert assess(_reading(99 * MiB)) == {
+        "disk": "99.0 MiB free on /mnt/batch/tasks (Batch marks the node DiskFull below 100.0 MiB)"
+    }
+    # Memory held by the task's processes comes back when the task ends: no fault.
+    assert assess(_reading(200 * MiB, available=MEMORY_FLOOR // 4, in_tasks=MEMORY_FLOOR)) == {}
+    low = assess(_reading(200 * MiB, available=MEMORY_FLOOR // 2, in_tasks=MEMORY_FLOOR // 4))
+    assert list(low) == ["memory"] and "768.0 MiB of memory available" in low["memory"]
+
+
+def test_an_unfit_node_is_fit_again_only_clear_of_the_floor() -> None:
+    just_above = int(100 * MiB * (RECOVER + 1) / 2)  # between the floor and RECOVER times it
+    assert assess(_reading(just_above)) == {}
+    assert list(assess(_reading(just_above), frozenset({"disk"}))) == ["disk"]
+    assert assess(_reading(int(100 * MiB * RECOVER) + 1), frozenset({"disk"})) == {}
+    # Only the kind that was unfit needs the margin.
+    assert assess(_reading(just_above), frozenset({"memory"})) == {}
+
+
+def test_a_disk_that_fills_takes_the_worker_off_new_work_until_it_is_freed(
+    tmp_path: Path, run_agent: Callable[..., Agent], manager: FakeManager
+) -> None:
+    needs_mount_namespace()
+    node = _node(tmp_path / "node")
+    root = node.environ["AZ_BATCH_NODE_ROOT_DIR"]
+    template = tmp_path / "template"
+    shutil.copytree(root, template, symlinks=True)
+    # The node root becomes a real 64 MiB file system, in the agent's namespace only.
+    wrapper = (
+        *("unshare", "-m", "--propagation", "private", "sh", "-c"),
+        'mount -t tmpfs -o size=64m nodedisk "$1" && cp -a "$2/." "$1/" && shift 2 && exec "$@"',
+        *("sh", root, str(template)),
+    )
+    agent = run_agent(
+        "",
+        node=node,
+        manager=manager,
+        wrapper=wrapper,
+        # Shortened: a look every 0.2 s (really a minute); memory is not looked at
+        # here (the machine running the tests may be short of it).
+        constants={"node_agent.health.INTERVAL": 0.2, "node_agent.health.MEMORY_FLOOR": 0},
+        AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES=str(16 * MiB),
+        NODE_AGENT_WATCH_EVENTS="false",
+        **STANDIN,
+    )
+
+    def status() -> str:
+        return ",".join(w.status for w in manager.named(NAME))
+
+    wait_until(lambda: status() == "awake", 30, "the worker awake")
+    inside = Path(f"/proc/{agent.process.pid}/root") / root.lstrip("/")
+    filler = inside / "filler"
+    with open(filler, "wb") as handle:  # 52 MiB of 64: less than 16 MiB left
+        for _ in range(52):
+            handle.write(b"\0" * MiB)
+    wait_until(lambda: status() == "asleep", 30, "the worker asleep")
+    state = inside / "shared/.node-agent/state.json"
+    assert b"free on " + root.encode() in state.read_bytes()  # unfit, in status
+    assert b"the node is unfit for new work: " in agent.stderr
+    status_command = (sys.executable, "-m", "node_agent", "status")
+    shown = subprocess.run(
+        ["nsenter", "-t", str(agent.process.pid), "-m", *status_command],
+        env={**node.environ, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "health      UNFIT, no new work: 1" in shown and f" MiB free on {root}" in shown
+    task = manager.add_task("frame 1")
+    assert manager.task_status(task) == "queued"  # an asleep worker gets none
+
+    filler.unlink()
+    wait_until(lambda: manager.task_status(task) == "completed", 30, "the task run")
+    assert status() == "awake"
+    assert b'"unfit": null' in state.read_bytes()
+    assert b"the node is fit again: the worker takes new work again" in agent.stderr
+    requests = [r.json() for r in manager.server.received("POST", "/api/v3/worker-mgt/workers")]
+    assert requests == [
+        {"status": "asleep", "is_lazy": True},
+        {"status": "awake", "is_lazy": False},
+    ]
+
+
+def test_status_requests_take_the_strongest_wish_and_undo_only_their_own(
+    tmp_path: Path, manager: FakeManager
+) -> None:
+    api = ManagerApi(manager.url)
+    credentials = tmp_path / "credentials.yaml"
+    requests = StatusRequests(api, credentials)
+    assert not requests.want("health", "asleep")  # no worker registered yet: try later
+    worker = manager.add_worker(NAME, "s3cret", "awake")
+    credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
+    assert requests.want("health", None)  # nothing asked of it: nothing to undo
+    assert requests.want("event", "offline")
+    assert requests.want("health", "asleep")  # weaker than offline: nothing sent
+    assert requests.want("event", None)  # the event is off: asleep remains
+    assert requests.want("health", None)
+    sent = [r.json() for r in manager.server.received("POST", "/api/v3/worker-mgt/workers")]
+    assert sent == [
+        {"status": "offline", "is_lazy": True},
+        {"status": "asleep", "is_lazy": True},
+        {"status": "awake", "is_lazy": False},
+    ]
+    # A worker that registered anew is asked again.
+    assert requests.want("health", "asleep")
+    other = manager.add_worker(NAME, "n3w", "awake")
+    credentials.write_text(f"worker_id: {other}\nworker_secret: n3w\n")
+    assert requests.want("health", "asleep")
+    assert manager.worker(other).status_requested == "asleep"
