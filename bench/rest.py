@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import Optional
 
 from bench import supervisord
+from node_agent.layout import V3_CREDENTIALS, Layout
+from node_agent.standins.manager import FakeManager
 from tests.agent import worker_node
 from tests.helpers import wait_until
 from tests.nodes import write_executable
 
 CHILD_SOURCE = Path(__file__).with_name("child.c")
 SLOW_CHECK = 2.0  # seconds blender --version takes in the start row
-SETTLE = 2.0  # seconds after start-up before a window opens
+SETTLE = 3.0  # seconds after start-up before a window opens (the keeper looks at 2 s)
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -46,6 +48,7 @@ class Setup:
     work: Path
     child: Path
     services: dict[str, str]  # FLAMENCO_MANAGER_URL, NODE_AGENT_IMDS_URL
+    manager: FakeManager  # the one at FLAMENCO_MANAGER_URL
     supervisord: Optional[Path]  # None: no baseline (why: ``baseline_note``)
     baseline_note: str
 
@@ -180,8 +183,15 @@ def start(setup: Setup, runs: int) -> dict[str, float]:
 
 
 def idle(setup: Setup, seconds: float) -> dict[str, float]:
-    """CPU share and wake-ups per second over ``seconds``, quiet worker, both at once."""
+    """CPU share and wake-ups per second over ``seconds``, quiet worker, both at once.
+    The worker is registered and awake on the Manager, as a real one is within
+    seconds: the identity keeper then has nothing left to do (the C program never
+    registers, and would keep it looking)."""
     argv, env, _, node = _agent(setup, "idle", "quiet")
+    credentials = Path(Layout.for_env(node.env).worker_home, V3_CREDENTIALS)
+    credentials.parent.mkdir(parents=True, exist_ok=True)
+    worker = setup.manager.add_worker("bench-idle", "bench-secret", status="awake")
+    credentials.write_text(f"worker_id: {worker}\nworker_secret: bench-secret\n")
     with contextlib.ExitStack() as stack:
         agent = stack.enter_context(_running(argv, env, setup.work / "idle.log"))
         processes = {"agent": agent.pid}

@@ -203,7 +203,7 @@ def main() -> None:
     SERVICES.update(FLAMENCO_MANAGER_URL=manager.url, NODE_AGENT_IMDS_URL=imds.url)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        rows = rest.rows(_setup(tmp), args.quick)
+        rows = rest.rows(_setup(tmp, manager), args.quick)
         if args.only_rest:
             _print(rows)
             return
@@ -260,10 +260,10 @@ def main() -> None:
     _print(rows)
 
 
-def _setup(tmp: Path) -> rest.Setup:
+def _setup(tmp: Path, manager: FakeManager) -> rest.Setup:
     """The C program, the stand-in services (set in ``main``) and supervisord."""
     found, note = supervisord.install(tmp / "supervisord-venv")
-    return rest.Setup(tmp, rest.build_child(tmp), dict(SERVICES), found, note)
+    return rest.Setup(tmp, rest.build_child(tmp), dict(SERVICES), manager, found, note)
 
 
 def _print(rows: list[tuple[str, str, str, str]]) -> None:
