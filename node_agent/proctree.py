@@ -98,9 +98,27 @@ def send(processes: Iterable[psutil.Process], sig: signal.Signals) -> None:
             process.send_signal(sig)
 
 
+# Children the agent started for its own ends (the start-up health report), by pid:
+# what to call with the exit code when ``reap`` collects one. Only the main thread
+# starts and reaps children.
+_claimed: dict[int, Callable[[int], None]] = {}
+
+
+def claim(pid: int, on_exit: Callable[[int], None]) -> None:
+    """``pid`` is a child of the agent's that is not the worker's: when ``reap``
+    collects it, its exit code goes to ``on_exit`` instead of the caller."""
+    _claimed[pid] = on_exit
+
+
+def unclaim(pid: int) -> None:
+    """Its owner waits for ``pid`` itself from now on."""
+    _claimed.pop(pid, None)
+
+
 def reap() -> list[tuple[int, int]]:
     """Collect every exited child (``(pid, exit code)``, -N for signal N), so no
-    zombie is left; returns at once when none has exited."""
+    zombie is left; returns at once when none has exited. A claimed child's exit
+    goes to its owner, not into the list."""
     reaped: list[tuple[int, int]] = []
     while True:
         try:
@@ -109,7 +127,12 @@ def reap() -> list[tuple[int, int]]:
             return reaped
         if pid == 0:
             return reaped
-        reaped.append((pid, os.waitstatus_to_exitcode(status)))
+        code = os.waitstatus_to_exitcode(status)
+        owner = _claimed.pop(pid, None)
+        if owner is not None:
+            owner(code)
+        else:
+            reaped.append((pid, code))
 
 
 def pid_summary(pids: Sequence[int]) -> str:

@@ -19,6 +19,7 @@ from typing import Callable
 import psutil
 import pytest
 
+from node_agent import proctree
 from node_agent.cli import main
 from node_agent.errors import (
     EXIT_FAILURE,
@@ -385,12 +386,43 @@ def test_something_planted_at_the_lock_path_is_named(
 # ---- signals: from the first moment, and the ones that mean nothing ---------------
 
 
-def test_a_stop_signal_in_the_first_moments_of_run_is_honoured(run_agent: Start) -> None:
-    agent = run_agent("count,wait")
-    # The plan is logged long before supervision (bootstrap, health report) begins.
-    wait_until(lambda: b"node-agent: INFO: worker: v3" in agent.stderr, what="the plan")
-    agent.signal(signal.SIGTERM)
-    assert agent.wait() == EXIT_OK
+def test_a_stop_signal_in_the_first_moments_of_run_is_honoured(
+    run_agent: Start, tmp_path: Path
+) -> None:
+    # Before supervision, the agent stops a worker a killed agent left behind: one
+    # that ignores SIGTERM holds it there for the grace (the report no longer does).
+    node = worker_node(tmp_path / "node")
+    token = "0123456789abcdef0123456789abcdef"
+    stale = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"],
+        env={"PATH": "/usr/bin:/bin", proctree.TOKEN_VARIABLE: token},
+    )
+    try:
+        _plant_state(
+            node,
+            {
+                "schema": 1,
+                "agent_pid": 999999,
+                "agent_create_time": 1.0,
+                "phase": "running",
+                "started_at": 1.0,
+                "flavour": "v3",
+                "worker_name": "w",
+                "worker_executable": "/x",
+                "worker_dir": "/w",
+                "config_path": "/w/c",
+                "worker_pid": stale.pid,
+                "worker_token": token,
+            },
+        )
+        agent = run_agent("count,wait", node=node)
+        wait_until(lambda: b"a worker left by a previous agent" in agent.stderr, what="the stop")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == EXIT_OK
+        assert stale.wait(10) == -signal.SIGKILL
+    finally:
+        stale.kill()
+        stale.wait()
     assert b"supervision ends before the worker starts: received SIGTERM" in agent.stderr
     state = agent.state()
     assert state["phase"] == "stopped" and state["stop_reason"] == "received SIGTERM"
