@@ -1,7 +1,7 @@
 """Run the Flamenco Worker for the node's whole life and lose nothing.
 
-One worker at a time, in a session of its own, its stdout and stderr forwarded by
-``logpump``. The main thread sleeps in ``select`` on a self-pipe that signals
+One worker at a time, started by ``launch`` (a session of its own, its stdout and
+stderr forwarded by ``logpump``). The main thread sleeps in ``select`` on a self-pipe that signals
 (``signal.set_wakeup_fd``) and other threads (``request_stop``) write to, so the
 agent uses no CPU while the worker runs and reacts at once to SIGCHLD and the
 stop signals (``stopsignals``). Restarts follow ``policy``; tenacity's ``Retrying``
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import select
 import signal
 import subprocess
@@ -28,8 +27,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_nev
 
 from node_agent import proctree
 from node_agent.holds import Holds
+from node_agent.launch import launch
 from node_agent.log import get_logger
-from node_agent.logpump import Pump, utc_stamp
 from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
@@ -231,34 +230,15 @@ class Supervisor:
             return
         restarts = self.state.restarts + (self._starts > 0)
         self._starts += 1
-        token = secrets.token_hex(16)
-        env = dict(self.spec.env)
-        env[proctree.TOKEN_VARIABLE] = token
         started = time.monotonic()
         try:
-            process = subprocess.Popen(
-                self.spec.argv,
-                cwd=self.spec.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                close_fds=True,
-            )
+            launched = launch(self.spec, self.stdout_fd, self.stderr_fd, self.settings.timestamps)
         except OSError as exc:
             log.error("cannot start the worker %s: %s", self.spec.argv[0], exc.strerror)
             self._update(restarts=restarts)
             self._judge(127 if isinstance(exc, FileNotFoundError) else 126, 0.0)
             return
-        assert process.stdout is not None and process.stderr is not None
-        stamp = utc_stamp if self.settings.timestamps else None
-        pumps = [
-            Pump(os.dup(process.stdout.fileno()), self.stdout_fd, "stdout", stamp).start(),
-            Pump(os.dup(process.stderr.fileno()), self.stderr_fd, "stderr", stamp).start(),
-        ]
-        process.stdout.close()
-        process.stderr.close()
+        process, token = launched.process, launched.token
         self.holds.running = True
         self._update(
             phase=Phase.RUNNING,
@@ -276,9 +256,7 @@ class Supervisor:
         uptime = time.monotonic() - started
         deadline = kill_at if kill_at is not None else time.monotonic() + self.settings.stop_grace
         proctree.stop_leftovers(token, process.pid, deadline, self._wait, _POLL)
-        for pump in pumps:
-            if not pump.join(_PUMP_DRAIN):
-                log.warning("worker output still open after it stopped; not waiting for it")
+        launched.drain(_PUMP_DRAIN)
         self.holds.running = False
         self._judge(code, uptime)
 
