@@ -23,13 +23,19 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import psutil
+import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
 
 from node_agent import proctree
 from node_agent.holds import Holds
 from node_agent.launch import launch
 from node_agent.log import get_logger
-from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
+from node_agent.manager import (
+    ManagerCheck,
+    ManagerUnavailable,
+    manager_session,
+    wait_for_manager,
+)
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
 from node_agent.state import AgentState, Phase, StateKeeper
@@ -88,6 +94,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
         self.holds = Holds(self._wake)
+        self._manager_session: Optional[requests.Session] = None
 
     # -- thread-safe controls ------------------------------------------------
 
@@ -187,6 +194,8 @@ class Supervisor:
                 ) from None
             return 0
         finally:
+            if self._manager_session is not None:
+                self._manager_session.close()
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -274,13 +283,21 @@ class Supervisor:
         """Before every start, wait until the Manager answers: a v3 worker without
         credentials gets one registration attempt only (it exits 1), and one with
         credentials that gets an HTTP error answer at sign-on abandons them and
-        registers anew (a duplicate entry on the Manager)."""
+        registers anew (a duplicate entry on the Manager). The phase says so from
+        the first failed attempt on; one connection serves every start."""
         check = self.manager
         if check is None:
             return
-        self._update(phase=Phase.WAITING_FOR_MANAGER)
+        if self._manager_session is None:
+            self._manager_session = manager_session(check.proxies)
         try:
-            wait_for_manager(check, self._sleep, lambda: self.stop_reason is not None)
+            wait_for_manager(
+                check,
+                self._sleep,
+                lambda: self.stop_reason is not None,
+                on_wait=lambda: self._update(phase=Phase.WAITING_FOR_MANAGER),
+                session=self._manager_session,
+            )
         except ManagerUnavailable as exc:
             if self.stop_reason is None:
                 raise self._gave_up(
@@ -317,7 +334,7 @@ class Supervisor:
                     "the worker did not stop within %.0f s: SIGKILL to its whole tree",
                     self.settings.stop_grace,
                 )
-                proctree.send(proctree.tree_members(token, process.pid), signal.SIGKILL)
+                proctree.send(proctree.worker_tree(token, process.pid), signal.SIGKILL)
                 killed = True
             if kill_at is None:
                 self._wait(None)
@@ -340,12 +357,13 @@ class Supervisor:
             self._finish()
             return
         if expected is not None:  # for a platform event: started again once released
-            self._update(last_exit_reason=f"stopped: {expected}", **exited)
+            self._update(phase=Phase.STARTING, last_exit_reason=f"stopped: {expected}", **exited)
             log.info("worker stopped (exit %d) for the %s", code, expected)
             failures = self.state.consecutive_failures
             raise WorkerExited(Decision(Verdict.RESTART_NOW, f"stopped for {expected}", failures))
         decision = self.policy.decide(code, uptime, self.state.consecutive_failures)
         self._update(
+            phase=Phase.STARTING,  # until the next start, a wait or the end says more
             last_exit_reason=decision.reason,
             consecutive_failures=decision.failures,
             crash_loop=decision.crash_loop,

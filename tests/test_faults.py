@@ -322,10 +322,12 @@ def test_the_start_up_report_checks_what_the_agent_runs_with(run_agent: Start) -
         FLAMENCO_MANAGER_URL=CLOSED_LOOPBACK,
     )
     agent.wait_running()
+    # Beside the worker: the report comes when its checks are done.
+    wait_until(lambda: b"INFO:   OK       agent " in agent.stderr, what="the report")
     report = agent.stderr.decode()
     assert re.search(f"INFO:   OK +settings +Manager {re.escape(manager.url)},", report)
     assert re.search("INFO:   OK +manager +Flamenco Manager ", report)
-    assert re.search(r"INFO:   OK +agent +running, phase starting, 0 restart\(s\)", report)
+    assert re.search(r"INFO:   OK +agent +running, phase (starting|running), 0 restart", report)
 
 
 # ---- bad input never gives a traceback ---------------------------------------------
@@ -415,7 +417,7 @@ def test_a_stop_signal_in_the_first_moments_of_run_is_honoured(
                 "worker_token": token,
             },
         )
-        agent = run_agent("count,wait", node=node)
+        agent = run_agent("count,wait", node=node, NODE_AGENT_STOP_GRACE="1")
         wait_until(lambda: b"a worker left by a previous agent" in agent.stderr, what="the stop")
         agent.signal(signal.SIGTERM)
         assert agent.wait() == EXIT_OK
