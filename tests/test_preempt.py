@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 
@@ -9,6 +10,7 @@ import pytest
 import requests
 
 from node_agent.events import Reaction, ScheduledEvent, due, parse_events
+from node_agent.imds import Closed, read_answer
 from node_agent.preempt import EventWatcher
 from node_agent.standins.imds import EVENTS_PATH, FakeImds
 from tests.helpers import wait_until
@@ -147,3 +149,45 @@ def test_off_azure_the_watcher_stays_quiet(caplog: pytest.LogCaptureFixture) -> 
     assert "no Instance Metadata Service" in record.getMessage()
     assert "not on Azure?" in record.getMessage()
     assert seen == []
+
+
+@pytest.mark.parametrize(
+    "wire, answer",
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n"
+            b'{"Events":[]}NEXT',
+            (200, b'{"Events":[]}', True),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'5;x=y\r\n{"Eve\r\n8\r\nnts":[]}\r\n0\r\nTrailer: 1\r\n\r\nNEXT',
+            (200, b'{"Events":[]}', True),
+        ),
+        (b"HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\nboom", (500, b"boom", False)),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}", (200, b"{}", False)),
+        (
+            b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\n{}",
+            (200, b"{}", True),
+        ),
+    ],
+)
+def test_an_answer_is_read_to_its_last_byte_and_no_further(wire: bytes, answer: tuple) -> None:
+    reader = io.BytesIO(wire)
+    assert read_answer(reader) == answer
+    assert reader.read() in (b"NEXT", b"")
+
+
+@pytest.mark.parametrize(
+    "wire, error",
+    [
+        (b"", Closed),
+        (b"HTTP/1.1 200 OK\r\nContent-Len", Closed),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", Closed),
+        (b"<html>not http</html>\r\n", ValueError),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n", ValueError),
+    ],
+)
+def test_what_is_not_a_whole_answer_is_refused(wire: bytes, error: type) -> None:
+    with pytest.raises(error):
+        read_answer(io.BytesIO(wire))
