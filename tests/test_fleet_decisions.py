@@ -30,7 +30,7 @@ from node_agent.fleet.scaling import (
     out_of_service,
     removable,
 )
-from node_agent.fleet.status import join, render, summary
+from node_agent.fleet.status import document, join, render, summary
 from node_agent.layout import default_worker_name
 from node_agent.manager_api import ManagerWorker
 from node_agent.state import AgentState
@@ -165,6 +165,29 @@ def test_status_rows_and_summary() -> None:
     assert "1 preempted" in line and "1 node(s) with an unreadable state file" in line
     text = render(status, now=seconds("2026-01-01T10:00:30Z"))
     assert "awake, seen 30 s ago" in text and "FileNotFound" in text
+
+
+def test_status_shows_nodes_held_for_an_event_and_unfit_nodes() -> None:
+    ids = ["tvmps_" + c * 64 + "_p" for c in "34"]
+    nodes = [NodeView(i, False, "idle", StartTaskView("running")) for i in ids]
+    names = [default_worker_name(POOL, i, "") for i in ids]
+    snapshot = look(
+        nodes,
+        [worker(names[0], "offline"), worker(names[1], "asleep")],
+        {
+            ids[0]: agent(names[0], phase="waiting-for-platform", platform_event="Preempt P-1"),
+            ids[1]: agent(names[1], unfit="disk: 0.2 GiB free, DiskFull below 1.0 GiB"),
+        },
+    )
+    status = join(snapshot)
+    assert [r.health for r in status.rows] == ["held", "unfit"]
+    text = render(status)
+    assert f"held: {ids[0]}: the worker is stopped for Preempt P-1" in text
+    assert f"unfit: {ids[1]}: disk: 0.2 GiB free" in text
+    assert "1 held, 1 unfit" in summary(status)
+    nodes_json = document(status)["nodes"]
+    assert nodes_json[0]["agent"]["platform_event"] == "Preempt P-1"
+    assert nodes_json[1]["agent"]["unfit"].startswith("disk")
 
 
 # -- scaling --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from node_agent.fleet.model import (
 )
 from node_agent.manager_api import ManagerWorker
 from node_agent.redact import printable
+from node_agent.state import Phase
 
 SCHEMA = 1
 # Batch states of a node on its way into service.
@@ -30,6 +31,8 @@ HEALTHS = (
     "idle",
     "failed",
     "crash-looping",
+    "held",
+    "unfit",
     "preempted",
     "starting",
     "offline",
@@ -76,6 +79,12 @@ def _health(row: Row) -> str:
         return "rendering"
     if state is not None and state.crash_loop:
         return "crash-looping"
+    # The agent keeps the worker stopped until a platform event happens or is called
+    # off: neither idle nor offline, and nothing for heal to do.
+    if state is not None and state.phase == Phase.WAITING_FOR_PLATFORM:
+        return "held"
+    if state is not None and state.unfit is not None:
+        return "unfit"
     if row.worker is not None and row.worker.status in READY:
         return "idle"
     if node.state in STARTING or node.start_task.state in (None, "running"):
@@ -185,6 +194,8 @@ AGENT_FIELDS = (
     "last_exit_at",
     "worker_name",
     "stop_reason",
+    "platform_event",
+    "unfit",
     "updated_at",
 )
 HEADER = (
@@ -215,6 +226,12 @@ def render(status: Status, now: Optional[float] = None) -> str:
             lines.append(f"unreadable: {row.node.id}: {printable(row.agent.error)}")
         if row.repair is not None:
             lines.append(f"failed: {row.node.id}: {row.repair.reason} (heal: {row.repair.action})")
+        state = row.agent.state
+        if row.health == "held" and state is not None:
+            event = printable(state.platform_event or "a platform event")
+            lines.append(f"held: {row.node.id}: the worker is stopped for {event}")
+        if state is not None and state.unfit is not None:
+            lines.append(f"unfit: {row.node.id}: {printable(state.unfit)}")
     for stale in status.stale:
         worker = stale.worker
         lines.append(f"stale: worker {worker.id} {printable(worker.name)}: {stale.reason}")
