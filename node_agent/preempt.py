@@ -21,6 +21,9 @@ IMDS allows about five).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import threading
 import time
 from typing import Callable, Optional
@@ -66,7 +69,10 @@ class EventWatcher:
         self.enabled_after: Optional[float] = None  # seconds the first answer took
         self._seen: set[str] = set()  # event ids and problem kinds already logged
         self.failures = 0  # consecutive failed polls
-        self._done = threading.Event()
+        self._done = False
+        # The thread sleeps in one select on this pipe, which ``stop`` writes to: the
+        # cheapest wait to wake from, once a second for the node's whole life.
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._run, name="scheduled-events", daemon=True)
 
     def start(self) -> EventWatcher:
@@ -76,10 +82,14 @@ class EventWatcher:
 
     def stop(self) -> None:
         """Stop watching; a request still in flight is left to its daemon thread."""
-        self._done.set()
+        self._done = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
         self._thread.join(JOIN_LIMIT)
         if not self._thread.is_alive():
             self.client.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def _once(self, key: str, message: str, *args: object) -> None:
         if key not in self._seen:
@@ -104,7 +114,7 @@ class EventWatcher:
         return parse_events(document)
 
     def _run(self) -> None:
-        while not self._done.is_set():
+        while not self._done:
             try:
                 if self.vm_name is None:
                     compute = self.client.instance().get("compute", {})
@@ -123,9 +133,9 @@ class EventWatcher:
                 self._problem(exc)
                 delay = max(self.poll, backoff(self.backoff_cap)(attempt_state(self.failures)))
             else:
-                if not self._done.is_set():
+                if not self._done:
                     self.react(self._mine(events), time.time())
-            self._done.wait(delay)
+            select.select([self._wake_r], [], [], delay)
 
     def _problem(self, exc: Exception) -> None:
         text = str(exc) if isinstance(exc, ImdsProblem) else f"unexpected answer ({exc})"

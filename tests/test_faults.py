@@ -62,6 +62,23 @@ def _plant_state(node: TestNode, document: object) -> Path:
     return path
 
 
+def _left_behind(**fields: object) -> dict[str, object]:
+    """A valid state document, as an agent that was killed leaves it, with ``fields``."""
+    return {
+        "schema": 1,
+        "agent_pid": 999999,
+        "agent_create_time": 1.0,
+        "phase": "running",
+        "started_at": 1.0,
+        "flavour": "v3",
+        "worker_name": "w",
+        "worker_executable": "/x",
+        "worker_dir": "/w",
+        "config_path": "/w/c",
+        **fields,
+    }
+
+
 def test_a_state_file_of_the_wrong_shape_is_reported_and_run_carries_on(
     tmp_path: Path, run_agent: Start
 ) -> None:
@@ -93,22 +110,14 @@ def test_a_planted_state_never_gets_an_unrelated_process_killed(
     try:
         _plant_state(
             node,
-            {
-                "schema": 1,
-                "agent_pid": bystander.pid,
-                "agent_create_time": psutil.Process(bystander.pid).create_time(),
-                "phase": "running",
-                "started_at": 1.0,
-                "flavour": "v3",
-                "worker_name": "w",
-                "worker_executable": "/x",
-                "worker_dir": "/w",
-                "config_path": "/w/c",
+            _left_behind(
+                agent_pid=bystander.pid,
+                agent_create_time=psutil.Process(bystander.pid).create_time(),
                 # Right pid and start time of a process that is not a worker.
-                "worker_pid": bystander.pid,
-                "worker_create_time": psutil.Process(bystander.pid).create_time(),
-                "worker_token": "0123456789abcdef0123456789abcdef",
-            },
+                worker_pid=bystander.pid,
+                worker_create_time=psutil.Process(bystander.pid).create_time(),
+                worker_token="0123456789abcdef0123456789abcdef",
+            ),
         )
         agent = run_agent("count,wait", node=node, NODE_AGENT_STOP_GRACE="1")
         agent.wait_running()
@@ -400,23 +409,7 @@ def test_a_stop_signal_in_the_first_moments_of_run_is_honoured(
         env={"PATH": "/usr/bin:/bin", proctree.TOKEN_VARIABLE: token},
     )
     try:
-        _plant_state(
-            node,
-            {
-                "schema": 1,
-                "agent_pid": 999999,
-                "agent_create_time": 1.0,
-                "phase": "running",
-                "started_at": 1.0,
-                "flavour": "v3",
-                "worker_name": "w",
-                "worker_executable": "/x",
-                "worker_dir": "/w",
-                "config_path": "/w/c",
-                "worker_pid": stale.pid,
-                "worker_token": token,
-            },
-        )
+        _plant_state(node, _left_behind(worker_pid=stale.pid, worker_token=token))
         agent = run_agent("count,wait", node=node, NODE_AGENT_STOP_GRACE="1")
         wait_until(lambda: b"a worker left by a previous agent" in agent.stderr, what="the stop")
         agent.signal(signal.SIGTERM)
