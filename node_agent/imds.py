@@ -22,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import socket
 import time
-from typing import IO, Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Protocol
 from urllib.parse import urlsplit
 
 from node_agent.log import get_logger
@@ -37,6 +38,9 @@ TIMEOUT = 5.0  # seconds for one request
 DRAIN = 0.1  # seconds to wait for the answer in flight when closing
 MAX_LINE = 65536  # bytes: longer status or header lines are not the service's
 MAX_HEADERS = 100
+RECEIVE = 65536  # bytes asked of one receive: a whole answer, as a rule
+# An answer is the last one again, but for its Date, more often than not.
+_DATE = re.compile(rb"\r\ndate:[^\r\n]*", re.IGNORECASE)
 
 
 class ImdsProblem(Exception):
@@ -55,7 +59,15 @@ class Answer(NamedTuple):
     keep: bool
 
 
-def read_answer(reader: IO[bytes]) -> Answer:
+class Reader(Protocol):
+    """What ``read_answer`` reads from."""
+
+    def readline(self, limit: int = -1, /) -> bytes: ...
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def read_answer(reader: Reader) -> Answer:
     """Read one HTTP/1.x answer from ``reader``: ``Closed`` at end of file before it,
     ``ValueError`` for what is not HTTP."""
     line = reader.readline(MAX_LINE)
@@ -93,7 +105,7 @@ def read_answer(reader: IO[bytes]) -> Answer:
     return Answer(int(code), body, keep)
 
 
-def _chunk(reader: IO[bytes]) -> bytes:
+def _chunk(reader: Reader) -> bytes:
     """The next chunk of a chunked body (b"" after the last, trailers read)."""
     size = int(reader.readline(MAX_LINE).split(b";")[0], 16)
     if size == 0:
@@ -116,6 +128,48 @@ def _kind(exc: BaseException) -> str:
     return "cannot connect"
 
 
+class SocketReader:
+    """``readline`` and ``read`` over a socket's ``recv``, keeping what was received
+    and not read yet (``buffer``); ``fills`` counts the receives."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.fills = 0
+
+    def fill(self) -> bool:
+        """Receive what is there (waiting up to the socket's timeout); False at end."""
+        chunk = self.sock.recv(RECEIVE)
+        self.fills += 1
+        self.buffer += chunk
+        return bool(chunk)
+
+    def readline(self, limit: int = -1) -> bytes:
+        """A line with its newline (at most ``limit`` bytes; less at the end)."""
+        searched = 0
+        while True:
+            end = self.buffer.find(b"\n", searched)
+            if end >= 0:
+                end += 1
+                break
+            searched = len(self.buffer)
+            if 0 <= limit <= searched or not self.fill():
+                end = len(self.buffer)
+                break
+        if 0 <= limit < end:
+            end = limit
+        line, self.buffer = self.buffer[:end], self.buffer[end:]
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        """``size`` bytes (all until the end when -1; less at the end)."""
+        while (size < 0 or len(self.buffer) < size) and self.fill():
+            pass
+        size = len(self.buffer) if size < 0 else size
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+
 class ImdsClient:
     """One persistent connection to the Metadata Service at ``base_url``
     (``http://host[:port]``), used by one thread; ``acknowledge`` uses a connection
@@ -129,7 +183,8 @@ class ImdsClient:
         self._authority = parts.netloc
         self.timeout = timeout
         self._socket: Optional[socket.socket] = None
-        self._reader: Optional[IO[bytes]] = None
+        self._reader: Optional[SocketReader] = None
+        self._last: tuple[bytes, Any] = (b"", None)  # the last answer (Date left out), parsed
         self._requests: dict[str, bytes] = {}
         self._answers = 0  # answers read on the current connection
         self._sent: Optional[tuple[str, float]] = None  # path and deadline of a request
@@ -151,9 +206,6 @@ class ImdsClient:
 
     def _drop(self) -> None:
         """Close the connection at once (after a failure)."""
-        if self._reader is not None:
-            with contextlib.suppress(OSError):
-                self._reader.close()
         if self._socket is not None:
             self._socket.close()
         self._socket, self._reader, self._answers, self._sent = None, None, 0, None
@@ -197,7 +249,7 @@ class ImdsClient:
         if self._socket is None:
             self._socket = socket.create_connection((self._host, self._port), timeout)
             self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._reader = self._socket.makefile("rb")
+            self._reader = SocketReader(self._socket)
         self._sent = (path, time.monotonic() + timeout)
         self._socket.sendall(request)
 
@@ -207,9 +259,18 @@ class ImdsClient:
         assert self._socket is not None and self._reader is not None and self._sent
         path, deadline = self._sent
         reused = self._answers > 0
+        reader = self._reader
         try:
             self._socket.settimeout(max(0.001, deadline - time.monotonic()))
-            answer = read_answer(self._reader)
+            if not reader.buffer:
+                reader.fill()
+            received, fills = reader.buffer, reader.fills
+            key = _DATE.sub(b"", received)
+            if received and key == self._last[0]:  # as last time: nothing to parse
+                reader.buffer, self._sent = b"", None
+                self._answers += 1
+                return self._last[1]
+            answer = read_answer(reader)
         except (Closed, ConnectionResetError, BrokenPipeError):
             self._drop()
             if reused:  # closed by the service while idle: ask once more, anew
@@ -225,9 +286,12 @@ class ImdsClient:
         if answer.status != 200:
             raise ImdsProblem(f"HTTP {answer.status}")
         try:
-            return json.loads(answer.body)
+            document = json.loads(answer.body)
         except ValueError:
             raise ImdsProblem("invalid JSON") from None
+        if answer.keep and reader.fills == fills and not reader.buffer:
+            self._last = (key, document)  # the answer came whole in one receive
+        return document
 
     def acknowledge(self, event_id: str, event_type: str) -> bool:
         """Tell the platform it may go ahead with an event now (``StartRequests``);
