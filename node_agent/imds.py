@@ -12,10 +12,10 @@ that frame the body, the body). ``requests`` adds what this needs none of
 (proxies, cookies, redirects) at 0.25 ms a poll, and ``http.client`` parses every
 answer's headers with the ``email`` package at as much again: more than a quiet
 agent may spend in all. And an answer that is the last one again but for its
-``Date`` (no event: the rule) is not parsed again. A request can be sent now and its answer read later
-(``send``, ``receive``): the watcher reads each poll's answer when it wakes for
-the next one, so that a poll costs one wake-up, not two. The rare acknowledgement
-goes through ``http.client``.
+``Date`` (no event: the rule) is not parsed again. A request can be sent now and
+its answer read later (``send``, ``receive``): the watcher reads each poll's
+answer when it wakes for the next one, so that a poll costs one wake-up, not two.
+The rare acknowledgement goes through ``http.client``.
 """
 
 from __future__ import annotations
