@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 from node_agent import bootstrap, health_report, proctree
 from node_agent.bootstrap import Plan
+from node_agent.credentials import worker_id
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
 from node_agent.flavour import Flavour
@@ -29,7 +30,7 @@ from node_agent.identity import IdentityKeeper
 from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
 from node_agent.lock import LOCK_FILE, NodeLock
 from node_agent.log import get_logger
-from node_agent.manager import ManagerCheck, worker_id
+from node_agent.manager import ManagerCheck
 from node_agent.manager_api import ManagerApi, delete_worker
 from node_agent.policy import RestartPolicy
 from node_agent.preempt import EventWatcher

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, TypeVar
 import requests
 
 from node_agent.log import get_logger
-from node_agent.manager import PROBE_TIMEOUT, manager_session, proxies_for, reason
+from node_agent.manager_http import PROBE_TIMEOUT, manager_session, proxies_for, reason
 
 log = get_logger("manager")
 

@@ -30,12 +30,8 @@ from node_agent import proctree
 from node_agent.holds import Holds
 from node_agent.launch import launch
 from node_agent.log import get_logger
-from node_agent.manager import (
-    ManagerCheck,
-    ManagerUnavailable,
-    manager_session,
-    wait_for_manager,
-)
+from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
+from node_agent.manager_http import manager_session
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
 from node_agent.state import AgentState, Phase, StateKeeper

@@ -29,7 +29,7 @@ from node_agent.errors import (
     EXIT_UNHEALTHY,
     InvalidInput,
 )
-from node_agent.manager import PROBE_TIMEOUT
+from node_agent.manager_http import PROBE_TIMEOUT
 from node_agent.redact import redact_urls
 from node_agent.settings import load_settings
 from node_agent.simulate import rebase
@@ -316,7 +316,7 @@ def test_a_stop_is_at_once_even_while_a_manager_probe_hangs(
         assert agent.wait(PROBE_TIMEOUT / 2) == EXIT_OK  # long before the probe times out
     finally:
         blackhole.close()
-    assert b"INFO: stopped waiting for the Manager " in agent.stderr
+    assert re.search(rb"INFO: Manager http://\S+: stopped waiting after ", agent.stderr)
     assert b"supervision ends before the worker starts: received SIGTERM" in agent.stderr
     assert agent.runs() == [] and agent.state()["phase"] == "stopped"
 

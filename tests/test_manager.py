@@ -11,14 +11,10 @@ from typing import Optional
 
 import pytest
 
+from node_agent.credentials import worker_id
 from node_agent.flavour import Flavour
-from node_agent.manager import (
-    ManagerCheck,
-    ManagerUnavailable,
-    proxies_for,
-    wait_for_manager,
-    worker_id,
-)
+from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
+from node_agent.manager_http import proxies_for
 from node_agent.standins.manager import FakeManager
 from node_agent.standins.server import Request, Response, StandinServer
 from tests.nodes import CLOSED_LOOPBACK

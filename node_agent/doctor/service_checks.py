@@ -10,13 +10,8 @@ import requests
 
 from node_agent.doctor.context import Context
 from node_agent.doctor.report import Row, Status
-from node_agent.manager import (
-    ManagerCheck,
-    ManagerUnavailable,
-    manager_session,
-    probe,
-    proxies_for,
-)
+from node_agent.manager import ManagerCheck, ManagerUnavailable, probe
+from node_agent.manager_http import manager_session, proxies_for
 
 HTTP_TIMEOUT = 5.0
 
