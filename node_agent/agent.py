@@ -180,11 +180,10 @@ def _supervisor(
         min_uptime=settings.min_uptime,
     )
     check = ManagerCheck(
-        url=settings.manager_url,
+        api,
         flavour=plan.flavour.flavour,
         cap=settings.manager_wait_cap,
         deadline=settings.manager_wait_deadline,
-        proxies=api.proxies,
     )
     mounts = storage_mounts(env, settings.storage_mounts)
     spec = worker_spec(plan, settings, environ)

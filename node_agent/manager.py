@@ -11,15 +11,15 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import requests
 
 from node_agent.flavour import Flavour
 from node_agent.log import get_logger
-from node_agent.manager_http import PROBE_TIMEOUT, manager_session, reason
+from node_agent.manager_api import ManagerApi
+from node_agent.manager_http import manager_session, reason
 from node_agent.retry import wait_until_ready
 
 log = get_logger("manager")
@@ -33,24 +33,23 @@ class ManagerUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ManagerCheck:
-    """How to tell that the Manager is there, and how long to keep trying."""
+    """The Manager (``api``: where it is, how to reach it, the time one attempt may
+    take), how to tell that it is there, and how long to keep trying."""
 
-    url: str
+    api: ManagerApi
     flavour: Flavour
     cap: float  # seconds: the largest retry window
     deadline: Optional[float]  # seconds; None: never give up
-    timeout: float = PROBE_TIMEOUT  # seconds for one attempt
-    proxies: Mapping[str, str] = field(default_factory=dict)  # ``proxies_for`` the URL
 
 
 def probe(session: requests.Session, check: ManagerCheck) -> str:
     """One attempt: v3 ``GET /api/v3/version`` must answer 200; for v2 any HTTP answer
     from the base URL will do. Returns what the Manager said; raises
     ``ManagerUnavailable``."""
-    base = check.url.rstrip("/")
+    base = check.api.url.rstrip("/")
     url = f"{base}/api/v3/version" if check.flavour is not Flavour.V2 else base + "/"
     try:
-        response = session.get(url, timeout=check.timeout)
+        response = session.get(url, timeout=check.api.timeout)
     except requests.RequestException as exc:
         raise ManagerUnavailable(reason(exc)) from None
     if check.flavour is Flavour.V2:
@@ -89,11 +88,13 @@ def wait_for_manager(
 
     with contextlib.ExitStack() as stack:
         used = (
-            session if session is not None else stack.enter_context(manager_session(check.proxies))
+            session
+            if session is not None
+            else stack.enter_context(manager_session(check.api.proxies))
         )
         answer = wait_until_ready(
             lambda: _unless_stopped(should_stop, waiting, probe, used, check),
-            label=f"Manager {check.url}",
+            label=f"Manager {check.api.url}",
             not_ready=ManagerUnavailable,
             cap=check.cap,
             sleep=sleep,
@@ -101,7 +102,9 @@ def wait_for_manager(
             deadline=check.deadline,
             on_wait=waiting,
         )
-    log.info("Manager %s answered after %.1f s: %s", check.url, time.monotonic() - started, answer)
+    log.info(
+        "Manager %s answered after %.1f s: %s", check.api.url, time.monotonic() - started, answer
+    )
     return answer
 
 

@@ -34,10 +34,12 @@ class ManagerApi:
     timeout: float = PROBE_TIMEOUT  # seconds for one call
 
     @classmethod
-    def for_worker(cls, url: str, worker_env: Mapping[str, str]) -> ManagerApi:
+    def for_worker(
+        cls, url: str, worker_env: Mapping[str, str], timeout: float = PROBE_TIMEOUT
+    ) -> ManagerApi:
         """The Manager at ``url``, through the proxy the worker uses with its
         environment ``worker_env``."""
-        return cls(url, proxies_for(url, worker_env))
+        return cls(url, proxies_for(url, worker_env), timeout)
 
 
 @dataclass(frozen=True)

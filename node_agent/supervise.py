@@ -285,7 +285,7 @@ class Supervisor:
         if check is None:
             return
         if self._manager_session is None:
-            self._manager_session = manager_session(check.proxies)
+            self._manager_session = manager_session(check.api.proxies)
         try:
             wait_for_manager(
                 check,
