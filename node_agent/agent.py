@@ -27,7 +27,6 @@ from node_agent.errors import RuntimeFailure
 from node_agent.flavour import Flavour
 from node_agent.health import HealthWatch, disk_floor
 from node_agent.identity import IdentityKeeper
-from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
 from node_agent.lock import LOCK_FILE, NodeLock
 from node_agent.log import get_logger
 from node_agent.manager import ManagerCheck
@@ -54,12 +53,6 @@ log = get_logger("agent")
 
 # Reboot/Redeploy: stop the worker this long before NotBefore, beyond its grace.
 EVENT_MARGIN = 15.0
-
-
-def credentials_path(plan: Plan) -> Path:
-    """The worker's credentials file for the planned flavour."""
-    name = V2_HOME_CONFIG if plan.flavour.flavour is Flavour.V2 else V3_CREDENTIALS
-    return Path(plan.layout.worker_home, name)
 
 
 def run(
@@ -96,16 +89,17 @@ def run(
             report = health_report.start(environ, settings, close=lock.release)
         # The worker inherits the proxy variables unchanged: the same proxy for both.
         api = ManagerApi.for_worker(settings.manager_url, environ)
+        credentials = Path(layout.credentials(plan.flavour.flavour))
         keeper = None
         if plan.flavour.flavour is Flavour.V3:
             keeper = IdentityKeeper(
-                api, credentials_path(plan), plan.worker_name, settings.worker_tags
+                api, credentials, plan.worker_name, settings.worker_tags
             ).start()
         supervisor = _supervisor(environ, env, settings, plan, state, api=api, keeper=keeper)
         supervisor.early_stops = early_stops
         status = None
         if plan.flavour.flavour is Flavour.V3:
-            status = StatusRequests(api, credentials_path(plan))
+            status = StatusRequests(api, credentials)
         health = HealthWatch(
             env.node.root_dir,
             disk_floor(env),
@@ -237,7 +231,7 @@ def _forgetter(
         return None
 
     def forget_now() -> bool:
-        found = worker_id(credentials_path(plan))
+        found = worker_id(Path(plan.layout.credentials(plan.flavour.flavour)))
         if found is None:
             log.info("no worker credentials: nothing to remove from the Manager")
             return False

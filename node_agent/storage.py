@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from node_agent.env import BatchEnv
+from node_agent.health import size
 from node_agent.log import get_logger
 from node_agent.retry import wait_until_ready
 
@@ -61,12 +62,8 @@ class MountStatus:
         """One line for logs and the doctor."""
         if self.problem is not None:
             return f"{self.mount.path}: {self.problem}"
-        free = "" if self.free_bytes is None else f", {_size(self.free_bytes)} free"
+        free = "" if self.free_bytes is None else f", {size(self.free_bytes)} free"
         return f"{self.mount.path} ({self.fstype or 'mounted'}, writable{free})"
-
-
-def _size(count: int) -> str:
-    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def mounts_dir(env: BatchEnv) -> str:

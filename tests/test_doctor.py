@@ -257,8 +257,8 @@ def test_disk_almost_full(healthy: TestNode, monkeypatch: pytest.MonkeyPatch) ->
     # A stand-in for the disk: 200 MiB free against Batch's DiskFull threshold of 1 GB.
     _free_disk(monkeypatch, 200 * 2**20)
     failed = _failed(healthy)
-    assert failed["disk"].found.startswith("0.2 GiB free on ")
-    assert "DiskFull below 0.9 GiB" in failed["disk"].found
+    assert failed["disk"].found.startswith("200.0 MiB free on ")
+    assert "DiskFull below 953.7 MiB" in failed["disk"].found
     assert "free space" in (failed["disk"].fix or "")
 
 
