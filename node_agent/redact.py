@@ -19,8 +19,10 @@ def is_secret(name: str) -> bool:
 
 
 def shown(name: str, value: str) -> str:
-    """The value as it may appear in output: quoted, or redacted for a secret name."""
-    return REDACTED if is_secret(name) else repr(value)
+    """The value as it may appear in output: quoted, or redacted for a secret name.
+    ``ascii()``, not ``repr()``: a look-alike or direction-changing character shows
+    as an escape, so no value can pass for another in a report."""
+    return REDACTED if is_secret(name) else ascii(value)
 
 
 # The password of a ``scheme://user:password@host`` URL (a Manager behind basic auth).

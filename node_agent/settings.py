@@ -19,7 +19,7 @@ from node_agent import fsutil
 from node_agent.env import BatchEnv
 from node_agent.errors import InvalidInput, Problem
 from node_agent.flavour import Flavour
-from node_agent.redact import REDACTED, describe_yaml_error, is_secret
+from node_agent.redact import describe_yaml_error, shown
 from node_agent.setting_specs import BY_KEY, SPECS
 
 CONFIG_FILE_NAME = "node-agent.yaml"
@@ -168,8 +168,9 @@ def load_settings(
         try:
             values[spec.key] = spec.parse(text)
         except ValueError as exc:
-            shown = REDACTED if is_secret(spec.key) else repr(text)
-            problems.append(Problem(f"{spec.key}={shown} (from {source})", str(exc)))
+            problems.append(
+                Problem(f"{spec.key}={shown(spec.key, text)} (from {source})", str(exc))
+            )
             values[spec.key] = spec.default
     if values["manager_url"] is None and not any(
         p.where.startswith("manager_url") for p in problems

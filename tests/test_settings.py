@@ -107,6 +107,14 @@ def test_secret_values_never_in_messages() -> None:
     assert "<redacted>" in caught.value.render()
 
 
+def test_a_bad_value_is_shown_escaped() -> None:
+    # A Cyrillic "o" that reads as a zero ("1o" for "10") shows as an escape.
+    with pytest.raises(InvalidInput) as caught:
+        load_settings({**URL, "NODE_AGENT_STOP_GRACE": "1\u043e"}, {}, None)
+    [problem] = caught.value.problems
+    assert problem.where == "stop_grace='1\\u043e' (from environment NODE_AGENT_STOP_GRACE)"
+
+
 @pytest.mark.parametrize(
     "url, why",
     [
