@@ -24,6 +24,7 @@ from node_agent.errors import (
     InvalidInput,
     Problem,
     RuntimeFailure,
+    unexpected,
 )
 from node_agent.layout import Layout
 from node_agent.lock import AlreadyRunning
@@ -327,4 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_ALREADY_RUNNING
     except RuntimeFailure as exc:
         log.error("%s", exc)
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 (the last resort: one line, never a traceback)
+        log.error("node-agent failed: %s", unexpected(exc))
         return EXIT_FAILURE

@@ -57,10 +57,13 @@ def probe(session: requests.Session, check: ManagerCheck) -> str:
     if response.status_code != 200:
         raise ManagerUnavailable(f"HTTP {response.status_code}")
     try:
-        version = response.json().get("version", "?")
+        document = response.json()
     except ValueError:
         raise ManagerUnavailable("HTTP 200 but not JSON: not a Flamenco Manager?") from None
-    return f"Flamenco Manager {version}"
+    if not isinstance(document, dict):
+        # A captive portal, a proxy's own page, another service at that address.
+        raise ManagerUnavailable("HTTP 200 but not a JSON object: not a Flamenco Manager?")
+    return f"Flamenco Manager {document.get('version', '?')}"
 
 
 def wait_for_manager(

@@ -23,6 +23,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from node_agent.errors import unexpected
 from node_agent.log import get_logger
 
 log = get_logger("retry")
@@ -71,9 +72,19 @@ def wait_until_ready(
     to ``cap`` seconds and one log line, ``<label>: attempt N after X s: why; next
     attempt in Y s``; ``on_wait`` is called at the first failure. The last
     ``not_ready`` is raised once ``should_stop`` says so (``sleep`` must return
-    early then) or past ``deadline`` seconds (None: never)."""
+    early then) or past ``deadline`` seconds (None: never). Any other exception of
+    ``look`` counts as a failed attempt too: a bug or a fault nobody foresaw in one
+    look must not end the node's supervision."""
     started = time.monotonic()
     waited: list[bool] = []
+
+    def attempt() -> T:
+        try:
+            return look()
+        except not_ready:
+            raise
+        except Exception as exc:  # the last resort: logged, and tried again
+            raise not_ready(f"unexpected {unexpected(exc)}") from exc
 
     def log_attempt(state: RetryCallState) -> None:
         assert state.outcome is not None and state.next_action is not None
@@ -101,7 +112,7 @@ def wait_until_ready(
         reraise=True,
     )
     try:
-        return retrying(look)
+        return retrying(attempt)
     except not_ready:
         if should_stop():
             log.info("%s: stopped waiting after %.1f s", label, time.monotonic() - started)

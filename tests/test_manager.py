@@ -78,6 +78,16 @@ def test_http_errors_are_named(status: int) -> None:
         server.stop()
 
 
+@pytest.mark.parametrize("body", [b"[]", b'"a captive portal"', b"null", b"5"])
+def test_json_that_is_no_object_is_not_a_manager(body: bytes) -> None:
+    server = StandinServer(lambda request: Response(200, body)).start()
+    try:
+        with pytest.raises(ManagerUnavailable, match="HTTP 200 but not a JSON object"):
+            wait_for_manager(_check(server.url, deadline=0.01), lambda s: None, lambda: False)
+    finally:
+        server.stop()
+
+
 def test_tls_and_timeout_are_named() -> None:
     release = threading.Event()
 
