@@ -29,7 +29,7 @@ from node_agent.errors import (
 from node_agent.layout import Layout
 from node_agent.lock import AlreadyRunning
 from node_agent.log import get_logger, hide_secrets, scrub, setup_logging
-from node_agent.redact import REDACTED, is_secret
+from node_agent.redact import REDACTED, is_secret, url_password
 from node_agent.setting_specs import SPECS
 from node_agent.settings import Settings, load_settings, package_config
 from node_agent.state import (
@@ -53,6 +53,7 @@ def _print(text: str) -> None:
 def _environ(args: argparse.Namespace) -> dict[str, str]:
     environ = overlay(os.environ, args.env_file)
     hide_secrets(v for k, v in environ.items() if is_secret(k))
+    hide_secrets(filter(None, map(url_password, environ.values())))
     return environ
 
 
@@ -67,6 +68,7 @@ def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settin
     except InvalidInput as exc:
         problems.extend(exc.problems)
     command_line = {spec.key: getattr(args, spec.key) for spec in SPECS}
+    hide_secrets(filter(None, map(url_password, filter(None, command_line.values()))))
     try:
         settings = load_settings(environ, command_line, package_config(env))
     except InvalidInput as exc:
