@@ -73,11 +73,23 @@ class Settings:
 # ---- value parsers: text in, typed value out, ValueError("what was expected") ----
 
 
-def _yaml_text(value: Any) -> str:
-    """A YAML value as the text the parsers read (lists: one item a line)."""
-    if isinstance(value, (list, tuple)):
+def _yaml_text(value: Any, many: bool) -> str:
+    """A YAML value as the text the parsers read (a list: one item a line, for a
+    setting that takes ``many``); ``ValueError`` for a shape the setting does not
+    take: a list joined into one value would be a value of several lines."""
+    if isinstance(value, list):
+        if not many:
+            raise ValueError("expected a single value, not a list")
+        if any(isinstance(item, (list, dict)) for item in value):
+            raise ValueError("expected a list of single values, not of lists or mappings")
         # One item a line: names and worker arguments may contain spaces.
-        return "\n".join(str(v) for v in value)
+        return "\n".join(_yaml_scalar(item) for item in value)
+    if isinstance(value, dict):
+        raise ValueError(f"expected {'a list or ' if many else ''}a single value, not a mapping")
+    return _yaml_scalar(value)
+
+
+def _yaml_scalar(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
@@ -111,7 +123,10 @@ def read_config_file(path: Path, problems: list[Problem]) -> dict[str, str]:
             known = ", ".join(sorted(BY_KEY))
             problems.append(Problem(f"{where}: {key}", f"unknown setting; known: {known}"))
             continue
-        values[key] = _yaml_text(value)
+        try:
+            values[key] = _yaml_text(value, BY_KEY[key].many)
+        except ValueError as exc:
+            problems.append(Problem(f"{where}: {key}", str(exc)))
     return values
 
 

@@ -111,3 +111,27 @@ def test_bootstrap_refuses_a_restart_code_of_the_v3_workers_own(tmp_path: Path) 
     assert "restart_exit_code=254 (from environment FLAMENCO_RESTART_EXIT_CODE)" in result.stderr
     assert "254 when its shutdown is forced" in result.stderr
     assert not (node.shared / ".node-agent").exists()
+
+
+def test_a_setting_that_would_add_a_line_to_the_config_is_refused(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "root", "seed")  # a v2 worker: an INI config file
+    env_file = node.env_file(tmp_path / "node.env")
+    config = tmp_path / "node-agent.yaml"
+    config.write_text("registration_secret: [TopSecretValue1, 'worker_id = injected']\n")
+    for environ in (
+        {"FLAMENCO_REGISTRATION_SECRET": "TopSecretValue1\nworker_id = injected"},
+        {"NODE_AGENT_CONFIG": str(config)},
+    ):
+        for _ in range(2):  # the node stays as it was: a second run says the same
+            result = subprocess.run(
+                [sys.executable, "-m", "node_agent", "bootstrap", "--env-file", str(env_file)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env={"PATH": os.environ["PATH"], **environ},
+            )
+            assert result.returncode == EXIT_INVALID, result.stderr
+            assert "registration_secret" in result.stderr and "Traceback" not in result.stderr
+            assert "TopSecretValue1" not in result.stdout + result.stderr
+            assert not (node.shared / ".node-agent").exists()
