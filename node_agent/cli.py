@@ -31,7 +31,7 @@ from node_agent.lock import AlreadyRunning
 from node_agent.log import get_logger, hide_secrets, scrub, setup_logging
 from node_agent.redact import REDACTED, is_secret, url_password
 from node_agent.setting_specs import SPECS
-from node_agent.settings import Settings, load_settings, package_config
+from node_agent.settings import Settings, package_config, resolve_settings
 from node_agent.state import (
     STATE_FILE,
     AgentState,
@@ -69,15 +69,27 @@ def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settin
         problems.extend(exc.problems)
     command_line = {spec.key: getattr(args, spec.key) for spec in SPECS}
     hide_secrets(filter(None, map(url_password, filter(None, command_line.values()))))
-    try:
-        settings = load_settings(environ, command_line, package_config(env))
-    except InvalidInput as exc:
-        problems.extend(exc.problems)
+    settings, setting_problems = resolve_settings(environ, command_line, package_config(env))
+    problems.extend(setting_problems)
+    if problems and env is not None:
+        problems.extend(_plan_problems(env, settings))
     if problems or env is None:
-        raise InvalidInput("invalid environment or settings", problems)
+        raise InvalidInput("invalid environment, settings or plan", problems)
     for warning in env.warnings:
         log.warning("environment: %s (node-agent goes on without it)", warning)
     return environ, env, settings
+
+
+def _plan_problems(env: BatchEnv, settings: Settings) -> tuple[Problem, ...]:
+    """The plan's own problems, planned with the settings that failed at their
+    defaults, to be listed with theirs: the operator fixes both in one round."""
+    try:
+        bootstrap.plan(env, settings, survey(env, settings))
+    except InvalidInput as exc:
+        return exc.problems
+    except RuntimeFailure:  # a node that cannot be surveyed is said once the input is right
+        return ()
+    return ()
 
 
 def plan_lines(plan: bootstrap.Plan) -> list[str]:

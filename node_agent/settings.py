@@ -156,6 +156,21 @@ def load_settings(
     ``package_config`` is the ``node-agent.yaml`` beside the agent, used when
     ``NODE_AGENT_CONFIG`` is not set and the file exists.
     """
+    settings, problems = resolve_settings(environ, command_line, package_config)
+    if problems:
+        raise InvalidInput("invalid settings", problems)
+    return settings
+
+
+def resolve_settings(
+    environ: Mapping[str, str],
+    command_line: Mapping[str, Optional[str]],
+    package_config: Optional[Path],
+) -> tuple[Settings, tuple[Problem, ...]]:
+    """Every setting resolved, and a problem for every bad one (arguments as for
+    ``load_settings``). A bad setting takes its default (source ``default``; an
+    unset or bad ``manager_url``, which has none, is empty), so that a plan made
+    with these settings lists its own problems beside these: every problem at once."""
     problems: list[Problem] = []
     file_values: dict[str, str] = {}
     file_source = ""
@@ -187,6 +202,7 @@ def load_settings(
                 Problem(f"{spec.key}={shown(spec.key, text)} (from {source})", str(exc))
             )
             values[spec.key] = spec.default
+            sources[-1] = (spec.key, "default")
     if values["manager_url"] is None and not any(
         p.where.startswith("manager_url") for p in problems
     ):
@@ -197,6 +213,6 @@ def load_settings(
                 "startTask.environmentSettings (Manager discovery does not work on Azure)",
             )
         )
-    if problems:
-        raise InvalidInput("invalid settings", problems)
-    return Settings(sources=tuple(sources), **values)
+    if values["manager_url"] is None:
+        values["manager_url"] = ""
+    return Settings(sources=tuple(sources), **values), tuple(problems)

@@ -9,7 +9,7 @@ import pytest
 
 from node_agent.errors import InvalidInput
 from node_agent.flavour import Flavour, resolve_flavour
-from node_agent.settings import load_settings
+from node_agent.settings import load_settings, resolve_settings
 
 URL = {"FLAMENCO_MANAGER_URL": "http://manager:8080/"}
 
@@ -25,6 +25,15 @@ def test_defaults() -> None:
     assert settings.tools == ("blender", "ffmpeg", "ffprobe")
     assert not settings.tools_explicit()
     assert settings.source("manager_url") == "environment FLAMENCO_MANAGER_URL"
+
+
+def test_a_bad_setting_resolves_to_its_default_for_planning() -> None:
+    # A plan made with these lists its own problems beside the settings' (cli).
+    settings, problems = resolve_settings({"NODE_AGENT_TOOLS": ","}, {"stop_grace": "-1"}, None)
+    assert [p.where.split("=")[0] for p in problems] == ["tools", "stop_grace", "manager_url"]
+    assert settings.tools == ("blender", "ffmpeg", "ffprobe") and not settings.tools_explicit()
+    assert settings.stop_grace == load_settings(URL, {}, None).stop_grace
+    assert settings.source("stop_grace") == "default" and settings.manager_url == ""
 
 
 def test_precedence_command_line_environment_file_default(tmp_path: Path) -> None:
