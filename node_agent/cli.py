@@ -279,9 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
         "settings (override the environment and node-agent.yaml; see README)"
     )
     for spec in SPECS:
-        if spec.default is False:  # a boolean: the option alone switches it on
+        if spec.switch:  # one form for every boolean: --x is true, --x false switches off
+            values = "auto|true|false" if spec.default is None else "true|false"
             group.add_argument(
-                spec.flag, dest=spec.key, action="store_const", const="true", help=spec.help
+                spec.flag, dest=spec.key, nargs="?", const="true", metavar=values, help=spec.help
             )
         else:
             group.add_argument(spec.flag, dest=spec.key, metavar="VALUE", help=spec.help)

@@ -184,6 +184,11 @@ class Spec:
     help: str
     many: bool = False  # takes a list (a YAML list, or names separated on one line)
 
+    @property
+    def switch(self) -> bool:
+        """Whether it is a boolean: as an option, alone it means true."""
+        return self.parse in (_boolean, _auto_boolean)
+
 
 SPECS = (
     Spec(
