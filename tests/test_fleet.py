@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -331,6 +332,53 @@ def test_invalid_input_is_listed_at_once(
     assert code == 3 and "AZURE_BATCH_ENDPOINT: not set" in err
     assert "AZURE_BATCH_ACCESS_KEY: is not a base64 key" in err and "not base64!" not in err
     assert "Traceback" not in err
+
+
+def test_unusable_numbers_and_files_are_refused_before_anything_is_done(
+    farm: Farm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    farm.manager.add_task("frame 1", "misc")  # a round would grow the pool
+    folder, fifo, huge = tmp_path / "a-folder", tmp_path / "fifo", tmp_path / "huge.json"
+    folder.mkdir()
+    os.mkfifo(fifo)
+    with huge.open("wb") as out:
+        out.truncate(64 << 20)
+    scale = ("scale", "--min", "0", "--max", "2", "--apply")
+    for memory, why in (
+        (folder, ": cannot read: Is a directory"),
+        (fifo, " is not a regular file"),
+        (Path("/dev/zero"), " is not a regular file"),
+        (huge, " is larger than 1024 KiB"),
+    ):
+        code, _, err = fleet(capsys, *scale, "--every", "nan", "--memory", str(memory))
+        assert code == 3, err
+        assert f"--memory: {memory}{why}" in err and "--every: nan: must be more than 0" in err
+        assert "Traceback" not in err
+    code, _, err = fleet(capsys, *scale, "--idle-minutes", "inf", "--every", "1e300")
+    assert code == 3 and "--idle-minutes: inf: must be 0 or more" in err
+    assert "--every: 1e+300: must be more than 0 seconds and at most 86400 (a day)" in err
+    assert not farm.batch.received("POST", "/pools")  # nothing was done
+    assert folder.is_dir() and stat.S_ISFIFO(fifo.stat().st_mode)
+    for watch in ("inf", "nan", "-1"):
+        code, _, err = fleet(capsys, "status", "--watch", watch)
+        assert code == 3 and f"--watch: {float(watch)}: must be more than 0" in err
+    assert main(["fleet", "status", "--pool", ""]) == 3
+    err = capsys.readouterr().err
+    assert "--pool: '': expected a Batch pool id" in err and "Traceback" not in err
+
+
+def test_a_memory_that_cannot_be_kept_fails_the_round_without_a_traceback(
+    farm: Farm, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    farm.manager.add_task("frame 1", "misc")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    service = BatchService(BatchAccount.from_environ(os.environ, None).client(), POOL)
+    settings = ScaleSettings(Bounds(0, 2, 1, 10), ".x", a_file / "memory.json", True)
+    result = run_round(service, ManagerApi(farm.manager.url), settings, Memory())
+    assert not result.ok
+    assert farm.batch.received("POST", "/pools/render/resize")  # the round's action was done
+    assert f"cannot keep what this round did in {a_file / 'memory.json'}" in caplog.text
 
 
 class _Token:
