@@ -168,6 +168,21 @@ def test_builder_refuses_a_bad_worker_release(tmp_path: Path, fault: str, messag
     assert not (tmp_path / "out.zip").exists()
 
 
+def test_a_file_name_that_is_not_utf8_is_named_and_nothing_is_left(tmp_path: Path) -> None:
+    worker = tmp_path / "release"
+    worker.mkdir()
+    (worker / "flamenco-worker").write_text("#!/bin/sh\n")
+    (worker / "flamenco-worker").chmod(0o755)
+    (worker / os.fsdecode(b"\xffname")).write_text("")
+    result = _build(worker, tmp_path / "out" / "sub" / "w.zip")
+    assert result.returncode == 3
+    assert (
+        f"build: ERROR: --worker {worker}: the file name b'\\xffname' is not UTF-8"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_builder_leaves_out_the_manager_and_the_bundled_ffmpeg(tmp_path: Path) -> None:
     release = tmp_path / "flamenco-3.6-linux-amd64"
     shutil.copytree(REPO / "packaging" / "standin-worker", release)
