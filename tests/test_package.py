@@ -4,10 +4,12 @@ running the real start task from the built package."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.machinery
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import types
@@ -442,15 +444,19 @@ def test_simulated_pool_for_fleet(
 SIMULATE = REPO / "packaging" / "simulate-node"
 
 
-def _simulate(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+def _simulate(tmp_path: Path, *args: str, ignore_sigint: bool = False) -> subprocess.Popen[str]:
     temp = tmp_path / "tmp"
-    temp.mkdir(exist_ok=True)
+    temp.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [sys.executable, str(SIMULATE), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "TMPDIR": str(temp)},
+        # As a shell without job control starts a background job (`... &`).
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
+        if ignore_sigint
+        else None,
     )
 
 
@@ -469,6 +475,8 @@ def test_simulate_node_refuses_bad_input_without_a_traceback_or_a_leftover(
         (("--package", str(tmp_path / "absent.zip")), 2, "absent.zip: not a zip file"),
         (("--package", str(not_a_zip)), 2, "not-a.zip: not a zip file"),
         (("--root", str(a_file)), 2, "a-file: exists and is not a directory"),
+        (("--preempt-after", "nan"), 2, "--preempt-after nan: expected seconds, from 0"),
+        (("--preempt-after", "-5"), 2, "--preempt-after -5.0: expected seconds, from 0"),
         # Fails after the temporary dir was made: nothing can be created under /proc.
         (("--package", str(tiny), "--root", "/proc/simulated"), 1, "simulate-node: [Errno"),
     ):
@@ -476,7 +484,51 @@ def test_simulate_node_refuses_bad_input_without_a_traceback_or_a_leftover(
         _, err = process.communicate(timeout=120)
         assert process.returncode == code, err
         assert message in err and "Traceback" not in err
+        assert code != 2 or err.startswith("usage: simulate-node")
         assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def _children(process: subprocess.Popen[str], word: str) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(process.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any(word in part for part in child.cmdline()):
+                found.append(child)
+    return found
+
+
+def _interrupted(process: subprocess.Popen[str], sig: signal.Signals) -> str:
+    """Send ``sig``; the simulator's stderr once it has exited."""
+    process.send_signal(sig)
+    try:
+        return process.communicate(timeout=60)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_a_signal_while_setting_up_stops_everything_and_leaves_nothing(
+    package: Path, tmp_path: Path
+) -> None:
+    # SIGTERM while the packages are built: the builder (and its pip) is stopped.
+    simulator = _simulate(tmp_path / "build", "--demo")
+    builders = wait_until(lambda: _children(simulator, "packaging/build"), 60)
+    err = _interrupted(simulator, signal.SIGTERM)
+    assert simulator.returncode == 128 + signal.SIGTERM, err
+    assert "simulate-node: stopped by SIGTERM while setting up" in err and "Traceback" not in err
+    assert not psutil.wait_procs(builders, timeout=30)[1]
+    assert list((tmp_path / "build" / "tmp").iterdir()) == []
+    # SIGINT while a pool is laid out, though the simulator was started ignoring it.
+    simulator = _simulate(
+        tmp_path / "pool", "--nodes", "100", "--package", str(package), ignore_sigint=True
+    )
+    wait_until(lambda: list((tmp_path / "pool" / "tmp").glob("*/node-3")), 60)
+    err = _interrupted(simulator, signal.SIGINT)
+    assert simulator.returncode == 128 + signal.SIGINT, err
+    assert "simulate-node: stopped by SIGINT while setting up" in err
+    assert list((tmp_path / "pool" / "tmp").iterdir()) == []
+    assert _tree_of(tmp_path / "pool") == []
 
 
 def test_a_killed_simulator_leaves_no_node_running(package: Path, tmp_path: Path) -> None:
