@@ -8,17 +8,16 @@ than an absolute time. Not a test: nothing here passes or fails.
   agent to a file, against the same producer piped to ``cat`` into a file. Whole-run
   wall time, wall time net of fixed start-up (a 0-line run subtracted from each),
   and forwarder CPU per line (producer CPU subtracted);
-- idle CPU of the agent over 30 s with a quiet worker, against ``sleep``, while it
-  polls the (stand-in) Metadata Service once a second as it does on Azure;
 - resident memory of the agent, against a bare Python interpreter;
 - stop latency: worker exit -> agent exit for a tree that obeys SIGTERM; SIGTERM ->
-  agent exit for one that ignores it, against the grace period.
+  agent exit for one that ignores it, against the grace period;
+- start-up, idle CPU and wake-ups, CPU while waiting out the stop grace, CPU per
+  restart, against supervisord running the same program (``bench.rest``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import resource
 import shlex
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import rest, supervisord
 from node_agent.standins.imds import FakeImds
 from node_agent.standins.manager import FakeManager
 from tests.agent import STANDIN, worker_node
@@ -147,43 +147,20 @@ def forwarding(
     }
 
 
-def _cpu_ns(pid: int) -> int:
-    """CPU time of every thread of a process in nanoseconds (schedstat: psutil's
-    clock ticks of 10 ms cannot resolve a tenth of a percent over 30 s)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total
-
-
-def idle_and_memory(tmp: Path, seconds: float) -> dict[str, float]:
-    """Agent CPU over ``seconds`` with a quiet worker, and its RSS; baselines: a
-    ``sleep`` process over the same time, and a bare interpreter's RSS."""
-    agent = _running_agent(tmp / "idle", "wait")
-    sleeper = subprocess.Popen(["sleep", str(seconds + 30)])
+def memory(tmp: Path) -> dict[str, float]:
+    """The agent's RSS with a quiet worker; baseline: a bare interpreter's."""
+    agent = _running_agent(tmp / "memory", "wait")
     bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        before, other_before = _cpu_ns(agent.pid), _cpu_ns(sleeper.pid)
-        time.sleep(seconds)  # the measurement window itself
-        used = (_cpu_ns(agent.pid) - before) / 1e9
-        other_used = (_cpu_ns(sleeper.pid) - other_before) / 1e9
-        me = psutil.Process(agent.pid)
-        rss = me.memory_info().rss / 2**20
+        time.sleep(rest.SETTLE)
+        rss = psutil.Process(agent.pid).memory_info().rss / 2**20
         bare_rss = psutil.Process(bare.pid).memory_info().rss / 2**20
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(60)
-        sleeper.kill()
         bare.kill()
-        sleeper.wait()
         bare.wait()
-    return {
-        "idle_pct": used / seconds * 100,
-        "sleep_pct": other_used / seconds * 100,
-        "rss_mb": rss,
-        "bare_rss_mb": bare_rss,
-    }
+    return {"rss_mb": rss, "bare_rss_mb": bare_rss}
 
 
 def stop_latency(tmp: Path, runs: int, grace: float) -> dict[str, float]:
@@ -216,6 +193,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer lines and shorter runs")
     parser.add_argument("--only-forwarding", action="store_true")
+    parser.add_argument(
+        "--only-rest", action="store_true", help="only start-up, idle, stop grace and restart"
+    )
     args = parser.parse_args()
     lines = LINES // 10 if args.quick else LINES
     repeat = 1 if args.quick else 3
@@ -223,6 +203,10 @@ def main() -> None:
     SERVICES.update(FLAMENCO_MANAGER_URL=manager.url, NODE_AGENT_IMDS_URL=imds.url)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
+        rows = rest.rows(_setup(tmp, manager), args.quick)
+        if args.only_rest:
+            _print(rows)
+            return
         forwarded = {
             (per_write, stamps): forwarding(tmp, lines, stamps, repeat, per_write)
             for per_write in (1, PER_WRITE)
@@ -232,9 +216,8 @@ def main() -> None:
             for key, figures in forwarded.items():
                 print(key, {k: round(v, 3) for k, v in figures.items()})
             return
-        idle = idle_and_memory(tmp, 5.0 if args.quick else 30.0)
+        mem = memory(tmp)
         stop = stop_latency(tmp, 4 if args.quick else 12, 2.0)
-    rows = []
     for (per_write, stamps), f in forwarded.items():
         what = f"{lines:,} lines, {'one line' if per_write == 1 else f'{per_write} lines'}/write"
         what += ", timestamps" if stamps else ""
@@ -256,15 +239,9 @@ def main() -> None:
         ]
     rows += [
         (
-            "idle CPU, quiet worker",
-            f"{idle['idle_pct']:.3f} % of a core",
-            f"sleep {idle['sleep_pct']:.3f} %",
-            "<= 0.1 %",
-        ),
-        (
             "resident memory",
-            f"{idle['rss_mb']:.1f} MB",
-            f"bare python {idle['bare_rss_mb']:.1f} MB",
+            f"{mem['rss_mb']:.1f} MB",
+            f"bare python {mem['bare_rss_mb']:.1f} MB",
             "<= 40 MB",
         ),
         (
@@ -280,6 +257,16 @@ def main() -> None:
             "= grace",
         ),
     ]
+    _print(rows)
+
+
+def _setup(tmp: Path, manager: FakeManager) -> rest.Setup:
+    """The C program, the stand-in services (set in ``main``) and supervisord."""
+    found, note = supervisord.install(tmp / "supervisord-venv")
+    return rest.Setup(tmp, rest.build_child(tmp), dict(SERVICES), manager, found, note)
+
+
+def _print(rows: list[tuple[str, str, str, str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     header = ("benchmark", "result", "baseline / detail", "target")
     widths = [max(w, len(h)) for w, h in zip(widths, header)]

@@ -1,7 +1,8 @@
 """``node-agent run``: the start task's whole life, put together.
 
 Lock the node, stop a worker a killed agent left behind, apply the bootstrap plan,
-supervise the worker while watching Scheduled Events and the node's health. When
+supervise the worker while watching Scheduled Events and the node's health, with
+the start-up health report running beside it (``health_report``). When
 the platform is about to take the node away: stop the worker (winding it down first
 when there is time), forget it on the Manager when the node comes back with a wiped
 disk, let the platform go ahead, and keep watching: the worker starts again if the
@@ -18,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from node_agent import bootstrap, doctor, proctree
+from node_agent import bootstrap, health_report, proctree
 from node_agent.bootstrap import Plan
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
@@ -52,7 +53,6 @@ log = get_logger("agent")
 
 # Reboot/Redeploy: stop the worker this long before NotBefore, beyond its grace.
 EVENT_MARGIN = 15.0
-STARTUP_CHECK_LIMIT = 15.0  # seconds the start-up health report may take
 
 
 def credentials_path(plan: Plan) -> Path:
@@ -79,18 +79,20 @@ def run(
         raise RuntimeFailure(f"cannot create {layout.agent_dir}: {exc.strerror}") from None
     lock = NodeLock(os.path.join(layout.agent_dir, LOCK_FILE))
     lock.acquire()
+    report: Optional[health_report.StartupReport] = None
     try:
         state_path = os.path.join(layout.agent_dir, STATE_FILE)
         stop_stale_worker(_previous_state(state_path), settings.stop_grace)
         done = bootstrap.apply(plan)
         log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
         state = StateKeeper(state_path, _first_state(plan))
-        if not early_stops:  # a node being stopped has no use for the report
-            _report_health(environ, settings)
         if not proctree.become_subreaper():
             log.warning(
                 "cannot become a child subreaper: orphaned worker processes may outlive a stop"
             )
+        if not early_stops:  # a node being stopped has no use for the report
+            # Beside the worker, forked before any thread starts.
+            report = health_report.start(environ, settings, close=lock.release)
         # The worker inherits the proxy variables unchanged: the same proxy for both.
         api = ManagerApi.for_worker(settings.manager_url, environ)
         keeper = None
@@ -123,6 +125,8 @@ def run(
             if keeper is not None:
                 keeper.stop()
     finally:
+        if report is not None:
+            report.stop()
         lock.release()
 
 
@@ -139,20 +143,6 @@ def _previous_state(path: str) -> Optional[AgentState]:
             exc,
         )
         return None
-
-
-def _report_health(environ: Mapping[str, str], settings: Settings) -> None:
-    """The doctor's report, once, into stderr.txt: the answer is there even when
-    nobody logs in. It checks what the agent runs with (its settings, command line
-    included); before supervision starts, so its processes are its own."""
-    rows = doctor.run_checks(environ, limit=STARTUP_CHECK_LIMIT, settings=settings)
-    failed = sum(r.status is doctor.Status.FAILED for r in rows)
-    log.info(
-        "health report (node-agent doctor): %s",
-        "all checks passed" if not failed else f"{failed} check(s) failed",
-    )
-    for line in doctor.render(rows).splitlines():
-        log.info("  %s", line)
 
 
 def _first_state(plan: Plan) -> AgentState:

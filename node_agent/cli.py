@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from node_agent import __version__, agent, bootstrap, doctor, stopsignals
+from node_agent import __version__, agent, bootstrap, stopsignals
 from node_agent.env import BatchEnv
 from node_agent.envfile import overlay
 from node_agent.envview import env_summary, env_to_json
@@ -200,6 +200,8 @@ def status_text(state: AgentState, agent_alive: bool, worker_alive: bool) -> str
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Run every check; print one row each (or JSON); exit 6 if any failed."""
+    from node_agent import doctor  # noqa: PLC0415 (not on the worker's start path)
+
     rows = doctor.run_checks(_environ(args))
     if args.json:
         _print(json.dumps(doctor.to_json(rows), indent=2))

@@ -37,8 +37,9 @@ def _discard(temp: str) -> None:
         os.unlink(temp)
 
 
-def atomic_write(path: str, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` (file mode ``mode``) atomically and durably."""
+def atomic_write(path: str, data: bytes, mode: int, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` (file mode ``mode``) atomically and, unless
+    ``durable`` is off, durably (fsynced, so it survives a crash of the machine)."""
     temp = _temp_name(path)
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
@@ -54,14 +55,16 @@ def atomic_write(path: str, data: bytes, mode: int) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temp, path)
     except BaseException:
         _discard(temp)
         raise
-    _fsync_dir(os.path.dirname(path))
+    if durable:
+        _fsync_dir(os.path.dirname(path))
 
 
 def atomic_symlink(target: str, link: str) -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from node_agent.redact import REDACTED, redact_urls
 
 LOGGER_NAME = "node_agent"
+
+
+PREFIX = "node-agent: %(levelname)s: "
 
 
 class _Redactor(logging.Formatter):
@@ -20,7 +23,7 @@ class _Redactor(logging.Formatter):
     that no message is ever built with a secret in it."""
 
     def __init__(self) -> None:
-        super().__init__("node-agent: %(levelname)s: %(message)s")
+        super().__init__(PREFIX + "%(message)s")
         self.secrets: set[str] = set()
 
     def format(self, record: logging.LogRecord) -> str:
@@ -61,6 +64,14 @@ def setup_logging(verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+
+
+def log_lines(logger: logging.Logger, level: int, lines: Sequence[str]) -> None:
+    """Log ``lines`` as one record, each line with the prefix: it is written at once,
+    so that nothing another process writes to the same file (the agent beside the
+    start-up health report, the worker) lands between them."""
+    joint = "\n" + PREFIX % {"levelname": logging.getLevelName(level)}
+    logger.log(level, "%s", joint.join(lines))
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -10,6 +10,7 @@ worker-management calls are in ``manager_api``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import threading
 import time
@@ -152,14 +153,27 @@ def wait_for_manager(
     check: ManagerCheck,
     sleep: Callable[[float], None],
     should_stop: Callable[[], bool],
+    *,
+    on_wait: Optional[Callable[[], None]] = None,
+    session: Optional[requests.Session] = None,
 ) -> str:
     """Poll until the Manager answers; one log line per failed attempt with the time
     so far and the reason. Raises ``ManagerUnavailable`` past the deadline or when
-    ``should_stop`` says so (``sleep`` must return early then)."""
+    ``should_stop`` says so (``sleep`` must return early then). ``on_wait`` is called
+    once, when the Manager does not answer at once (an attempt failed, or is still
+    going after ``STOP_POLL``); ``session``: one to reuse (its connection kept between
+    calls), else one of its own."""
     started = time.monotonic()
+    waited: list[bool] = []
+
+    def waiting() -> None:
+        if not waited and on_wait is not None:
+            on_wait()
+        waited.append(True)
 
     def log_attempt(state: RetryCallState) -> None:
         assert state.outcome is not None and state.next_action is not None
+        waiting()
         log.warning(
             "Manager %s: attempt %d after %.1f s: %s; next attempt in %.1f s",
             check.url,
@@ -180,9 +194,11 @@ def wait_for_manager(
         before_sleep=log_attempt,
         reraise=True,
     )
-    with manager_session(check.proxies) as session:
+    with contextlib.ExitStack() as stack:
+        if session is None:
+            session = stack.enter_context(manager_session(check.proxies))
         try:
-            answer = retrying(_unless_stopped, should_stop, probe, session, check)
+            answer = retrying(_unless_stopped, should_stop, waiting, probe, session, check)
         except ManagerUnavailable:
             if should_stop():
                 log.info(
@@ -197,13 +213,15 @@ def wait_for_manager(
 
 def _unless_stopped(
     should_stop: Callable[[], bool],
+    slow: Callable[[], None],
     call: Callable[[requests.Session, ManagerCheck], str],
     session: requests.Session,
     check: ManagerCheck,
 ) -> str:
     """``call`` in a thread of its own, abandoned within ``STOP_POLL`` seconds once
     ``should_stop`` says so: a probe of a Manager behind a firewall that drops
-    packets hangs for its whole timeout, and a stop must not wait for that."""
+    packets hangs for its whole timeout, and a stop must not wait for that.
+    ``slow`` is called each ``STOP_POLL`` the call goes on."""
     done = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -217,6 +235,7 @@ def _unless_stopped(
 
     threading.Thread(target=run, name="manager-probe", daemon=True).start()
     while not done.wait(STOP_POLL):
+        slow()
         if should_stop():
             raise ManagerUnavailable("a stop was requested")
     if "error" in outcome:

@@ -27,6 +27,8 @@ TOKEN_VARIABLE = "NODE_AGENT_WORKER_TOKEN"  # noqa: S105 (a variable name, not a
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 PIDS_SHOWN = 10  # pids named in a log line; the rest are counted
+LOOK_CAP = 0.5  # seconds: the longest wait between looks at leftovers that live on
+_subreaper = False  # set by become_subreaper: every descendant stays the agent's
 
 
 def _prctl() -> Callable[..., int]:
@@ -38,10 +40,12 @@ def _prctl() -> Callable[..., int]:
 
 def become_subreaper() -> bool:
     """Make this process adopt orphaned descendants (Linux). False where unsupported."""
+    global _subreaper  # noqa: PLW0603 (a property of the whole process)
     try:
-        return _prctl()(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        _subreaper = _prctl()(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
-        return False
+        _subreaper = False
+    return _subreaper
 
 
 def parent_death_signal(sig: signal.Signals) -> Callable[[], None]:
@@ -84,6 +88,42 @@ def tree_members(token: str, pgid: Optional[int] = None) -> list[psutil.Process]
     return [p for p in members if _alive(p)]
 
 
+def _has_children() -> bool:
+    """Whether this process has a child, running or not yet reaped."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def worker_tree(token: str, pgid: int) -> list[psutil.Process]:
+    """The live processes of this agent's worker tree (``tree_members``), found
+    cheaply. The agent being a subreaper, each of them is one of its descendants
+    (an orphan, a ``setsid`` daemon included, is re-parented to it): so there are
+    none when the agent has no child at all (one system call, the usual answer
+    after a worker's exit), and otherwise only its descendants are looked at (the
+    environment read only of those outside the worker's group). Without a
+    subreaper, every process is."""
+    if not _subreaper:
+        return tree_members(token, pgid)
+    if not _has_children():
+        return []
+    try:
+        descendants = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return tree_members(token, pgid)
+    members = []
+    for process in descendants:
+        try:
+            in_group = os.getpgid(process.pid) == pgid
+        except OSError:
+            continue
+        if in_group or _has_token(process, token):
+            members.append(process)
+    return [p for p in members if _alive(p)]
+
+
 def _alive(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
@@ -98,9 +138,27 @@ def send(processes: Iterable[psutil.Process], sig: signal.Signals) -> None:
             process.send_signal(sig)
 
 
+# Children the agent started for its own ends (the start-up health report), by pid:
+# what to call with the exit code when ``reap`` collects one. Only the main thread
+# starts and reaps children.
+_claimed: dict[int, Callable[[int], None]] = {}
+
+
+def claim(pid: int, on_exit: Callable[[int], None]) -> None:
+    """``pid`` is a child of the agent's that is not the worker's: when ``reap``
+    collects it, its exit code goes to ``on_exit`` instead of the caller."""
+    _claimed[pid] = on_exit
+
+
+def unclaim(pid: int) -> None:
+    """Its owner waits for ``pid`` itself from now on."""
+    _claimed.pop(pid, None)
+
+
 def reap() -> list[tuple[int, int]]:
     """Collect every exited child (``(pid, exit code)``, -N for signal N), so no
-    zombie is left; returns at once when none has exited."""
+    zombie is left; returns at once when none has exited. A claimed child's exit
+    goes to its owner, not into the list."""
     reaped: list[tuple[int, int]] = []
     while True:
         try:
@@ -109,7 +167,12 @@ def reap() -> list[tuple[int, int]]:
             return reaped
         if pid == 0:
             return reaped
-        reaped.append((pid, os.waitstatus_to_exitcode(status)))
+        code = os.waitstatus_to_exitcode(status)
+        owner = _claimed.pop(pid, None)
+        if owner is not None:
+            owner(code)
+        else:
+            reaped.append((pid, code))
 
 
 def pid_summary(pids: Sequence[int]) -> str:
@@ -124,9 +187,11 @@ def stop_leftovers(
 ) -> None:
     """Stop what outlived the worker (an orphaned Blender, a daemon it forked):
     SIGTERM, then SIGKILL at ``deadline`` (monotonic); reap everything. ``wait(s)``
-    sleeps up to ``s`` seconds (the supervisor's, which also reacts to signals),
-    ``poll`` seconds between looks."""
-    members = tree_members(token, pgid)
+    sleeps up to ``s`` seconds and returns early when a child exits (the
+    supervisor's, which SIGCHLD wakes): a leftover that obeys is seen gone at once.
+    One that lives on is looked at again after ``poll`` seconds, then twice as long
+    each time up to ``LOOK_CAP``: waiting out a grace costs next to nothing."""
+    members = worker_tree(token, pgid)
     if members:
         log.warning(
             "stopping %d process(es) left by the worker: %s",
@@ -134,13 +199,15 @@ def stop_leftovers(
             pid_summary([p.pid for p in members]),
         )
         send(members, signal.SIGTERM)
+        delay = poll
         while members and time.monotonic() < deadline:
-            wait(min(poll, max(0.0, deadline - time.monotonic())))
+            wait(min(delay, max(0.0, deadline - time.monotonic())))
             reap()
-            members = tree_members(token, pgid)
+            members = worker_tree(token, pgid)
+            delay = min(delay * 2, LOOK_CAP)
         while members:
             send(members, signal.SIGKILL)
             wait(poll)
             reap()
-            members = tree_members(token, pgid)
+            members = worker_tree(token, pgid)
     reap()

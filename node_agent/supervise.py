@@ -1,7 +1,7 @@
 """Run the Flamenco Worker for the node's whole life and lose nothing.
 
-One worker at a time, in a session of its own, its stdout and stderr forwarded by
-``logpump``. The main thread sleeps in ``select`` on a self-pipe that signals
+One worker at a time, started by ``launch`` (a session of its own, its stdout and
+stderr forwarded by ``logpump``). The main thread sleeps in ``select`` on a self-pipe that signals
 (``signal.set_wakeup_fd``) and other threads (``request_stop``) write to, so the
 agent uses no CPU while the worker runs and reacts at once to SIGCHLD and the
 stop signals (``stopsignals``). Restarts follow ``policy``; tenacity's ``Retrying``
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import select
 import signal
 import subprocess
@@ -24,13 +23,19 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import psutil
+import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
 
 from node_agent import proctree
 from node_agent.holds import Holds
+from node_agent.launch import launch
 from node_agent.log import get_logger
-from node_agent.logpump import Pump, utc_stamp
-from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
+from node_agent.manager import (
+    ManagerCheck,
+    ManagerUnavailable,
+    manager_session,
+    wait_for_manager,
+)
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
 from node_agent.state import AgentState, Phase, StateKeeper
@@ -89,6 +94,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
         self.holds = Holds(self._wake)
+        self._manager_session: Optional[requests.Session] = None
 
     # -- thread-safe controls ------------------------------------------------
 
@@ -188,6 +194,8 @@ class Supervisor:
                 ) from None
             return 0
         finally:
+            if self._manager_session is not None:
+                self._manager_session.close()
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -231,34 +239,15 @@ class Supervisor:
             return
         restarts = self.state.restarts + (self._starts > 0)
         self._starts += 1
-        token = secrets.token_hex(16)
-        env = dict(self.spec.env)
-        env[proctree.TOKEN_VARIABLE] = token
         started = time.monotonic()
         try:
-            process = subprocess.Popen(
-                self.spec.argv,
-                cwd=self.spec.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                close_fds=True,
-            )
+            launched = launch(self.spec, self.stdout_fd, self.stderr_fd, self.settings.timestamps)
         except OSError as exc:
             log.error("cannot start the worker %s: %s", self.spec.argv[0], exc.strerror)
             self._update(restarts=restarts)
             self._judge(127 if isinstance(exc, FileNotFoundError) else 126, 0.0)
             return
-        assert process.stdout is not None and process.stderr is not None
-        stamp = utc_stamp if self.settings.timestamps else None
-        pumps = [
-            Pump(os.dup(process.stdout.fileno()), self.stdout_fd, "stdout", stamp).start(),
-            Pump(os.dup(process.stderr.fileno()), self.stderr_fd, "stderr", stamp).start(),
-        ]
-        process.stdout.close()
-        process.stderr.close()
+        process, token = launched.process, launched.token
         self.holds.running = True
         self._update(
             phase=Phase.RUNNING,
@@ -276,9 +265,7 @@ class Supervisor:
         uptime = time.monotonic() - started
         deadline = kill_at if kill_at is not None else time.monotonic() + self.settings.stop_grace
         proctree.stop_leftovers(token, process.pid, deadline, self._wait, _POLL)
-        for pump in pumps:
-            if not pump.join(_PUMP_DRAIN):
-                log.warning("worker output still open after it stopped; not waiting for it")
+        launched.drain(_PUMP_DRAIN)
         self.holds.running = False
         self._judge(code, uptime)
 
@@ -296,13 +283,21 @@ class Supervisor:
         """Before every start, wait until the Manager answers: a v3 worker without
         credentials gets one registration attempt only (it exits 1), and one with
         credentials that gets an HTTP error answer at sign-on abandons them and
-        registers anew (a duplicate entry on the Manager)."""
+        registers anew (a duplicate entry on the Manager). The phase says so from
+        the first failed attempt on; one connection serves every start."""
         check = self.manager
         if check is None:
             return
-        self._update(phase=Phase.WAITING_FOR_MANAGER)
+        if self._manager_session is None:
+            self._manager_session = manager_session(check.proxies)
         try:
-            wait_for_manager(check, self._sleep, lambda: self.stop_reason is not None)
+            wait_for_manager(
+                check,
+                self._sleep,
+                lambda: self.stop_reason is not None,
+                on_wait=lambda: self._update(phase=Phase.WAITING_FOR_MANAGER),
+                session=self._manager_session,
+            )
         except ManagerUnavailable as exc:
             if self.stop_reason is None:
                 raise self._gave_up(
@@ -339,7 +334,7 @@ class Supervisor:
                     "the worker did not stop within %.0f s: SIGKILL to its whole tree",
                     self.settings.stop_grace,
                 )
-                proctree.send(proctree.tree_members(token, process.pid), signal.SIGKILL)
+                proctree.send(proctree.worker_tree(token, process.pid), signal.SIGKILL)
                 killed = True
             if kill_at is None:
                 self._wait(None)
@@ -362,12 +357,13 @@ class Supervisor:
             self._finish()
             return
         if expected is not None:  # for a platform event: started again once released
-            self._update(last_exit_reason=f"stopped: {expected}", **exited)
+            self._update(phase=Phase.STARTING, last_exit_reason=f"stopped: {expected}", **exited)
             log.info("worker stopped (exit %d) for the %s", code, expected)
             failures = self.state.consecutive_failures
             raise WorkerExited(Decision(Verdict.RESTART_NOW, f"stopped for {expected}", failures))
         decision = self.policy.decide(code, uptime, self.state.consecutive_failures)
         self._update(
+            phase=Phase.STARTING,  # until the next start, a wait or the end says more
             last_exit_reason=decision.reason,
             consecutive_failures=decision.failures,
             crash_loop=decision.crash_loop,

@@ -19,6 +19,7 @@ from typing import Callable
 import psutil
 import pytest
 
+from node_agent import proctree
 from node_agent.cli import main
 from node_agent.errors import (
     EXIT_FAILURE,
@@ -61,6 +62,23 @@ def _plant_state(node: TestNode, document: object) -> Path:
     return path
 
 
+def _left_behind(**fields: object) -> dict[str, object]:
+    """A valid state document, as an agent that was killed leaves it, with ``fields``."""
+    return {
+        "schema": 1,
+        "agent_pid": 999999,
+        "agent_create_time": 1.0,
+        "phase": "running",
+        "started_at": 1.0,
+        "flavour": "v3",
+        "worker_name": "w",
+        "worker_executable": "/x",
+        "worker_dir": "/w",
+        "config_path": "/w/c",
+        **fields,
+    }
+
+
 def test_a_state_file_of_the_wrong_shape_is_reported_and_run_carries_on(
     tmp_path: Path, run_agent: Start
 ) -> None:
@@ -92,22 +110,14 @@ def test_a_planted_state_never_gets_an_unrelated_process_killed(
     try:
         _plant_state(
             node,
-            {
-                "schema": 1,
-                "agent_pid": bystander.pid,
-                "agent_create_time": psutil.Process(bystander.pid).create_time(),
-                "phase": "running",
-                "started_at": 1.0,
-                "flavour": "v3",
-                "worker_name": "w",
-                "worker_executable": "/x",
-                "worker_dir": "/w",
-                "config_path": "/w/c",
+            _left_behind(
+                agent_pid=bystander.pid,
+                agent_create_time=psutil.Process(bystander.pid).create_time(),
                 # Right pid and start time of a process that is not a worker.
-                "worker_pid": bystander.pid,
-                "worker_create_time": psutil.Process(bystander.pid).create_time(),
-                "worker_token": "0123456789abcdef0123456789abcdef",
-            },
+                worker_pid=bystander.pid,
+                worker_create_time=psutil.Process(bystander.pid).create_time(),
+                worker_token="0123456789abcdef0123456789abcdef",
+            ),
         )
         agent = run_agent("count,wait", node=node, NODE_AGENT_STOP_GRACE="1")
         agent.wait_running()
@@ -321,10 +331,12 @@ def test_the_start_up_report_checks_what_the_agent_runs_with(run_agent: Start) -
         FLAMENCO_MANAGER_URL=CLOSED_LOOPBACK,
     )
     agent.wait_running()
+    # Beside the worker: the report comes when its checks are done.
+    wait_until(lambda: b"INFO:   OK       agent " in agent.stderr, what="the report")
     report = agent.stderr.decode()
     assert re.search(f"INFO:   OK +settings +Manager {re.escape(manager.url)},", report)
     assert re.search("INFO:   OK +manager +Flamenco Manager ", report)
-    assert re.search(r"INFO:   OK +agent +running, phase starting, 0 restart\(s\)", report)
+    assert re.search(r"INFO:   OK +agent +running, phase (starting|running), 0 restart", report)
 
 
 # ---- bad input never gives a traceback ---------------------------------------------
@@ -385,12 +397,27 @@ def test_something_planted_at_the_lock_path_is_named(
 # ---- signals: from the first moment, and the ones that mean nothing ---------------
 
 
-def test_a_stop_signal_in_the_first_moments_of_run_is_honoured(run_agent: Start) -> None:
-    agent = run_agent("count,wait")
-    # The plan is logged long before supervision (bootstrap, health report) begins.
-    wait_until(lambda: b"node-agent: INFO: worker: v3" in agent.stderr, what="the plan")
-    agent.signal(signal.SIGTERM)
-    assert agent.wait() == EXIT_OK
+def test_a_stop_signal_in_the_first_moments_of_run_is_honoured(
+    run_agent: Start, tmp_path: Path
+) -> None:
+    # Before supervision, the agent stops a worker a killed agent left behind: one
+    # that ignores SIGTERM holds it there for the grace (the report no longer does).
+    node = worker_node(tmp_path / "node")
+    token = "0123456789abcdef0123456789abcdef"
+    stale = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"],
+        env={"PATH": "/usr/bin:/bin", proctree.TOKEN_VARIABLE: token},
+    )
+    try:
+        _plant_state(node, _left_behind(worker_pid=stale.pid, worker_token=token))
+        agent = run_agent("count,wait", node=node, NODE_AGENT_STOP_GRACE="1")
+        wait_until(lambda: b"a worker left by a previous agent" in agent.stderr, what="the stop")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == EXIT_OK
+        assert stale.wait(10) == -signal.SIGKILL
+    finally:
+        stale.kill()
+        stale.wait()
     assert b"supervision ends before the worker starts: received SIGTERM" in agent.stderr
     state = agent.state()
     assert state["phase"] == "stopped" and state["stop_reason"] == "received SIGTERM"

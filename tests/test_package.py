@@ -45,18 +45,37 @@ def _build(worker: Path, out: Path, *options: str) -> subprocess.CompletedProces
     )
 
 
+def _interpreters() -> list[str]:
+    """The machine's system python3, plus any real 3.9 or 3.12 interpreter installed
+    (pyenv's versions here): each must run the packaged agent."""
+    candidates = [shutil.which("python3", path="/usr/bin:/bin") or "python3"]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.9*/bin/python3"))
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.12*/bin/python3"))
+    return [
+        c
+        for c in candidates
+        if subprocess.run([c, "-c", "pass"], capture_output=True, check=False).returncode == 0
+    ]
+
+
+PYTHONS = _interpreters()
+# Bytecode for every node python3 the tests run the package with.
+WITH_BYTECODE = tuple(option for python in PYTHONS for option in ("--python", python))
+
+
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("package") / "flamenco-worker.zip"
-    result = _build(REPO / "packaging" / "standin-worker", out)
+    result = _build(REPO / "packaging" / "standin-worker", out, *WITH_BYTECODE)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"built {out}: ") and "MiB" in result.stdout
+    assert "bytecode for python " in result.stdout
     return out
 
 
 def test_same_inputs_build_the_same_bytes(package: Path, tmp_path: Path) -> None:
     again = tmp_path / "again.zip"
-    assert _build(REPO / "packaging" / "standin-worker", again).returncode == 0
+    assert _build(REPO / "packaging" / "standin-worker", again, *WITH_BYTECODE).returncode == 0
     assert again.read_bytes() == package.read_bytes()
 
 
@@ -156,20 +175,7 @@ def test_a_new_module_ships_only_once_listed(tmp_path: Path) -> None:
     assert not any(c.split("/")[0] in OPERATOR_SIDE for c in copied)
 
 
-def _interpreters() -> list[str]:
-    """The machine's system python3, plus any real 3.9 or 3.12 interpreter installed
-    (pyenv's versions here): each must run the packaged agent."""
-    candidates = [shutil.which("python3", path="/usr/bin:/bin") or "python3"]
-    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.9*/bin/python3"))
-    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.12*/bin/python3"))
-    return [
-        c
-        for c in candidates
-        if subprocess.run([c, "-c", "pass"], capture_output=True, check=False).returncode == 0
-    ]
-
-
-@pytest.mark.parametrize("python", _interpreters())
+@pytest.mark.parametrize("python", PYTHONS)
 def test_packaged_agent_runs_isolated(package: Path, tmp_path: Path, python: str) -> None:
     with zipfile.ZipFile(package) as archive:
         archive.extractall(tmp_path)
@@ -192,6 +198,20 @@ def test_packaged_agent_runs_isolated(package: Path, tmp_path: Path, python: str
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["packages"][2]["version"] == "2.2.1"
+    # Nothing compiled at start-up, whatever times extraction gave the files (the
+    # package folder is read-only to the start task: nothing compiled is kept).
+    for source in tmp_path.rglob("*.py"):
+        os.utime(source, (1e9, 1e9))
+    verbose = subprocess.run(
+        [python, "-I", "-B", "-v", str(tmp_path / "node-agent"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verbose.returncode == 0, verbose.stderr
+    assert f"matches {tmp_path}/_node_agent/lib/node_agent/cli.py" in verbose.stderr
+    assert f"code object from {tmp_path}" not in verbose.stderr
     imports = subprocess.run(
         [
             python,
@@ -261,6 +281,13 @@ def test_a_file_name_that_is_not_utf8_is_named_and_nothing_is_left(tmp_path: Pat
     ) in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_builder_refuses_a_python_it_cannot_compile_for(tmp_path: Path) -> None:
+    result = _build(REPO / "packaging" / "standin-worker", tmp_path / "p.zip", "--python", "true")
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "--python true: not a CPython 3.9 or newer that runs" in result.stderr
+    assert not (tmp_path / "p.zip").exists()
 
 
 def test_builder_leaves_out_the_manager_and_the_bundled_ffmpeg(tmp_path: Path) -> None:

@@ -164,7 +164,9 @@ def test_a_long_notice_lets_the_task_finish_and_a_cancel_wakes_the_worker(
     manager, imds = services
     agent = _v3_agent(tmp_path, run_agent, services)
     first = agent.state()["worker_pid"]
-    task = manager.add_task("frame 1", commands=[{"name": "sleep", "parameters": {}}])
+    # Longer than the 1 to 2 s the agent takes to act on an event it polls for.
+    sleep = {"name": "sleep", "parameters": {"duration_in_seconds": 4}}
+    task = manager.add_task("frame 1", commands=[sleep])
     wait_until(lambda: manager.task_status(task) == "active")
     imds.schedule("Reboot", "RB-1", not_before=not_before(900))
     wait_until(lambda: agent.state().get("phase") == "waiting-for-platform", 30)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import select
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from node_agent.events import Reaction, ScheduledEvent, due, parse_events
+from node_agent.imds import API_EVENTS, Closed, ImdsClient, SocketReader, read_answer
 from node_agent.preempt import EventWatcher
 from node_agent.standins.imds import EVENTS_PATH, FakeImds
 from tests.helpers import wait_until
@@ -147,3 +152,82 @@ def test_off_azure_the_watcher_stays_quiet(caplog: pytest.LogCaptureFixture) -> 
     assert "no Instance Metadata Service" in record.getMessage()
     assert "not on Azure?" in record.getMessage()
     assert seen == []
+
+
+@pytest.mark.parametrize(
+    "wire, answer",
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n"
+            b'{"Events":[]}NEXT',
+            (200, b'{"Events":[]}', True),
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'5;x=y\r\n{"Eve\r\n8\r\nnts":[]}\r\n0\r\nTrailer: 1\r\n\r\nNEXT',
+            (200, b'{"Events":[]}', True),
+        ),
+        (b"HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\nboom", (500, b"boom", False)),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}", (200, b"{}", False)),
+        (
+            b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\n{}",
+            (200, b"{}", True),
+        ),
+    ],
+)
+def test_an_answer_is_read_to_its_last_byte_and_no_further(wire: bytes, answer: tuple) -> None:
+    reader = io.BytesIO(wire)
+    assert read_answer(reader) == answer
+    assert reader.read() in (b"NEXT", b"")
+
+
+@pytest.mark.parametrize(
+    "wire, error",
+    [
+        (b"", Closed),
+        (b"HTTP/1.1 200 OK\r\nContent-Len", Closed),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", Closed),
+        (b"<html>not http</html>\r\n", ValueError),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n", ValueError),
+    ],
+)
+def test_what_is_not_a_whole_answer_is_refused(wire: bytes, error: type) -> None:
+    with pytest.raises(error):
+        read_answer(io.BytesIO(wire))
+
+
+def test_an_answer_that_comes_in_pieces_is_read_whole() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        reader = SocketReader(ours)
+        theirs.sendall(b"HTTP/1.1 200 OK\r\nContent-Le")
+        threading.Timer(0.05, theirs.sendall, [b"ngth: 2\r\n\r\n{}"]).start()
+        assert read_answer(reader) == (200, b"{}", True)
+        assert reader.fills >= 2 and reader.buffer == b""
+
+
+def test_a_connection_the_service_closes_while_idle_is_asked_anew() -> None:
+    # One answer per connection, then closed without a word (as a keep-alive
+    # timeout does): the pipelined request finds it closed and is asked again.
+    listener = socket.create_server(("127.0.0.1", 0))
+    answers = [b'{"Events": [], "n": %d}' % n for n in range(3)]
+
+    def serve() -> None:
+        for body in answers:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+                connection.sendall(body)
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = ImdsClient(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    try:
+        assert client.get(API_EVENTS)["n"] == 0
+        client.send(API_EVENTS)
+        wait_until(lambda: select.select([client._socket], [], [], 0)[0])  # closed by now
+        assert client.receive()["n"] == 1
+        assert client.get(API_EVENTS)["n"] == 2
+    finally:
+        client.close()
+        listener.close()

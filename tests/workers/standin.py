@@ -19,6 +19,8 @@
   children:N         fork N children that sleep until a signal ends them
   late-print         start a child that, told to stop (after this worker exited),
                      prints "late line" on its way out
+  orphans            from now on, make orphans that exit at once (the agent, their
+                     subreaper, reaps one every few milliseconds) until a signal
   exit-first:K:N     exit N if this is one of the first K starts (needs count)
   later-runs-wait:K  from the (K+1)-th start on, skip the other steps and wait
   exit:N             exit N now
@@ -158,6 +160,14 @@ def main() -> None:
             _fork_child("daemon", ignore_term=True, daemon=True)
         elif name == "late-print":
             _late_print()
+        elif name == "orphans":
+            while True:
+                if os.fork() == 0:
+                    if os.fork() == 0:
+                        os._exit(0)
+                    os._exit(0)
+                os.wait()
+                time.sleep(0.005)
         elif name == "later-runs-wait":
             if runs > int(arg):
                 while True:
