@@ -12,6 +12,7 @@ import pytest
 from node_agent.standins.imds import FakeImds
 from node_agent.standins.manager import FakeManager
 from tests.agent import Agent, start_agent
+from tests.packages import STANDIN_WORKER, WITH_BYTECODE, build_package
 
 
 @pytest.fixture
@@ -57,3 +58,14 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     command += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
     subprocess.run(command, check=True, capture_output=True)
     return cert, key
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The flamenco-worker package with the stand-in worker, built once."""
+    out = tmp_path_factory.mktemp("package") / "flamenco-worker.zip"
+    result = build_package(STANDIN_WORKER, out, *WITH_BYTECODE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"built {out}: ") and "MiB" in result.stdout
+    assert "bytecode for python " in result.stdout
+    return out
