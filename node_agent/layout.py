@@ -72,6 +72,14 @@ class Layout:
 
 
 _TVMPS = re.compile(r"tvmps_([0-9a-f]{12})[0-9a-f]*_[a-z]", re.IGNORECASE)
+# What default_worker_name makes of a Batch node id: 12 hex digits of a tvmps_ id, a
+# short id kept as it is (Batch's older ids: tvm-...), or 20 characters of a long one
+# and 8 hex digits of its hash.
+_NODE_PART = re.compile(r"[0-9a-f]{12}|tvm-[A-Za-z0-9_-]{1,28}|[A-Za-z0-9_-]{20}-[0-9a-f]{8}")
+
+
+def _pool_prefix(pool_id: str) -> str:
+    return f"{safe_id(pool_id)[:32]}-"
 
 
 def default_worker_name(pool_id: Optional[str], node_id: Optional[str], host_name: str) -> str:
@@ -92,4 +100,11 @@ def default_worker_name(pool_id: Optional[str], node_id: Optional[str], host_nam
     else:
         digest = hashlib.sha256(node.encode()).hexdigest()[:8]
         short = f"{node[:20]}-{digest}"
-    return f"{safe_id(pool_id)[:32]}-{short}" if pool_id else short
+    return _pool_prefix(pool_id) + short if pool_id else short
+
+
+def is_default_worker_name(pool_id: str, name: str) -> bool:
+    """Whether ``name`` is one ``default_worker_name`` gives a node of pool ``pool_id``
+    (``render-gpu-ab12cd34ef56`` is pool ``render-gpu``'s, not pool ``render``'s)."""
+    prefix = _pool_prefix(pool_id)
+    return name.startswith(prefix) and bool(_NODE_PART.fullmatch(name[len(prefix) :]))

@@ -9,6 +9,7 @@ tests; never shipped in the package, never used on a real node.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -82,16 +83,35 @@ def release_archive(folder: Path, out: Path) -> Path:
     return out
 
 
+def run_builder(argv: list[str], work: Path) -> None:
+    """Run a package builder whose every file, temporary ones included (``TMPDIR``),
+    lies in ``work``. Should this be interrupted (an exception, SIGTERM turned into
+    one), the builder's whole process group (pip too) is killed before it goes on:
+    nothing of it outlives the interruption, and removing ``work`` removes the rest.
+    ``CalledProcessError`` when it fails."""
+    process = subprocess.Popen(
+        argv, env={**os.environ, "TMPDIR": str(work)}, start_new_session=True
+    )
+    try:
+        code = process.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    if code != 0:
+        raise subprocess.CalledProcessError(code, argv)
+
+
 def tool_packages(work: Path) -> dict[str, Path]:
-    """The blender and ffmpeg packages, built as an operator builds them
+    """The blender and ffmpeg packages, built in ``work`` as an operator builds them
     (``packaging/build-tool``) from release archives of the stand-in tools."""
     packages = {}
     for package_id, release in STANDIN_RELEASES.items():
         archive = release_archive(STANDINS / package_id, work / release)
         out = work / f"{package_id}.zip"
-        subprocess.run(
-            [sys.executable, str(BUILD_TOOL), package_id, str(archive), "--out", str(out)],
-            check=True,
+        run_builder(
+            [sys.executable, str(BUILD_TOOL), package_id, str(archive), "--out", str(out)], work
         )
         packages[package_id] = out
     return packages

@@ -42,12 +42,13 @@ class Kind(Enum):
 
 @dataclass(frozen=True)
 class Entry:
-    """One entry: a file (its bytes at ``source``), a folder, or a symlink."""
+    """One entry: a file (its ``size`` bytes at ``source``), a folder, or a symlink."""
 
     kind: Kind
     source: Optional[Path] = None
     mode: int = 0o644
     target: str = ""  # a symlink's target, as stored
+    size: int = 0
 
     @property
     def is_dir(self) -> bool:
@@ -148,7 +149,7 @@ def read_folder(path: Path) -> Tree:
             elif stat.S_ISDIR(st.st_mode):
                 tree.add(relative, Entry(Kind.DIR, mode=mode))
             elif stat.S_ISREG(st.st_mode):
-                tree.add(relative, Entry(Kind.FILE, full, mode))
+                tree.add(relative, Entry(Kind.FILE, full, mode, size=st.st_size))
             else:
                 raise ArchiveError(f"{full}: a device file or pipe; a package holds only files")
     return tree
@@ -166,8 +167,10 @@ def read_tar(path: Path, staging: Staging, origin: str = "") -> Tree:
                     inside_name(member.name, tree.origin)  # refused before anything is kept
                     data = archive.extractfile(member)
                     assert data is not None  # a regular member always has data
+                    source = staging.store(data)
                     tree.add(
-                        member.name, Entry(Kind.FILE, staging.store(data), member.mode & 0o7777)
+                        member.name,
+                        Entry(Kind.FILE, source, member.mode & 0o7777, size=member.size),
                     )
                 elif member.issym():
                     tree.add(member.name, Entry(Kind.LINK, target=member.linkname))
@@ -207,7 +210,8 @@ def read_zip(path: Path, staging: Staging) -> Tree:
                 else:
                     with archive.open(info) as data:
                         source = staging.store(data)
-                    tree.add(info.filename, Entry(Kind.FILE, source, stat.S_IMODE(unix) or 0o644))
+                    mode = stat.S_IMODE(unix) or 0o644
+                    tree.add(info.filename, Entry(Kind.FILE, source, mode, size=info.file_size))
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise ArchiveError(
             f"{path}: cannot be read as a zip archive ({exc}); download it again"

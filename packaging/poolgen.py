@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from node_agent.errors import Problem
 from node_agent.setting_specs import BY_KEY
@@ -100,6 +101,11 @@ class PoolInput:
     def needs_key(self) -> bool:
         """Whether the pool JSON carries a storage account key (a secret)."""
         return self.storage.kind == "azure-files"
+
+    @property
+    def manager_password(self) -> Optional[str]:
+        """The password of a ``user:password@`` Manager URL (a secret), if any."""
+        return urlsplit(self.manager_url).password
 
 
 class _Reader:

@@ -6,7 +6,9 @@ users download it: what ``packaging/build-tool`` does.
 - Symlinks are materialised, as ZIP packages hold none: a link to a file becomes
   a copy of that file (its mode too), a link to a folder becomes a copy of that
   folder's tree. A link that leads outside the release, to nothing, or round in a
-  loop is refused, every one named at once.
+  loop is refused, every one named at once. So are links that would multiply the
+  release (links to folders holding links to folders...): the package may hold at
+  most 4 times the release's files (10,000 at least) and 16 GiB in all.
 - Shared libraries from ``.deb`` files or folders go into ``_system_libs/``, the
   package's private folder that node-agent puts on the loader's path on the node
   for exactly the libraries the node's system lacks.
@@ -25,11 +27,18 @@ from pathlib import Path
 from typing import Optional
 
 from archives import ArchiveError, Entry, Kind, Staging, Tree, read_deb, read_folder, read_release
-from zipwriter import Source, write_zip
+from zipwriter import Source, UnwritableNames, output_folder, write_zip
 
 from node_agent.libraries import SYSTEM_LIBS_DIR
 
 LINK_HOPS = 40  # as the kernel: a longer chain of links is taken for a loop
+# A link to a folder becomes a copy of its tree, so a few links can multiply a
+# release: ten links in each of six nested folders make a million files of a
+# 689-byte archive. What materialising may make, far above what real releases need
+# (their links are a few, mostly to files; 16 GiB is many times a Blender release):
+FILES_PER_FILE = 4  # files in the package per file of the release
+MIN_FILES = 10_000  # ... and this many in any case
+MAX_BYTES = 16 << 30  # the package's files, uncompressed
 # Executables a package should have besides the one named like it.
 ALSO_EXPECTED = {"ffmpeg": ("ffprobe",)}
 # A shared library where a .deb installs it (/usr/lib/<multiarch>/libX.so.6), or
@@ -103,16 +112,23 @@ class Materialised:
     problems: tuple[str, ...]
 
 
+class _Multiplied(Exception):
+    """Materialising would make more than the caps allow."""
+
+
 def materialise(tree: Tree, top: str) -> Materialised:
     """Every file below ``top``, by its name in the zip (``top`` removed), each
-    symlink replaced by its file or its folder's tree; problems collected."""
+    symlink replaced by its file or its folder's tree; problems collected. Stops
+    as soon as that makes more files or bytes than the caps allow."""
     children = tree.children()
     files: dict[str, str] = {}
     problems: list[str] = []
-    links = 0
+    links = total = 0
+    own = [e.size for e in tree.entries.values() if e.kind is Kind.FILE]
+    max_files = max(FILES_PER_FILE * len(own), MIN_FILES)
 
     def walk(folder: str, prefix: str, expanding: tuple[str, ...]) -> None:
-        nonlocal links
+        nonlocal links, total
         for name in children[folder]:
             path = f"{folder}/{name}" if folder else name
             out = f"{prefix}/{name}" if prefix else name
@@ -134,8 +150,20 @@ def materialise(tree: Tree, top: str) -> Materialised:
                 walk(real, out, (*expanding, real))
             else:
                 files[out] = real
+                total += tree.entries[real].size
+                if len(files) > max_files or total > MAX_BYTES:
+                    raise _Multiplied
 
-    walk(top, "", (top,))
+    try:
+        walk(top, "", (top,))
+    except _Multiplied:
+        problems.append(
+            f"its links to folders would make the package hold more than {max_files} files "
+            f"or {MAX_BYTES >> 30} GiB (the release itself has {len(own)} files, "
+            f"{sum(own) / 2**20:.1f} MiB): each such link becomes a copy of its folder, so "
+            "links that lead to folders holding links multiply it; refused, as no real "
+            "release needs that"
+        )
     return Materialised(files, links, tuple(problems))
 
 
@@ -291,26 +319,31 @@ def build(
     if missing:
         raise ArchiveError("\n".join(missing))
     workdir = out.parent if out else dist
-    created = not workdir.exists()
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        # Staged beside the output: a Blender release unpacks to more than /tmp holds.
-        with tempfile.TemporaryDirectory(prefix=".build-tool-", dir=workdir) as staged:
-            staging = Staging(Path(staged))
-            tree = read_release(release, staging)
-            files, top, links, notes = package_files(package_id, release, tree)
-            libraries, skipped = collect_libraries(libs, staging)
-            notes += skipped
-            for library, found in libraries.items():
-                files[f"{SYSTEM_LIBS_DIR}/{library}"] = Source(found.source, False)
-            version = version or version_from_name(package_id, release.name, top)
-            name = f"{package_id}-{version}.zip" if version else f"{package_id}.zip"
-            out = out or dist / name
+    # Staged beside the output: a Blender release unpacks to more than /tmp holds.
+    with (
+        output_folder(workdir),
+        tempfile.TemporaryDirectory(prefix=".build-tool-", dir=workdir) as staged,
+    ):
+        staging = Staging(Path(staged))
+        tree = read_release(release, staging)
+        files, top, links, notes = package_files(package_id, release, tree)
+        libraries, skipped = collect_libraries(libs, staging)
+        notes += skipped
+        for library, found in libraries.items():
+            files[f"{SYSTEM_LIBS_DIR}/{library}"] = Source(found.source, False)
+        version = version or version_from_name(package_id, release.name, top)
+        name = f"{package_id}-{version}.zip" if version else f"{package_id}.zip"
+        out = out or dist / name
+        try:
             write_zip(out, files)
-    except BaseException:
-        if created:
-            workdir.rmdir()  # empty again: the staging dir is gone
-        raise
+        except UnwritableNames as exc:
+            raise ArchiveError(
+                "\n".join(
+                    f"{release}: the file name {shown} is not UTF-8, and a zip holds UTF-8 "
+                    "names: rename it in the unpacked release and pass that folder"
+                    for shown in exc.names
+                )
+            ) from None
     return Built(
         package_id, version, out, len(files), top, links, tuple(sorted(libraries)), tuple(notes)
     )

@@ -9,9 +9,12 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+from node_agent.standins.batch import FakeBatch
 from node_agent.standins.imds import FakeImds
 from node_agent.standins.manager import FakeManager
 from tests.agent import Agent, start_agent
+from tests.fleet_farm import POOL, Farm
+from tests.packages import STANDIN_WORKER, WITH_BYTECODE, build_package
 
 
 @pytest.fixture
@@ -57,3 +60,30 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     command += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
     subprocess.run(command, check=True, capture_output=True)
     return cert, key
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The flamenco-worker package with the stand-in worker, built once."""
+    out = tmp_path_factory.mktemp("package") / "flamenco-worker.zip"
+    result = build_package(STANDIN_WORKER, out, *WITH_BYTECODE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"built {out}: ") and "MiB" in result.stdout
+    assert "bytecode for python " in result.stdout
+    return out
+
+
+@pytest.fixture
+def farm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Farm]:
+    """A stand-in Batch account with pool ``render`` and a stand-in Manager, the
+    environment set for ``node-agent fleet``; stopped after the test."""
+    batch, manager = FakeBatch().start(), FakeManager().start()
+    batch.add_pool(POOL)
+    monkeypatch.setenv("AZURE_BATCH_ENDPOINT", batch.url)
+    monkeypatch.setenv("AZURE_BATCH_ACCOUNT", batch.name)
+    monkeypatch.setenv("AZURE_BATCH_ACCESS_KEY", batch.key)
+    monkeypatch.setenv("FLAMENCO_MANAGER_URL", manager.url)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    yield Farm(batch, manager, tmp_path / "nodes")
+    batch.stop()
+    manager.stop()

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
+import pytest
 import requests
 
+from node_agent.cli import main
 from node_agent.layout import default_worker_name
 from node_agent.standins.batch import FakeBatch
 from node_agent.standins.batch_pool import ComputeNode, StartTaskInfo
@@ -97,3 +99,10 @@ class Farm:
 
     def live_names(self) -> list[str]:
         return [w.name for w in self.manager.live_workers()]
+
+
+def fleet(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``node-agent fleet ARGS --pool render``: exit code, stdout, stderr."""
+    code = main(["fleet", *args, "--pool", POOL])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

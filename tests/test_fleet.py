@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +25,8 @@ from node_agent.fleet.scaling import Bounds, Memory
 from node_agent.manager_api import ManagerApi
 from node_agent.standins.batch import FakeBatch
 from node_agent.standins.batch_pool import StartTaskInfo
-from node_agent.standins.manager import FakeManager
-from tests.fleet_farm import POOL, SECRET, Farm
-from tests.helpers import AZ_ENV, read_lines, tls_context
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def farm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Farm]:
-    batch, manager = FakeBatch().start(), FakeManager().start()
-    batch.add_pool(POOL)
-    monkeypatch.setenv("AZURE_BATCH_ENDPOINT", batch.url)
-    monkeypatch.setenv("AZURE_BATCH_ACCOUNT", batch.name)
-    monkeypatch.setenv("AZURE_BATCH_ACCESS_KEY", batch.key)
-    monkeypatch.setenv("FLAMENCO_MANAGER_URL", manager.url)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    yield Farm(batch, manager, tmp_path / "nodes")
-    batch.stop()
-    manager.stop()
-
-
-def fleet(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``node-agent fleet ARGS --pool render``: exit code, stdout, stderr."""
-    code = main(["fleet", *args, "--pool", POOL])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.fleet_farm import POOL, SECRET, Farm, fleet
+from tests.helpers import read_lines, tls_context
 
 
 def test_status_of_a_mixed_pool(farm: Farm, capsys: pytest.CaptureFixture[str]) -> None:
@@ -315,24 +290,6 @@ def test_no_secret_in_any_output(
         assert farm.batch.key not in text and wrong not in text and SECRET not in text
 
 
-def test_invalid_input_is_listed_at_once(
-    farm: Farm, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    code, _, err = fleet(capsys, "scale", "--min", "3", "--max", "2", "--per-node", "0")
-    assert code == 3 and "--max: 2: must be at least --min" in err and "--per-node" in err
-    code, _, err = fleet(capsys, "status", "--watch", "0")
-    assert code == 3 and "--watch: 0.0: must be more than 0 seconds" in err
-    monkeypatch.delenv("FLAMENCO_MANAGER_URL")
-    code, _, err = fleet(capsys, "prune")
-    assert code == 3 and "FLAMENCO_MANAGER_URL: not set" in err
-    monkeypatch.delenv("AZURE_BATCH_ENDPOINT")
-    monkeypatch.setenv("AZURE_BATCH_ACCESS_KEY", "not base64!")
-    code, _, err = fleet(capsys, "status")
-    assert code == 3 and "AZURE_BATCH_ENDPOINT: not set" in err
-    assert "AZURE_BATCH_ACCESS_KEY: is not a base64 key" in err and "not base64!" not in err
-    assert "Traceback" not in err
-
-
 class _Token:
     """What azure-identity's credentials give: a Microsoft Entra token."""
 
@@ -362,25 +319,3 @@ def test_microsoft_entra_id_over_tls(
         )
     finally:
         batch.stop()
-
-
-def test_the_node_never_loads_fleet_and_says_which_extra_is_missing() -> None:
-    node_path = (
-        "import sys; from node_agent.cli import main; "
-        f"main(['env', '--env-file', {str(AZ_ENV / 'seed.env')!r}]); "
-        "loaded = [m for m in sys.modules if m.startswith(('azure', 'node_agent.fleet'))]; "
-        "print('loaded:', loaded, file=sys.stderr)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", node_path], capture_output=True, text=True, cwd=REPO, check=False
-    )
-    assert result.returncode == 0 and "loaded: []" in result.stderr
-    without = (
-        "import sys; sys.modules['azure.batch'] = None; from node_agent.cli import main; "
-        "sys.exit(main(['fleet', 'status', '--pool', 'p']))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", without], capture_output=True, text=True, cwd=REPO, check=False
-    )
-    assert result.returncode == 3, result.stderr
-    assert "pip install 'node-agent[fleet]'" in result.stderr and "Traceback" not in result.stderr

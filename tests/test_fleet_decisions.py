@@ -17,7 +17,6 @@ from node_agent.fleet.model import (
     Snapshot,
     StartTaskView,
     current_entry,
-    node_part_matches,
     seconds,
 )
 from node_agent.fleet.scaling import (
@@ -31,7 +30,7 @@ from node_agent.fleet.scaling import (
     removable,
 )
 from node_agent.fleet.status import document, join, render, summary
-from node_agent.layout import default_worker_name
+from node_agent.layout import default_worker_name, is_default_worker_name
 from node_agent.manager_api import ManagerWorker
 from node_agent.state import AgentState
 
@@ -68,15 +67,43 @@ def look(
 
 def test_worker_names_of_this_pool_only() -> None:
     assert default_worker_name(POOL, TVMPS, "") == "render-ab12cd34ef56"
-    assert node_part_matches(POOL, "render-ab12cd34ef56")
-    assert node_part_matches(
+    assert is_default_worker_name(POOL, "render-ab12cd34ef56")
+    assert is_default_worker_name(
         POOL, default_worker_name(POOL, "tvm-1695681911_1-20161122t193202z", "")
     )
-    assert node_part_matches(POOL, "render-tvm-123_4-5")
+    assert is_default_worker_name(POOL, "render-tvm-123_4-5")
     # Another pool whose id starts like this one's, and names someone chose.
-    assert not node_part_matches(POOL, "render-gpu-ab12cd34ef56")
-    assert not node_part_matches(POOL, "render-blender-box")
-    assert not node_part_matches(POOL, "other-ab12cd34ef56")
+    assert not is_default_worker_name(POOL, "render-gpu-ab12cd34ef56")
+    assert not is_default_worker_name(POOL, "render-blender-box")
+    assert not is_default_worker_name(POOL, "other-ab12cd34ef56")
+
+
+_POOL_IDS = st.text("abcdefghijklmnopqrstuvwxyzABC0123456789_-", min_size=1, max_size=64)
+_NODE_IDS = st.one_of(
+    # Batch's node ids: tvmps_<64 hex>_d|p today, tvm-<n>_<n>-<date> before, and any
+    # id over 32 characters (kept short with a hash).
+    st.builds(
+        lambda h, kind: f"tvmps_{h}_{kind}",
+        st.text("0123456789abcdef", min_size=64, max_size=64),
+        st.sampled_from("dp"),
+    ),
+    st.builds(
+        lambda a, b, c: f"tvm-{a}_{b}-{c}",
+        st.integers(0, 10**10),
+        st.integers(1, 99),
+        st.text("0123456789tz", min_size=1, max_size=16),
+    ),
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789_-.", min_size=33, max_size=80),
+)
+
+
+@given(_POOL_IDS, _NODE_IDS)
+def test_every_default_worker_name_is_known_as_one(pool_id: str, node_id: str) -> None:
+    name = default_worker_name(pool_id, node_id, "")
+    assert is_default_worker_name(pool_id, name)
+    # A pool whose id starts like this one's (within the 32 characters a name keeps).
+    other = default_worker_name(pool_id[:28] + "-gpu", node_id, "")
+    assert not is_default_worker_name(pool_id[:28], other)
 
 
 def test_the_current_entry_is_live_then_last_seen() -> None:

@@ -1,70 +1,24 @@
-"""Ship it: the package builder, the pool template, and a simulated Batch node
-running the real start task from the built package."""
+"""Ship it: the package builder (packaging/build): what goes into the
+flamenco-worker package, what it refuses, and the packaged agent running isolated."""
 
 from __future__ import annotations
 
+import ast
+import importlib.machinery
 import json
 import os
 import shutil
 import subprocess
-import sys
+import types
 import zipfile
 from pathlib import Path
+from typing import Any, Optional
 
-import psutil
 import pytest
-import yaml
 
-from node_agent.cli import main
-from node_agent.envfile import load_env_file
-from node_agent.simulate import SimulatedNode, tool_packages
-from node_agent.simulate_pool import SimulatedPool
-from node_agent.standins.imds import EVENTS_PATH, FakeImds
-from node_agent.standins.manager import FakeManager
-from tests.helpers import AZ_ENV, wait_until
-
-REPO = Path(__file__).resolve().parent.parent
-BUILD = REPO / "packaging" / "build"
-POOL = REPO / "packaging" / "pool.json"
-NODE_NAME = "spot-render-v3-0f6a1c2e9d8b"
-
-
-def _build(worker: Path, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(BUILD), "--worker", str(worker), "--out", str(out), *options],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
-def _interpreters() -> list[str]:
-    """The machine's system python3, plus any real 3.9 or 3.12 interpreter installed
-    (pyenv's versions here): each must run the packaged agent."""
-    candidates = [shutil.which("python3", path="/usr/bin:/bin") or "python3"]
-    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.9*/bin/python3"))
-    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.12*/bin/python3"))
-    return [
-        c
-        for c in candidates
-        if subprocess.run([c, "-c", "pass"], capture_output=True, check=False).returncode == 0
-    ]
-
-
-PYTHONS = _interpreters()
-# Bytecode for every node python3 the tests run the package with.
-WITH_BYTECODE = tuple(option for python in PYTHONS for option in ("--python", python))
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("package") / "flamenco-worker.zip"
-    result = _build(REPO / "packaging" / "standin-worker", out, *WITH_BYTECODE)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"built {out}: ") and "MiB" in result.stdout
-    assert "bytecode for python " in result.stdout
-    return out
+from tests.helpers import AZ_ENV
+from tests.packages import BUILD, PYTHONS, REPO, WITH_BYTECODE
+from tests.packages import build_package as _build
 
 
 def test_same_inputs_build_the_same_bytes(package: Path, tmp_path: Path) -> None:
@@ -93,6 +47,80 @@ def test_package_layout(package: Path) -> None:
         assert (infos[name].external_attr >> 16) & 0o777 == 0o755
     assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in infos.values())
     assert all(((i.external_attr >> 16) & 0o170000) == 0o100000 for i in infos.values())
+
+
+# The agent's modules that never go on a node: the operator's farm commands, and
+# the stand-ins and simulators the tests and `./dev main` use.
+OPERATOR_SIDE = ("fleet", "standins", "simulate.py", "simulate_pool.py")
+NODE_AGENT = REPO / "node_agent"
+LIB = "_node_agent/lib/node_agent/"
+
+
+def _builder() -> Any:
+    """packaging/build, loaded as a module (it is a command: no .py suffix)."""
+    loader = importlib.machinery.SourceFileLoader("package_builder", str(BUILD))
+    module = types.ModuleType(loader.name)
+    module.__file__ = str(BUILD)
+    loader.exec_module(module)
+    return module
+
+
+def _imports(source: str) -> set[str]:
+    """The node_agent modules a module imports when it is loaded (not those a
+    function imports when called: fleet's, from the command line)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
+                found.add(child.module)
+                found.update(f"{child.module}.{a.name}" for a in child.names)
+            visit(child)
+
+    visit(ast.parse(source))
+    return {name for name in found if name.split(".")[0] == "node_agent"}
+
+
+def _module_file(module: str) -> Optional[str]:
+    """``node_agent.a.b``'s file in node_agent/ (None: a name in a module, not one)."""
+    path = "/".join(module.split(".")[1:])
+    for candidate in (f"{path}.py", f"{path}/__init__.py" if path else "__init__.py"):
+        if (NODE_AGENT / candidate).is_file():
+            return candidate
+    return None
+
+
+def test_the_zip_holds_exactly_the_nodes_modules(package: Path) -> None:
+    with zipfile.ZipFile(package) as archive:
+        shipped = {
+            n[len(LIB) :]: archive.read(n).decode()
+            for n in archive.namelist()
+            if n.startswith(LIB) and n.endswith(".py")
+        }
+    modules = {p.relative_to(NODE_AGENT).as_posix() for p in NODE_AGENT.rglob("*.py")}
+    operator = {m for m in modules if m.split("/")[0] in OPERATOR_SIDE}
+    unknown = sorted(modules - operator - set(shipped))
+    assert not unknown, f"{unknown}: neither in packaging/build's NODE_MODULES nor operator-side"
+    assert set(shipped) == modules - operator
+    # Whatever a shipped module imports on loading ships too.
+    for name, source in shipped.items():
+        needed = {f for f in map(_module_file, _imports(source)) if f is not None}
+        assert needed <= set(shipped), f"{name} needs {sorted(needed - set(shipped))}"
+
+
+def test_a_new_module_ships_only_once_listed(tmp_path: Path) -> None:
+    builder = _builder()
+    source = tmp_path / "node_agent"
+    shutil.copytree(NODE_AGENT, source, ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "operator_report.py").write_text('"""An operator-side module."""\n')
+    builder.copy_agent(source, tmp_path / "lib")
+    copied = {p.relative_to(tmp_path / "lib").as_posix() for p in (tmp_path / "lib").rglob("*")}
+    assert "operator_report.py" not in copied and "cli.py" in copied
+    assert not any(c.split("/")[0] in OPERATOR_SIDE for c in copied)
 
 
 @pytest.mark.parametrize("python", PYTHONS)
@@ -188,6 +216,21 @@ def test_builder_refuses_a_bad_worker_release(tmp_path: Path, fault: str, messag
     assert not (tmp_path / "out.zip").exists()
 
 
+def test_a_file_name_that_is_not_utf8_is_named_and_nothing_is_left(tmp_path: Path) -> None:
+    worker = tmp_path / "release"
+    worker.mkdir()
+    (worker / "flamenco-worker").write_text("#!/bin/sh\n")
+    (worker / "flamenco-worker").chmod(0o755)
+    (worker / os.fsdecode(b"\xffname")).write_text("")
+    result = _build(worker, tmp_path / "out" / "sub" / "w.zip")
+    assert result.returncode == 3
+    assert (
+        f"build: ERROR: --worker {worker}: the file name b'\\xffname' is not UTF-8"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_builder_refuses_a_python_it_cannot_compile_for(tmp_path: Path) -> None:
     result = _build(REPO / "packaging" / "standin-worker", tmp_path / "p.zip", "--python", "true")
     assert result.returncode == 3 and "Traceback" not in result.stderr
@@ -214,219 +257,3 @@ def test_builder_leaves_out_the_manager_and_the_bundled_ffmpeg(tmp_path: Path) -
     assert kept.returncode == 0 and "left out tools/" not in kept.stdout
     with zipfile.ZipFile(tmp_path / "k.zip") as archive:
         assert "tools/ffmpeg-linux-amd64" in archive.namelist()
-
-
-def _tree_of(root: Path) -> list[psutil.Process]:
-    """Every process whose command line or working dir lies in the node's root."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "cwd"]):
-        info = process.info
-        text = " ".join(info["cmdline"] or []) + " " + (info["cwd"] or "")
-        if str(root) in text:
-            found.append(process)
-    return found
-
-
-def test_simulated_node_end_to_end(
-    package: Path, tmp_path: Path, services: tuple[FakeManager, FakeImds]
-) -> None:
-    manager, imds = services
-    root = tmp_path / "batch" / "tasks"
-    fixture = load_env_file(str(AZ_ENV / "newer_spot.env"))
-    packages = {"flamenco-worker": package, **tool_packages(tmp_path)}
-    # Built by packaging/build-tool from release archives: top folders gone, links
-    # (to a file, to a folder) materialised.
-    with zipfile.ZipFile(packages["blender"]) as blender:
-        assert blender.namelist() == ["4.2/datafiles/README", "blender", "readme.txt"]
-    with zipfile.ZipFile(packages["ffmpeg"]) as ffmpeg:
-        assert ffmpeg.namelist() == ["ffmpeg", "ffprobe", "model/README", "models/README"]
-    node = SimulatedNode(
-        root,
-        fixture,
-        packages,
-        POOL,
-        # The Manager asks for a restart right after a start below: honoured at once,
-        # as it is for a worker that has run for min_uptime.
-        {
-            "FLAMENCO_MANAGER_URL": manager.url,
-            "NODE_AGENT_IMDS_URL": imds.url,
-            "FLAMENCO_STANDIN_TIME_SCALE": "0.05",  # the stand-in worker's own waits
-            "NODE_AGENT_MIN_UPTIME": "0.001",
-        },
-    )
-    node.lay_out()
-    stdout, stderr = node.startup / "stdout.txt", node.startup / "stderr.txt"
-    render = manager.add_task("render", "blender", [{"name": "blender-render", "parameters": {}}])
-    encode = manager.add_task("encode", "ffmpeg", [{"name": "frames-to-video", "parameters": {}}])
-
-    # First boot: the worker registers with the node's name, is awake and works.
-    node.start()
-    wait_until(lambda: manager.task_status(encode) == "completed", 60)
-    assert manager.task_status(render) == "completed"
-    assert manager.registered_names() == [NODE_NAME]
-    [worker] = manager.named(NODE_NAME)
-    assert worker.status == "awake"
-    shared = root / "shared"
-    path = node.environ["PATH"]
-    for tool in ("blender", "ffmpeg", "ffprobe"):
-        assert shutil.which(tool, path=path) == str(shared / tool)
-    out = stdout.read_text()
-    assert f"path={shared}/blender version=Blender 4.2.3 (stand-in)" in out
-    assert "starting Flamenco Worker (STAND-IN)" in out and "node-agent:" not in out
-    assert "\x1b" not in out  # NO_COLOR: no colour escapes in stdout.txt
-    err = stderr.read_text()
-    assert "node-agent: INFO: worker started" in err and "STAND-IN" not in err
-    # The doctor's report, once at start-up, is in stderr.txt for whoever reads it.
-    assert "node-agent: INFO: health report (node-agent doctor): all checks passed" in err
-    assert "node-agent: INFO:   OK       blender --version           Blender 4.2.3" in err
-    # The pool's shared storage, mounted where the pool says (where a mount namespace
-    # can be had), checked before the start.
-    share = root / "fsmounts" / "flamenco"
-    if node.storage_note.startswith("NOT simulated"):
-        assert "SKIPPED  storage                     no shared storage configured" in err
-    else:
-        assert f"OK       storage flamenco            {share} (" in err
-        assert f"shared storage ready: {share} (" in err
-    config = yaml.safe_load((shared / ".node-agent/worker/flamenco-worker.yaml").read_text())
-    assert config == {
-        "manager_url": manager.url,
-        "task_types": ["blender", "ffmpeg", "file-management", "misc"],
-        "restart_exit_code": 75,
-        "worker_name": NODE_NAME,
-        "oom_score_adjust": 500,
-    }
-    credentials = yaml.safe_load(
-        (shared / ".node-agent/worker/home/flamenco-worker-credentials.yaml").read_text()
-    )
-
-    # The node is stopped (deleted, or rebooting): nothing is left behind.
-    assert node.stop() == 0
-    assert _tree_of(root) == []
-    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 1
-
-    # Reboot: the start task runs again and the worker re-uses its credentials.
-    node.start()
-    accepted = "manager accepted sign-on startup_state=awake"
-    wait_until(lambda: stdout.read_text().count(accepted) == 2, 60)
-    assert manager.registered_names() == [NODE_NAME]
-
-    # The Manager asks for a restart: the worker signs off, exits with the restart
-    # code, and the agent starts it again at once.
-    manager.ask("restart")
-    wait_until(lambda: stdout.read_text().count(accepted) == 3, 60)
-    assert "the worker asked to be restarted; restart now" in stderr.read_text()
-    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 2
-
-    # Spot preemption: the worker signs off, the Manager drops it, the event is
-    # acknowledged; the start task waits for the platform, which takes the node.
-    imds.schedule("Preempt", "EVICT-1")
-    wait_until(lambda: imds.acknowledged() == ["EVICT-1"], 60)
-    assert len(manager.server.received("POST", "/api/v3/worker/sign-off")) == 3
-    assert manager.worker(credentials["worker_id"]).deleted
-    assert node.process is not None and node.process.poll() is None
-    assert node.stop() == 0
-    assert _tree_of(root) == []
-
-    # No secret in what an operator reads.
-    everything = stdout.read_text() + stderr.read_text()
-    for secret in (credentials["worker_secret"], fixture["AZ_BATCH_AUTHENTICATION_TOKEN"]):
-        assert secret not in everything
-    assert imds.server.received("GET", EVENTS_PATH)
-
-
-def test_simulated_pool_for_fleet(
-    package: Path,
-    tmp_path: Path,
-    services: tuple[FakeManager, FakeImds],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """packaging/simulate-node --nodes N: nodes of one pool running the real start
-    task, and a Batch service that node-agent fleet reads their state files from."""
-    manager, imds = services
-    pool = SimulatedPool(
-        tmp_path,
-        load_env_file(str(AZ_ENV / "newer_spot.env")),
-        {"flamenco-worker": package, **tool_packages(tmp_path)},
-        POOL,
-        {"FLAMENCO_MANAGER_URL": manager.url, "NODE_AGENT_IMDS_URL": imds.url},
-        count=2,
-    )
-    pool.lay_out()
-    pool.start()
-    try:
-        wait_until(lambda: [w.status for w in manager.live_workers()] == ["awake"] * 2, 60)
-        env_file = tmp_path / "fleet.env"
-        pool.write_env_file(env_file, {"FLAMENCO_MANAGER_URL": manager.url})
-        assert env_file.stat().st_mode & 0o777 == 0o600
-        for name, value in load_env_file(str(env_file)).items():
-            monkeypatch.setenv(name, value)
-        assert main(["fleet", "status", "--pool", pool.pool_id, "--json"]) == 0
-        document = json.loads(capsys.readouterr().out)
-    finally:
-        codes = pool.stop()
-    assert codes == [0, 0]
-    assert document["summary"]["idle"] == 2 and document["pool"]["target_dedicated"] == 1
-    for node in document["nodes"]:
-        assert node["agent"]["phase"] == "running" and node["worker"]["status"] == "awake"
-        assert node["worker_name"] == node["agent"]["worker_name"] == node["worker"]["name"]
-    assert [n["dedicated"] for n in document["nodes"]] == [True, False]
-
-
-SIMULATE = REPO / "packaging" / "simulate-node"
-
-
-def _simulate(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    temp = tmp_path / "tmp"
-    temp.mkdir(exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, str(SIMULATE), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TMPDIR": str(temp)},
-    )
-
-
-def test_simulate_node_refuses_bad_input_without_a_traceback_or_a_leftover(
-    tmp_path: Path,
-) -> None:
-    not_a_zip = tmp_path / "not-a.zip"
-    not_a_zip.write_text("text")
-    a_file = tmp_path / "a-file"
-    a_file.write_text("")
-    tiny = tmp_path / "tiny.zip"
-    with zipfile.ZipFile(tiny, "w") as archive:
-        archive.writestr("flamenco-worker", "")
-    for args, code, message in (
-        (("--fixture", "nope"), 2, "--fixture 'nope': no such fixture; one of "),
-        (("--package", str(tmp_path / "absent.zip")), 2, "absent.zip: not a zip file"),
-        (("--package", str(not_a_zip)), 2, "not-a.zip: not a zip file"),
-        (("--root", str(a_file)), 2, "a-file: exists and is not a directory"),
-        # Fails after the temporary dir was made: nothing can be created under /proc.
-        (("--package", str(tiny), "--root", "/proc/simulated"), 1, "simulate-node: [Errno"),
-    ):
-        process = _simulate(tmp_path, *args)
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == code, err
-        assert message in err and "Traceback" not in err
-        assert list((tmp_path / "tmp").iterdir()) == []
-
-
-def test_a_killed_simulator_leaves_no_node_running(package: Path, tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    simulator = _simulate(tmp_path, "--root", str(root), "--package", str(package))
-    try:
-        stdout = root / "startup" / "stdout.txt"
-        signed_on = b"manager accepted sign-on"
-        wait_until(lambda: stdout.exists() and signed_on in stdout.read_bytes(), 60)
-        state = json.loads((root / "shared" / ".node-agent" / "state.json").read_text())
-        agent, worker = psutil.Process(state["agent_pid"]), psutil.Process(state["worker_pid"])
-        simulator.kill()  # SIGKILL: no chance to clean up by itself
-        simulator.communicate(timeout=30)
-        psutil.wait_procs([agent, worker], timeout=30)
-        assert not agent.is_running() and not worker.is_running()
-    finally:
-        if simulator.poll() is None:
-            simulator.kill()
-            simulator.communicate()

@@ -230,6 +230,32 @@ def test_without_a_secret_the_file_is_not_private(tmp_path: Path) -> None:
     assert ids == ["blender", "ffmpeg", "flamenco-worker"]
 
 
+def test_a_password_in_the_manager_url_is_never_printed(tmp_path: Path) -> None:
+    password = "Hunter2Secret"
+    document = {**INPUTS["nfs"], "manager_url": f"http://flamenco:{password}@10.0.0.4:8080/"}
+    result = _make_pool(tmp_path, document, "--out", "pool.json")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "pool.json"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # the Batch API takes it only there
+    assert password in out.read_text()
+    assert password not in result.stdout + result.stderr
+    assert "  Manager http://flamenco:<redacted>@10.0.0.4:8080/" in result.stdout
+    assert "WARNING: pool.json holds the password of the Manager's URL" in result.stdout
+    # A YAML error says where, never quoting the line (it may hold the password).
+    source = tmp_path / "broken.yaml"
+    source.write_text(f'pool_id: p\nmanager_url: "http://u:{password}@h/\nvm_size: x\n')
+    broken = subprocess.run(
+        [sys.executable, str(MAKE_POOL), "--input", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert broken.returncode == 3 and "Traceback" not in broken.stderr
+    assert f"{source}: not valid YAML: " in broken.stderr and ", column " in broken.stderr
+    assert password not in broken.stderr and "http://" not in broken.stderr
+
+
 def test_bad_input_lists_every_problem(tmp_path: Path) -> None:
     document = {
         **INPUTS["smb"],

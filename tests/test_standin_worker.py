@@ -217,8 +217,8 @@ def test_flags_and_colours(tmp_path: Path, manager: FakeManager, workers: list[W
 def _release(tmp_path: Path, bundled_mode: Optional[int]) -> Path:
     """A copy of the stand-in worker with (or without) a bundled tools/ffmpeg-*."""
     release = tmp_path / "release"
-    (release / "tools").mkdir(parents=True)
-    shutil.copy(WORKER, release / "flamenco-worker")
+    shutil.copytree(WORKER.parent, release)  # the worker and the modules beside it
+    (release / "tools").mkdir()
     if bundled_mode is not None:
         arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
         bundled = release / "tools" / f"ffmpeg-linux-{arch}"

@@ -159,6 +159,44 @@ def test_release_without_the_executable_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "ffmpeg.zip").exists()
 
 
+@pytest.mark.parametrize(
+    "package_id, members, message",
+    [
+        (
+            "blender",
+            {**BLENDER, f"{TOP}/\udcffweird.txt": b"x"},
+            "the file name b'\\xffweird.txt' is not UTF-8, and a zip holds UTF-8 names",
+        ),
+        ("ffmpeg", {f"{TOP}/blender": b"no ffmpeg here"}, "no ffmpeg executable at its top"),
+    ],
+)
+def test_a_refused_release_leaves_no_folder_behind(
+    tmp_path: Path, package_id: str, members: dict[str, Spec], message: str
+) -> None:
+    release = write_tar(tmp_path / f"{TOP}.tar.gz", members)
+    result = build_tool(package_id, release, "--out", tmp_path / "out" / "a" / "b.zip")
+    assert result.returncode == 3, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert [p.name for p in tmp_path.rglob("*")] == [release.name]
+
+
+def test_links_that_multiply_the_release_are_refused(tmp_path: Path) -> None:
+    # Ten links in each of six folders, each to the next folder: a million files.
+    members: dict[str, Spec] = {f"{TOP}/blender": (b"#!/bin/sh\n", 0o755)}
+    for level in range(6):
+        members[f"{TOP}/d{level}/"] = None
+        members.update({f"{TOP}/d{level}/l{i}": f"->../d{level + 1}" for i in range(10)})
+    members[f"{TOP}/d6/f"] = b"x"
+    release = write_tar(tmp_path / f"{TOP}.tar.gz", members)
+    result = build_tool("blender", release, "--out", tmp_path / "out" / "blender.zip")
+    assert result.returncode == 3
+    assert (
+        "its links to folders would make the package hold more than 10000 files or 16 GiB "
+        "(the release itself has 2 files, 0.0 MiB)"
+    ) in result.stderr
+    assert [p.name for p in tmp_path.rglob("*")] == [release.name]
+
+
 def test_static_ffmpeg_build(tmp_path: Path) -> None:
     top = "ffmpeg-7.0.2-amd64-static"
     release = write_tar(

@@ -6,7 +6,7 @@ Operator-side only: installed with the ``fleet`` extra (``azure-batch``,
 (``packaging/build`` leaves this package out), and never imported on the node's path
 (``node_agent.cli`` imports it only when the operator runs ``node-agent fleet``).
 
-Pure modules decide: ``model`` (what was observed, and the worker naming rules),
+Pure modules decide: ``model`` (what was observed, and which worker is a node's),
 ``status``, ``cleanup`` (prune and heal) and ``scaling``. Thin edges do the I/O:
 ``batch`` (the Batch service, through the SDK), ``flamenco`` (the Manager),
 ``observe`` (one snapshot of both), ``scaler`` (a scaling round and its memory) and

@@ -30,9 +30,9 @@ from node_agent.fleet.model import (
     Snapshot,
     current_entry,
     expected_names,
-    node_part_matches,
     node_workers,
 )
+from node_agent.layout import is_default_worker_name
 from node_agent.manager_api import ManagerWorker
 
 PRUNABLE = ("offline", "error")  # the only statuses prune removes
@@ -91,7 +91,7 @@ def stale_workers(snapshot: Snapshot) -> list[Stale]:
                 if worker is not current and worker.status in GONE:
                     why = f"a duplicate of {name}'s current entry {current.id}"
                     found.append(_stale(worker, why))
-        elif node_part_matches(pool_id, name):
+        elif is_default_worker_name(pool_id, name):
             found.extend(_stale(w, f"its node is no longer in pool {pool_id}") for w in entries)
     return found
 

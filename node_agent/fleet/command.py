@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -22,6 +24,7 @@ from node_agent.fleet.cleanup import heal, stale_workers
 from node_agent.fleet.model import STATE_PATH
 from node_agent.fleet.observe import snapshot
 from node_agent.fleet.scaler import (
+    MemoryUnusable,
     ScaleSettings,
     default_memory_file,
     load_memory,
@@ -35,6 +38,8 @@ from node_agent.redact import is_secret, printable
 
 log = get_logger("fleet")
 MANAGER_URL = "FLAMENCO_MANAGER_URL"
+POOL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # Batch's rule for a pool id
+MAX_INTERVAL = 86400.0  # seconds: --watch, --every
 
 
 def _manager(args: argparse.Namespace, needed_for: Optional[str]) -> Optional[ManagerApi]:
@@ -62,11 +67,21 @@ def _repeat(every: Optional[float], work: Callable[[], bool]) -> int:
     return EXIT_OK
 
 
+def _interval(option: str, value: Optional[float]) -> list[Problem]:
+    """A time between rounds: finite, more than 0, at most a day (larger numbers
+    overflow the wait)."""
+    if value is None or (math.isfinite(value) and 0 < value <= MAX_INTERVAL):
+        return []
+    limit = f"{MAX_INTERVAL:g} (a day)"
+    return [Problem(option, f"{value}: must be more than 0 seconds and at most {limit}")]
+
+
+def _status_problems(args: argparse.Namespace) -> list[Problem]:
+    return _interval("--watch", args.watch)
+
+
 def cmd_status(args: argparse.Namespace, batch: BatchService) -> int:
     """Print the pool's nodes, joined with their state files and the Manager."""
-    if args.watch is not None and args.watch <= 0:
-        problem = Problem("--watch", f"{args.watch}: must be more than 0 seconds")
-        raise InvalidInput("invalid fleet status option", [problem])
     api = _manager(args, None)
 
     def show() -> bool:
@@ -129,7 +144,11 @@ def cmd_heal(args: argparse.Namespace, batch: BatchService) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _bounds(args: argparse.Namespace) -> Bounds:
+def _memory_file(args: argparse.Namespace) -> Path:
+    return args.memory or default_memory_file(args.pool)
+
+
+def _scale_problems(args: argparse.Namespace) -> list[Problem]:
     problems = []
     if args.min < 0:
         problems.append(Problem("--min", f"{args.min}: must be 0 or more"))
@@ -137,23 +156,31 @@ def _bounds(args: argparse.Namespace) -> Bounds:
         problems.append(Problem("--max", f"{args.max}: must be at least --min and 1"))
     if args.per_node < 1:
         problems.append(Problem("--per-node", f"{args.per_node}: must be 1 or more"))
-    if args.idle_minutes < 0:
+    if not (math.isfinite(args.idle_minutes) and args.idle_minutes >= 0):
         problems.append(Problem("--idle-minutes", f"{args.idle_minutes}: must be 0 or more"))
-    if args.every is not None and args.every <= 0:
-        problems.append(Problem("--every", f"{args.every}: must be more than 0 seconds"))
-    if problems:
-        raise InvalidInput("invalid fleet scale bounds", problems)
-    return Bounds(args.min, args.max, args.per_node, args.idle_minutes)
+    problems += _interval("--every", args.every)
+    if args.memory is not None or POOL_ID.fullmatch(args.pool):  # the default names the pool
+        try:
+            load_memory(_memory_file(args))
+        except MemoryUnusable as exc:
+            problems.append(_memory_problem(exc))
+    return problems
+
+
+def _memory_problem(exc: MemoryUnusable) -> Problem:
+    return Problem("--memory", f"{exc}; give a regular file, or a path where there is none yet")
 
 
 def cmd_scale(args: argparse.Namespace, batch: BatchService) -> int:
     """Follow the queue with the pool's Spot nodes, within bounds."""
-    bounds = _bounds(args)
+    bounds = Bounds(args.min, args.max, args.per_node, args.idle_minutes)
     api = _manager(args, "scale follows the Manager's queue")
     assert api is not None
-    memory_file = args.memory or default_memory_file(args.pool)
-    settings = ScaleSettings(bounds, args.state_path, memory_file, args.apply)
-    memory = load_memory(memory_file)
+    settings = ScaleSettings(bounds, args.state_path, _memory_file(args), args.apply)
+    try:
+        memory = load_memory(settings.memory_file)
+    except MemoryUnusable as exc:  # changed since the check
+        raise InvalidInput("invalid input for fleet scale", [_memory_problem(exc)]) from None
 
     def one_round() -> bool:
         nonlocal memory
@@ -191,14 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="one row per node")
     status.add_argument("--json", action="store_true", help="print JSON (shape: see README)")
     status.add_argument("--watch", type=float, metavar="S", help="print again every S seconds")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, check=_status_problems)
     for name, func, summary in (
         ("prune", cmd_prune, "the Manager's stale workers of this pool: list, or remove"),
         ("heal", cmd_heal, "failed nodes: list, or reboot/reimage them"),
     ):
         sub = commands.add_parser(name, parents=[common], help=summary)
         sub.add_argument("--apply", action="store_true", help="do it (default: only list)")
-        sub.set_defaults(func=func)
+        sub.set_defaults(func=func, check=lambda args: [])
     scale = commands.add_parser("scale", parents=[common], help="Spot nodes follow the queue")
     scale.add_argument("--min", type=int, required=True, metavar="N", help="never fewer nodes")
     scale.add_argument("--max", type=int, required=True, metavar="M", help="never more nodes")
@@ -220,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="what rounds hand on (default: $XDG_STATE_HOME/node-agent/fleet-scale-POOL.json)",
     )
-    scale.set_defaults(func=cmd_scale)
+    scale.set_defaults(func=cmd_scale, check=_scale_problems)
     return parser
 
 
@@ -251,7 +278,23 @@ def main(argv: Sequence[str], verbose: bool = False) -> int:
     # A safety net under the rule that no message is built with a secret in it:
     # AZURE_CLIENT_SECRET and the like, for Microsoft Entra ID sign-in.
     hide_secrets(v for k, v in os.environ.items() if is_secret(k))
-    account = BatchAccount.from_environ(os.environ, args.account_url)
+    # Every problem of the command line and the account at once, before anything is done.
+    problems: list[Problem] = []
+    if not POOL_ID.fullmatch(args.pool):
+        problems.append(
+            Problem(
+                "--pool",
+                f"{args.pool!r}: expected a Batch pool id (1 to 64 letters, digits, - and _)",
+            )
+        )
+    problems += args.check(args)
+    try:
+        account: Optional[BatchAccount] = BatchAccount.from_environ(os.environ, args.account_url)
+    except InvalidInput as exc:
+        problems += exc.problems
+        account = None
+    if problems or account is None:
+        raise InvalidInput(f"invalid input for fleet {args.command}", problems)
     batch = BatchService(account.client(), args.pool)
     func: Callable[[argparse.Namespace, BatchService], int] = args.func
     return func(args, batch)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
-from node_agent.env_model import safe_id
 from node_agent.layout import default_worker_name
 from node_agent.manager_api import ManagerWorker
 from node_agent.state import AgentState
@@ -22,11 +21,6 @@ STATE_PATH = "shared/.node-agent/state.json"
 GONE = ("offline", "error", "")
 # Worker statuses of a worker that takes tasks (or would, when woken).
 READY = ("awake", "asleep")
-# The node part of a default worker name (``layout.default_worker_name``): 12 hex
-# digits of a ``tvmps_`` id, a short id kept as it is (``tvm-...``), or 20 characters
-# of a long one and 8 hex digits of its hash. Anything else after ``<pool>-`` is
-# another pool's worker (``render-gpu-...`` is not pool ``render``'s).
-_NODE_PART = re.compile(r"[0-9a-f]{12}|tvm-[A-Za-z0-9_-]{1,28}|[A-Za-z0-9_-]{20}-[0-9a-f]{8}")
 # RFC 3339 as Go writes it: a fraction of up to nine digits, ``Z`` or an offset.
 _RFC3339 = re.compile(r"(.{19})(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
 
@@ -126,12 +120,6 @@ def seconds(stamp: Optional[str]) -> Optional[float]:
         return datetime.fromisoformat(f"{match.group(1)}.{fraction:0<6}{zone}").timestamp()
     except ValueError:
         return None
-
-
-def node_part_matches(pool_id: str, name: str) -> bool:
-    """Whether ``name`` is a worker name node-agent gives a node of this pool."""
-    prefix = f"{safe_id(pool_id)[:32]}-"
-    return name.startswith(prefix) and bool(_NODE_PART.fullmatch(name[len(prefix) :]))
 
 
 def expected_names(pool_id: str, node: NodeView, agent: Optional[AgentRead]) -> tuple[str, ...]:

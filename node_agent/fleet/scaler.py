@@ -24,6 +24,8 @@ from node_agent.manager_api import ManagerApi
 
 log = get_logger("fleet")
 
+# A memory holds a line or two per Spot node: a pool of thousands fits in far less.
+MAX_MEMORY_BYTES = 1 << 20
 # Nodes whose state file is worth reading for their worker's name: Spot nodes that
 # are up (a custom ``worker_name`` is only known from there).
 _NO_FILES = ("creating", "starting", "preempted", "leavingpool")
@@ -45,15 +47,28 @@ def default_memory_file(pool_id: str) -> Path:
     return Path(base) / "node-agent" / f"fleet-scale-{pool_id}.json"
 
 
+class MemoryUnusable(ValueError):
+    """The memory file's path names no file to keep a memory in (a folder, a FIFO, a
+    device, a huge file) or one that cannot be read; the message says which."""
+
+
 def load_memory(path: Path) -> Memory:
-    """The memory of earlier rounds (none: a fresh start, said when unreadable)."""
+    """The memory of earlier rounds: none when the file is not there yet, or (said)
+    when what it holds is not a memory. ``MemoryUnusable`` when the path is no place
+    for one: reading never hangs on a FIFO nor runs on through a device."""
     try:
-        document = json.loads(path.read_bytes())
-        unused = {str(k): float(v) for k, v in document.get("unused_since", {}).items()}
-        return Memory(unused, frozenset(str(i) for i in document.get("draining", ())))
+        raw = fsutil.read_bounded(str(path), MAX_MEMORY_BYTES)
     except FileNotFoundError:
         return Memory()
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+    except fsutil.Unsuitable as exc:
+        raise MemoryUnusable(f"{path} {exc}") from None
+    except OSError as exc:
+        raise MemoryUnusable(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        document = json.loads(raw)
+        unused = {str(k): float(v) for k, v in document.get("unused_since", {}).items()}
+        return Memory(unused, frozenset(str(i) for i in document.get("draining", ())))
+    except (ValueError, TypeError, AttributeError) as exc:
         log.warning("scale: %s is unreadable (%s); starting afresh", path, exc)
         return Memory()
 
@@ -170,5 +185,10 @@ def run_round(
         elif step.act in (Act.UNDRAIN, Act.REBOOT, Act.REMOVE):
             draining |= failed & memory.draining
     after = Memory(plan.memory.unused_since, frozenset(draining))
-    save_memory(settings.memory_file, after)
+    try:
+        save_memory(settings.memory_file, after)
+    except OSError as exc:
+        # The actions are done: a loop (--every) carries the memory on in this process.
+        log.error("scale: cannot keep what this round did in %s: %s", settings.memory_file, exc)
+        ok = False
     return Round(plan, after, ok)
