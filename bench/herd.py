@@ -17,8 +17,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from node_agent.manager import backoff
-from node_agent.policy import attempt_state
+from node_agent.retry import attempt_state, backoff
 
 
 @dataclass(frozen=True)

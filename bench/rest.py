@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Optional
 
 from bench import supervisord
-from node_agent.layout import V3_CREDENTIALS, Layout
+from node_agent.flavour import Flavour
+from node_agent.layout import Layout
 from node_agent.standins.manager import FakeManager
 from tests.agent import worker_node
 from tests.helpers import wait_until
@@ -188,7 +189,7 @@ def idle(setup: Setup, seconds: float) -> dict[str, float]:
     seconds: the identity keeper then has nothing left to do (the C program never
     registers, and would keep it looking)."""
     argv, env, _, node = _agent(setup, "idle", "quiet")
-    credentials = Path(Layout.for_env(node.env).worker_home, V3_CREDENTIALS)
+    credentials = Path(Layout.for_env(node.env).credentials(Flavour.V3))
     credentials.parent.mkdir(parents=True, exist_ok=True)
     worker = setup.manager.add_worker("bench-idle", "bench-secret", status="awake")
     credentials.write_text(f"worker_id: {worker}\nworker_secret: bench-secret\n")

@@ -12,24 +12,25 @@ ends the worker's life); the platform ends the agent by taking the node.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
 from node_agent import bootstrap, health_report, proctree
 from node_agent.bootstrap import Plan
+from node_agent.credentials import worker_id
 from node_agent.env import BatchEnv
-from node_agent.errors import RuntimeFailure
+from node_agent.errors import InvalidInput, RuntimeFailure, unexpected
 from node_agent.flavour import Flavour
 from node_agent.health import HealthWatch, disk_floor
 from node_agent.identity import IdentityKeeper
-from node_agent.layout import V2_HOME_CONFIG, V3_CREDENTIALS
 from node_agent.lock import LOCK_FILE, NodeLock
 from node_agent.log import get_logger
-from node_agent.manager import ManagerCheck, worker_id
+from node_agent.manager import ManagerCheck
 from node_agent.manager_api import ManagerApi, delete_worker
 from node_agent.policy import RestartPolicy
 from node_agent.preempt import EventWatcher
@@ -53,12 +54,6 @@ log = get_logger("agent")
 
 # Reboot/Redeploy: stop the worker this long before NotBefore, beyond its grace.
 EVENT_MARGIN = 15.0
-
-
-def credentials_path(plan: Plan) -> Path:
-    """The worker's credentials file for the planned flavour."""
-    name = V2_HOME_CONFIG if plan.flavour.flavour is Flavour.V2 else V3_CREDENTIALS
-    return Path(plan.layout.worker_home, name)
 
 
 def run(
@@ -86,48 +81,69 @@ def run(
         done = bootstrap.apply(plan)
         log.info("bootstrap: %s", f"{len(done)} change(s)" if done else "nothing to change")
         state = StateKeeper(state_path, _first_state(plan))
-        if not proctree.become_subreaper():
-            log.warning(
-                "cannot become a child subreaper: orphaned worker processes may outlive a stop"
-            )
-        if not early_stops:  # a node being stopped has no use for the report
-            # Beside the worker, forked before any thread starts.
-            report = health_report.start(environ, settings, close=lock.release)
-        # The worker inherits the proxy variables unchanged: the same proxy for both.
-        api = ManagerApi.for_worker(settings.manager_url, environ)
-        keeper = None
-        if plan.flavour.flavour is Flavour.V3:
-            keeper = IdentityKeeper(
-                api, credentials_path(plan), plan.worker_name, settings.worker_tags
+        with _last_resort(state, settings.stop_grace):
+            if not proctree.become_subreaper():
+                log.warning(
+                    "cannot become a child subreaper: orphaned worker processes may outlive a stop"
+                )
+            if not early_stops:  # a node being stopped has no use for the report
+                # Beside the worker, forked before any thread starts.
+                report = health_report.start(environ, settings, close=lock.release)
+            # The worker inherits the proxy variables unchanged: the same proxy for both.
+            api = ManagerApi.for_worker(settings.manager_url, environ)
+            credentials = Path(layout.credentials(plan.flavour.flavour))
+            keeper = None
+            if plan.flavour.flavour is Flavour.V3:
+                keeper = IdentityKeeper(
+                    api, credentials, plan.worker_name, settings.worker_tags
+                ).start()
+            supervisor = _supervisor(environ, env, settings, plan, state, api=api, keeper=keeper)
+            supervisor.early_stops = early_stops
+            status = None
+            if plan.flavour.flavour is Flavour.V3:
+                status = StatusRequests(api, credentials)
+            health = HealthWatch(
+                env.node.root_dir,
+                disk_floor(env),
+                worker_pid=lambda: supervisor.state.worker_pid,
+                post=supervisor.holds.post,
+                status=status,
             ).start()
-        supervisor = _supervisor(environ, env, settings, plan, state, api=api, keeper=keeper)
-        supervisor.early_stops = early_stops
-        status = None
-        if plan.flavour.flavour is Flavour.V3:
-            status = StatusRequests(api, credentials_path(plan))
-        health = HealthWatch(
-            env.node.root_dir,
-            disk_floor(env),
-            worker_pid=lambda: supervisor.state.worker_pid,
-            post=supervisor.holds.post,
-            status=status,
-        ).start()
-        watcher = _event_watcher(supervisor, env, settings, plan, api=api, status=status)
-        try:
+            watcher = _event_watcher(supervisor, env, settings, plan, api=api, status=status)
             try:
-                return supervisor.run()
-            except GaveUp as exc:
-                raise RuntimeFailure(str(exc)) from None
-        finally:
-            health.stop()
-            if watcher is not None:
-                watcher.stop()
-            if keeper is not None:
-                keeper.stop()
+                try:
+                    return supervisor.run()
+                except GaveUp as exc:
+                    raise RuntimeFailure(str(exc)) from None
+            finally:
+                health.stop()
+                if watcher is not None:
+                    watcher.stop()
+                if keeper is not None:
+                    keeper.stop()
     finally:
         if report is not None:
             report.stop()
         lock.release()
+
+
+@contextlib.contextmanager
+def _last_resort(state: StateKeeper, grace: float) -> Iterator[None]:
+    """On an exception nobody expected (a bug, an odd fault): stop the worker's tree,
+    so that no worker is left without a supervisor, and finish the state file with
+    the reason, before the command line logs it in one line and exits 1."""
+    try:
+        yield
+    except (RuntimeFailure, InvalidInput):
+        raise
+    except Exception as exc:
+        stop_stale_worker(state.state, grace)
+        state.update(
+            phase=Phase.STOPPED,
+            stop_reason=f"node-agent failed: {unexpected(exc)}",
+            next_start_at=None,
+        )
+        raise
 
 
 def _previous_state(path: str) -> Optional[AgentState]:
@@ -179,11 +195,10 @@ def _supervisor(
         min_uptime=settings.min_uptime,
     )
     check = ManagerCheck(
-        url=settings.manager_url,
+        api,
         flavour=plan.flavour.flavour,
         cap=settings.manager_wait_cap,
         deadline=settings.manager_wait_deadline,
-        proxies=api.proxies,
     )
     mounts = storage_mounts(env, settings.storage_mounts)
     spec = worker_spec(plan, settings, environ)
@@ -237,7 +252,7 @@ def _forgetter(
         return None
 
     def forget_now() -> bool:
-        found = worker_id(credentials_path(plan))
+        found = worker_id(Path(plan.layout.credentials(plan.flavour.flavour)))
         if found is None:
             log.info("no worker credentials: nothing to remove from the Manager")
             return False

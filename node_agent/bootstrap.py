@@ -23,9 +23,7 @@ from node_agent.errors import InvalidInput, Problem, RuntimeFailure
 from node_agent.flavour import Flavour, FlavourChoice, resolve_flavour
 from node_agent.layout import (
     V2_CONFIG,
-    V2_HOME_CONFIG,
     V3_CONFIG,
-    V3_CREDENTIALS,
     WORKER_EXECUTABLE,
     Layout,
     default_worker_name,
@@ -241,7 +239,6 @@ class _Planner:
 
         if choice.flavour is Flavour.V2:
             self.v2_config()
-            self.credentials(posixpath.join(layout.worker_home, V2_HOME_CONFIG), "v2 worker")
         else:
             self.v3_worker()
             content = render_v3(
@@ -252,7 +249,7 @@ class _Planner:
                 settings.oom_score_adjust,
             )
             self.config_file(posixpath.join(layout.worker_dir, V3_CONFIG), content, 0o644)
-            self.credentials(posixpath.join(layout.worker_home, V3_CREDENTIALS), "v3 worker")
+        self.credentials(layout.credentials(choice.flavour), f"{choice.flavour.value} worker")
 
         if self.problems:
             raise InvalidInput("the node cannot be set up", self.problems)

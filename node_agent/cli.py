@@ -24,13 +24,14 @@ from node_agent.errors import (
     InvalidInput,
     Problem,
     RuntimeFailure,
+    unexpected,
 )
 from node_agent.layout import Layout
 from node_agent.lock import AlreadyRunning
 from node_agent.log import get_logger, hide_secrets, scrub, setup_logging
-from node_agent.redact import REDACTED, is_secret
+from node_agent.redact import REDACTED, is_secret, url_password
 from node_agent.setting_specs import SPECS
-from node_agent.settings import Settings, load_settings, package_config
+from node_agent.settings import Settings, package_config, resolve_settings
 from node_agent.state import (
     STATE_FILE,
     AgentState,
@@ -52,6 +53,7 @@ def _print(text: str) -> None:
 def _environ(args: argparse.Namespace) -> dict[str, str]:
     environ = overlay(os.environ, args.env_file)
     hide_secrets(v for k, v in environ.items() if is_secret(k))
+    hide_secrets(filter(None, map(url_password, environ.values())))
     return environ
 
 
@@ -66,15 +68,28 @@ def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settin
     except InvalidInput as exc:
         problems.extend(exc.problems)
     command_line = {spec.key: getattr(args, spec.key) for spec in SPECS}
-    try:
-        settings = load_settings(environ, command_line, package_config(env))
-    except InvalidInput as exc:
-        problems.extend(exc.problems)
+    hide_secrets(filter(None, map(url_password, filter(None, command_line.values()))))
+    settings, setting_problems = resolve_settings(environ, command_line, package_config(env))
+    problems.extend(setting_problems)
+    if problems and env is not None:
+        problems.extend(_plan_problems(env, settings))
     if problems or env is None:
-        raise InvalidInput("invalid environment or settings", problems)
+        raise InvalidInput("invalid environment, settings or plan", problems)
     for warning in env.warnings:
         log.warning("environment: %s (node-agent goes on without it)", warning)
     return environ, env, settings
+
+
+def _plan_problems(env: BatchEnv, settings: Settings) -> tuple[Problem, ...]:
+    """The plan's own problems, planned with the settings that failed at their
+    defaults, to be listed with theirs: the operator fixes both in one round."""
+    try:
+        bootstrap.plan(env, settings, survey(env, settings))
+    except InvalidInput as exc:
+        return exc.problems
+    except RuntimeFailure:  # a node that cannot be surveyed is said once the input is right
+        return ()
+    return ()
 
 
 def plan_lines(plan: bootstrap.Plan) -> list[str]:
@@ -264,9 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
         "settings (override the environment and node-agent.yaml; see README)"
     )
     for spec in SPECS:
-        if spec.default is False:  # a boolean: the option alone switches it on
+        if spec.switch:  # one form for every boolean: --x is true, --x false switches off
+            values = "auto|true|false" if spec.default is None else "true|false"
             group.add_argument(
-                spec.flag, dest=spec.key, action="store_const", const="true", help=spec.help
+                spec.flag, dest=spec.key, nargs="?", const="true", metavar=values, help=spec.help
             )
         else:
             group.add_argument(spec.flag, dest=spec.key, metavar="VALUE", help=spec.help)
@@ -327,4 +343,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_ALREADY_RUNNING
     except RuntimeFailure as exc:
         log.error("%s", exc)
+        return EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 (the last resort: one line, never a traceback)
+        log.error("node-agent failed: %s", unexpected(exc))
         return EXIT_FAILURE

@@ -36,7 +36,7 @@ from node_agent.env_model import (
 from node_agent.errors import InvalidInput, Problem
 from node_agent.packages import PREFIX as PACKAGE_PREFIX
 from node_agent.packages import AppPackage, PackageChoice, choose_package, read_packages
-from node_agent.redact import REDACTED, is_secret
+from node_agent.redact import shown
 
 BATCH_PREFIX = "AZ_BATCH_"
 _WINDOWS_PATH = re.compile(r"\A(?:[A-Za-z]:[\\/]|\\\\)|\\")
@@ -124,12 +124,6 @@ _UNDOCUMENTED_MISSING = {
 _MULTI_INSTANCE = ("AZ_BATCH_HOST_LIST", "AZ_BATCH_MASTER_NODE")
 
 
-def _shown(name: str, value: str) -> str:
-    # ascii(), not repr(): a look-alike or direction-changing character shows as an
-    # escape, so no value can pass for another in a report.
-    return REDACTED if is_secret(name) else ascii(value)
-
-
 class _Parser:
     """Collects errors and warnings while reading variables, so all are reported
     together."""
@@ -142,7 +136,7 @@ class _Parser:
     def report(self, name: str, message: str, fault: bool = True) -> None:
         """An error when ``name`` is required and its value is at fault, else a warning."""
         value = self.environ.get(name)
-        where = name if value is None else f"{name}={_shown(name, value)}"
+        where = name if value is None else f"{name}={shown(name, value)}"
         error = fault and _NEEDS.get(name, Need.OPTIONAL) is Need.REQUIRED
         (self.errors if error else self.warnings).append(Problem(where, message))
 
@@ -313,7 +307,7 @@ class _Parser:
                 path = self.path(name)
                 if path is not None:
                     found.append((name, path))
-        packages, warnings = read_packages(found, applications_dir, _shown)
+        packages, warnings = read_packages(found, applications_dir, shown)
         self.warnings.extend(warnings)
         return packages
 

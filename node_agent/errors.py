@@ -6,6 +6,8 @@ pool's configuration in one round instead of one fault per node restart.
 
 from __future__ import annotations
 
+import os
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -46,3 +48,13 @@ class InvalidInput(Exception):
 
 class RuntimeFailure(Exception):
     """The input was fine but the node could not be set up. Exits with ``EXIT_FAILURE``."""
+
+
+def unexpected(exc: BaseException) -> str:
+    """An exception nobody expected (a bug, an odd fault) in one line: its type,
+    where it was raised and its message's first line, for the log line that stands
+    in for a traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}{where}" + (f": {message[0]}" if message else "")

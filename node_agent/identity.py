@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from node_agent.credentials import worker_id
 from node_agent.log import get_logger
-from node_agent.manager import worker_id
 from node_agent.manager_api import (
     ManagerApi,
     ManagerWorker,

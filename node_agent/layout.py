@@ -22,6 +22,7 @@ from typing import Optional
 
 from node_agent.env import BatchEnv
 from node_agent.env_model import safe_id
+from node_agent.flavour import Flavour
 
 V3_CONFIG = "flamenco-worker.yaml"
 V3_CREDENTIALS = "flamenco-worker-credentials.yaml"
@@ -54,6 +55,12 @@ class Layout:
             worker_home=posixpath.join(worker, "home"),
             libs_dir=posixpath.join(agent, "libs"),
         )
+
+    def credentials(self, flavour: Flavour) -> str:
+        """Where the worker keeps its credentials: v3's own file, or the v2 worker's
+        config in its home (its id and secret are kept there)."""
+        name = V2_HOME_CONFIG if flavour is Flavour.V2 else V3_CREDENTIALS
+        return posixpath.join(self.worker_home, name)
 
     def link(self, tool: str) -> str:
         """Where the tool's symlink or launcher goes (on every task's ``PATH``)."""

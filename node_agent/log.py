@@ -35,11 +35,11 @@ _formatter = _Redactor()
 
 def scrub(text: str) -> str:
     """``text`` without any known secret value or URL password: for every line
-    node-agent prints, log or not."""
-    text = redact_urls(text)
+    node-agent prints, log or not. Known secrets first: a URL password among them
+    may hold what ends ``redact_urls``'s match early (a space)."""
     for secret in _formatter.secrets:
         text = text.replace(secret, REDACTED)
-    return text
+    return redact_urls(text)
 
 
 def hide_secrets(values: Iterable[str]) -> None:

@@ -1,47 +1,30 @@
-"""Talking to the Flamenco Manager: wait until it answers, and how to reach it.
+"""Wait until the Flamenco Manager answers, before every worker start.
 
-A thousand nodes booting together, or coming back after a Manager outage, must not
-hammer it: retries wait a random time in an exponentially growing window, capped
-(full jitter, tenacity's ``wait_random_exponential``). The agent reaches the Manager
-through the same proxy as the worker does (``proxies_for``): otherwise it could
-report the Manager fine while the worker cannot reach it, or the reverse. The
-worker-management calls are in ``manager_api``.
+The wait is ``retry.wait_until_ready`` (full-jitter backoff: a thousand nodes coming
+back after a Manager outage must not hammer it); the Manager is reached as
+``manager_http`` says, through the worker's proxy. The worker-management calls are
+in ``manager_api``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import threading
 import time
-import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
-from urllib.parse import urlsplit
 
 import requests
-import yaml
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    stop_any,
-    stop_never,
-    wait_random_exponential,
-)
-from tenacity.stop import stop_base
 
 from node_agent.flavour import Flavour
 from node_agent.log import get_logger
+from node_agent.manager_api import ManagerApi
+from node_agent.manager_http import manager_session, reason
+from node_agent.retry import wait_until_ready
 
 log = get_logger("manager")
 
-PROBE_TIMEOUT = 10.0  # seconds for one attempt
 STOP_POLL = 0.05  # seconds between looks at a stop request while a probe runs
-FIRST_WINDOW = 1.0  # seconds: the first retry waits up to this long
 
 
 class ManagerUnavailable(Exception):
@@ -50,84 +33,23 @@ class ManagerUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ManagerCheck:
-    """How to tell that the Manager is there, and how long to keep trying."""
+    """The Manager (``api``: where it is, how to reach it, the time one attempt may
+    take), how to tell that it is there, and how long to keep trying."""
 
-    url: str
+    api: ManagerApi
     flavour: Flavour
     cap: float  # seconds: the largest retry window
     deadline: Optional[float]  # seconds; None: never give up
-    timeout: float = PROBE_TIMEOUT  # seconds for one attempt
-    proxies: Mapping[str, str] = field(default_factory=dict)  # ``proxies_for`` the URL
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def proxies_for(url: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """The proxy the v3 worker (Go's ``http.ProxyFromEnvironment``) uses for ``url``
-    with this environment, as a ``requests`` proxies mapping: ``HTTP_PROXY`` or
-    ``HTTPS_PROXY`` by the URL's scheme (upper case first, then lower case), none
-    for a loopback host or a host ``NO_PROXY`` names."""
-
-    def variable(name: str) -> str:
-        return environ.get(name.upper()) or environ.get(name.lower()) or ""
-
-    parts = urlsplit(url)
-    proxy = variable(f"{parts.scheme}_proxy")
-    if not proxy or _loopback(parts.hostname or ""):
-        return {}
-    no_proxy = variable("no_proxy")
-    if no_proxy and urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
-        parts.netloc, {"no": no_proxy}
-    ):
-        return {}
-    return {parts.scheme: proxy if "://" in proxy else "http://" + proxy}
-
-
-def manager_session(proxies: Mapping[str, str]) -> requests.Session:
-    """A session for the Manager: these proxies and nothing else from the agent's own
-    environment (``trust_env`` off, so no ``.netrc`` either)."""
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies.update(proxies)
-    return session
-
-
-def backoff(cap: float) -> wait_random_exponential:
-    """The wait between attempts: uniform in [0, min(cap, 2^(n-1)) s]."""
-    return wait_random_exponential(multiplier=FIRST_WINDOW, max=cap)
-
-
-def reason(exc: BaseException) -> str:
-    """Why a request failed, in a few words an operator can act on."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS error ({str(exc.args[0])[:120] if exc.args else exc})"
-    if isinstance(exc, requests.exceptions.Timeout):
-        return "timeout"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        text = str(exc)
-        if "Connection refused" in text:
-            return "connection refused"
-        if "Name or service not known" in text or "NameResolutionError" in text:
-            return "host name not found"
-        return "cannot connect"
-    return str(exc) or type(exc).__name__
 
 
 def probe(session: requests.Session, check: ManagerCheck) -> str:
     """One attempt: v3 ``GET /api/v3/version`` must answer 200; for v2 any HTTP answer
     from the base URL will do. Returns what the Manager said; raises
     ``ManagerUnavailable``."""
-    base = check.url.rstrip("/")
+    base = check.api.url.rstrip("/")
     url = f"{base}/api/v3/version" if check.flavour is not Flavour.V2 else base + "/"
     try:
-        response = session.get(url, timeout=check.timeout)
+        response = session.get(url, timeout=check.api.timeout)
     except requests.RequestException as exc:
         raise ManagerUnavailable(reason(exc)) from None
     if check.flavour is Flavour.V2:
@@ -135,18 +57,13 @@ def probe(session: requests.Session, check: ManagerCheck) -> str:
     if response.status_code != 200:
         raise ManagerUnavailable(f"HTTP {response.status_code}")
     try:
-        version = response.json().get("version", "?")
+        document = response.json()
     except ValueError:
         raise ManagerUnavailable("HTTP 200 but not JSON: not a Flamenco Manager?") from None
-    return f"Flamenco Manager {version}"
-
-
-class _StopWhen(stop_base):
-    def __init__(self, predicate: Callable[[], bool]) -> None:
-        self.predicate = predicate
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.predicate()
+    if not isinstance(document, dict):
+        # A captive portal, a proxy's own page, another service at that address.
+        raise ManagerUnavailable("HTTP 200 but not a JSON object: not a Flamenco Manager?")
+    return f"Flamenco Manager {document.get('version', '?')}"
 
 
 def wait_for_manager(
@@ -157,12 +74,13 @@ def wait_for_manager(
     on_wait: Optional[Callable[[], None]] = None,
     session: Optional[requests.Session] = None,
 ) -> str:
-    """Poll until the Manager answers; one log line per failed attempt with the time
-    so far and the reason. Raises ``ManagerUnavailable`` past the deadline or when
-    ``should_stop`` says so (``sleep`` must return early then). ``on_wait`` is called
-    once, when the Manager does not answer at once (an attempt failed, or is still
-    going after ``STOP_POLL``); ``session``: one to reuse (its connection kept between
-    calls), else one of its own."""
+    """Poll until the Manager answers (``retry.wait_until_ready``: one log line per
+    failed attempt with the time so far and the reason). Raises
+    ``ManagerUnavailable`` past the deadline or when ``should_stop`` says so
+    (``sleep`` must return early then). ``on_wait`` is called once, when the Manager
+    does not answer at once (an attempt failed, or is still going after
+    ``STOP_POLL``); ``session``: one to reuse (its connection kept between calls),
+    else one of its own."""
     started = time.monotonic()
     waited: list[bool] = []
 
@@ -171,43 +89,25 @@ def wait_for_manager(
             on_wait()
         waited.append(True)
 
-    def log_attempt(state: RetryCallState) -> None:
-        assert state.outcome is not None and state.next_action is not None
-        waiting()
-        log.warning(
-            "Manager %s: attempt %d after %.1f s: %s; next attempt in %.1f s",
-            check.url,
-            state.attempt_number,
-            time.monotonic() - started,
-            state.outcome.exception(),
-            state.next_action.sleep,
-        )
-
-    retrying = Retrying(
-        retry=retry_if_exception_type(ManagerUnavailable),
-        wait=backoff(check.cap),
-        stop=stop_any(
-            _StopWhen(should_stop),
-            stop_after_delay(check.deadline) if check.deadline else stop_never,
-        ),
-        sleep=sleep,
-        before_sleep=log_attempt,
-        reraise=True,
-    )
     with contextlib.ExitStack() as stack:
-        if session is None:
-            session = stack.enter_context(manager_session(check.proxies))
-        try:
-            answer = retrying(_unless_stopped, should_stop, waiting, probe, session, check)
-        except ManagerUnavailable:
-            if should_stop():
-                log.info(
-                    "stopped waiting for the Manager %s after %.1f s",
-                    check.url,
-                    time.monotonic() - started,
-                )
-            raise
-    log.info("Manager %s answered after %.1f s: %s", check.url, time.monotonic() - started, answer)
+        used = (
+            session
+            if session is not None
+            else stack.enter_context(manager_session(check.api.proxies))
+        )
+        answer = wait_until_ready(
+            lambda: _unless_stopped(should_stop, waiting, probe, used, check),
+            label=f"Manager {check.api.url}",
+            not_ready=ManagerUnavailable,
+            cap=check.cap,
+            sleep=sleep,
+            should_stop=should_stop,
+            deadline=check.deadline,
+            on_wait=waiting,
+        )
+    log.info(
+        "Manager %s answered after %.1f s: %s", check.api.url, time.monotonic() - started, answer
+    )
     return answer
 
 
@@ -242,13 +142,3 @@ def _unless_stopped(
         raise outcome["error"]
     answer: str = outcome["answer"]
     return answer
-
-
-def worker_id(credentials: Path) -> Optional[str]:
-    """The v3 worker's id from its credentials file (never its secret)."""
-    try:
-        document = yaml.safe_load(credentials.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return None
-    value = document.get("worker_id") if isinstance(document, dict) else None
-    return str(value) if value else None

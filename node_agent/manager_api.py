@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, TypeVar
 import requests
 
 from node_agent.log import get_logger
-from node_agent.manager import PROBE_TIMEOUT, manager_session, proxies_for, reason
+from node_agent.manager_http import PROBE_TIMEOUT, manager_session, proxies_for, reason
 
 log = get_logger("manager")
 
@@ -34,10 +34,12 @@ class ManagerApi:
     timeout: float = PROBE_TIMEOUT  # seconds for one call
 
     @classmethod
-    def for_worker(cls, url: str, worker_env: Mapping[str, str]) -> ManagerApi:
+    def for_worker(
+        cls, url: str, worker_env: Mapping[str, str], timeout: float = PROBE_TIMEOUT
+    ) -> ManagerApi:
         """The Manager at ``url``, through the proxy the worker uses with its
         environment ``worker_env``."""
-        return cls(url, proxies_for(url, worker_env))
+        return cls(url, proxies_for(url, worker_env), timeout)
 
 
 @dataclass(frozen=True)
@@ -69,18 +71,31 @@ class ManagerWorker:
         not one."""
         if not isinstance(document, dict) or not isinstance(document.get("id"), str):
             raise ValueError("not a worker document")
-        change = document.get("status_change") or {}
+        change = document.get("status_change")
+        change = change if isinstance(change, dict) else {}
+        requested = change.get("status")
         return cls(
             id=document["id"],
             name=str(document.get("name", "")),
             status=str(document.get("status", "")),
             version=str(document.get("version", "")),
             can_restart=bool(document.get("can_restart")),
-            requested=change.get("status") if isinstance(change, dict) else None,
-            lazy=bool(change.get("is_lazy")) if isinstance(change, dict) else False,
-            tags=tuple(_tag(t) for t in document.get("tags") or ()),
+            requested=str(requested) if requested else None,
+            lazy=bool(change.get("is_lazy")),
+            tags=tuple(_tag(t) for t in _items(document, "tags")),
             last_seen=str(document["last_seen"]) if document.get("last_seen") else None,
         )
+
+
+def _items(document: dict[str, Any], key: str) -> list[Any]:
+    """The list under ``key`` (none when absent or null); ``ValueError`` when it is
+    something else."""
+    items = document.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ValueError(f"{key} is not a list")
+    return items
 
 
 def _tag(document: Any) -> WorkerTag:
@@ -125,11 +140,22 @@ def _call(
     return response
 
 
-def _json(response: requests.Response, what: str) -> Any:
+def _get(api: ManagerApi, path: str, what: str, parse: Callable[[Any], T]) -> Optional[T]:
+    """``GET path`` and its answer through ``parse``; None after a warning when the
+    request failed, or the answer is not JSON or not what ``parse`` takes (it
+    raises ``ValueError``)."""
+    response = _call(api, "GET", path, what, accept=(200,))
+    if response is None:
+        return None
     try:
-        return response.json()
+        document = response.json()
     except ValueError:
         log.warning("could not %s: the Manager's answer is not JSON", what)
+        return None
+    try:
+        return parse(document)
+    except (TypeError, ValueError):  # TypeError: a caller's parse that assumed a shape
+        log.warning("could not %s: unexpected answer from the Manager", what)
         return None
 
 
@@ -137,15 +163,13 @@ def get_list(
     api: ManagerApi, path: str, key: str, parse: Callable[[Any], T], what: str
 ) -> Optional[list[T]]:
     """``GET path`` and parse each item of the answer's ``key`` list; None on failure."""
-    response = _call(api, "GET", path, what, accept=(200,))
-    document: Any = _json(response, what) if response is not None else None
-    if document is None:
-        return None
-    try:
-        return [parse(item) for item in document.get(key) or ()]
-    except (AttributeError, ValueError):
-        log.warning("could not %s: unexpected answer from the Manager", what)
-        return None
+
+    def each(document: Any) -> list[T]:
+        if not isinstance(document, dict):
+            raise ValueError("not an object")
+        return [parse(item) for item in _items(document, key)]
+
+    return _get(api, path, what, each)
 
 
 def list_workers(api: ManagerApi) -> Optional[list[ManagerWorker]]:
@@ -157,14 +181,7 @@ def get_worker(api: ManagerApi, worker_id: str) -> Optional[ManagerWorker]:
     """One worker with its tags (``GET /worker-mgt/workers/{id}``); None when it is
     unknown (404) or on failure."""
     what = f"fetch worker {worker_id}"
-    response = _call(api, "GET", f"{MGT}/workers/{worker_id}", what, accept=(200,))
-    if response is None:
-        return None
-    try:
-        return ManagerWorker.parse(_json(response, what))
-    except ValueError:
-        log.warning("could not %s: unexpected answer from the Manager", what)
-        return None
+    return _get(api, f"{MGT}/workers/{worker_id}", what, ManagerWorker.parse)
 
 
 def set_status(api: ManagerApi, worker_id: str, status: str, lazy: bool) -> bool:

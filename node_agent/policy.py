@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, cast
-
-from tenacity import RetryCallState, wait_random_exponential
 
 from node_agent.flavour import Flavour
+from node_agent.retry import attempt_state, backoff
 
 CRASH_LOOP_FAILURES = 5  # consecutive short-lived failed runs that make a crash loop
 
@@ -92,14 +90,6 @@ class RestartPolicy:
         """Seconds to wait before the next start."""
         if decision.verdict is not Verdict.RESTART_AFTER_BACKOFF:
             return 0.0
-        wait = wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_cap)
+        wait = backoff(self.backoff_cap, first=self.backoff_initial)
         delay: float = wait(attempt_state(decision.failures))
         return delay
-
-
-def attempt_state(number: int) -> RetryCallState:
-    """A retry state for tenacity's wait strategies, which read only the attempt
-    number; ours counts consecutive failures, which a healthy run resets."""
-    state = RetryCallState(cast(Any, None), None, (), {})
-    state.attempt_number = number
-    return state

@@ -32,8 +32,7 @@ from node_agent import imds
 from node_agent.events import ScheduledEvent, parse_events
 from node_agent.imds import ImdsClient, ImdsProblem
 from node_agent.log import get_logger
-from node_agent.manager import backoff
-from node_agent.policy import attempt_state
+from node_agent.retry import attempt_state, backoff
 
 log = get_logger("preempt")
 

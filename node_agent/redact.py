@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 import yaml
 
@@ -19,17 +20,38 @@ def is_secret(name: str) -> bool:
 
 
 def shown(name: str, value: str) -> str:
-    """The value as it may appear in output: quoted, or redacted for a secret name."""
-    return REDACTED if is_secret(name) else repr(value)
+    """The value as it may appear in output: quoted, or redacted for a secret name.
+    ``ascii()``, not ``repr()``: a look-alike or direction-changing character shows
+    as an escape, so no value can pass for another in a report."""
+    return REDACTED if is_secret(name) else ascii(value)
 
 
-# The password of a ``scheme://user:password@host`` URL (a Manager behind basic auth).
-_URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+# The password of a ``scheme://user:password@host`` URL (a Manager behind basic auth):
+# all of the user info after the first ":", up to the LAST "@" of the authority (which
+# ends at "/", "?", "#" or a space), so that an "@" typed unescaped in the password is
+# redacted with the rest, as a client takes it.
+_URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s:]*):[^/?#\s]*@")
+
+
+_AUTHORITY_END = re.compile(r"[/?#\s]")
 
 
 def redact_urls(text: str) -> str:
     """``text`` with the password of every ``user:password@`` URL redacted."""
     return _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+
+
+def url_password(value: str) -> Optional[str]:
+    """The password ``redact_urls`` would miss in a value meant as a
+    ``scheme://user:password@host`` URL: one holding a "/", "?", "#" or a space,
+    which makes the value no valid URL (and its error message quotes it), read as an
+    operator may have typed it, up to the value's last "@". None for any other
+    value: a weak password hidden everywhere would garble every line holding that
+    word."""
+    _, scheme, rest = value.partition("://")
+    user_info = rest.rpartition("@")[0] if scheme else ""
+    _, colon, password = user_info.partition(":")
+    return password if colon and _AUTHORITY_END.search(password) else None
 
 
 def describe_yaml_error(exc: yaml.YAMLError) -> str:

@@ -14,6 +14,13 @@ from urllib.parse import urlsplit
 from node_agent.flavour import Flavour
 
 
+def _control(text: str) -> bool:
+    """Whether ``text`` holds a line break or another control character: in a value
+    written into the worker's config file it could start a line of its own (a key
+    the operator never set, a section)."""
+    return any(c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029" for c in text)
+
+
 def _url(text: str) -> str:
     url = text.strip()
     expected = "expected an http:// or https:// URL with a host"
@@ -35,12 +42,14 @@ def _words(text: str) -> tuple[str, ...]:
     words = tuple(w for w in re.split(r"[\s,]+", text) if w)
     if not words:
         raise ValueError("expected at least one name (space or comma separated)")
+    if any(_control(w) for w in words):
+        raise ValueError("expected names without control characters")
     return words
 
 
 def _name(text: str) -> str:
-    if not text.strip() or "\n" in text:
-        raise ValueError("expected a non-empty single-line name")
+    if not text.strip() or _control(text):
+        raise ValueError("expected a non-empty single-line name without control characters")
     return text.strip()
 
 
@@ -93,6 +102,8 @@ def _worker_args(text: str) -> tuple[str, ...]:
         args = text.splitlines() if "\n" in text else shlex.split(text)
     except ValueError as exc:
         raise ValueError(f"expected arguments as a shell would split them ({exc})") from None
+    if "\x00" in text:
+        raise ValueError("expected arguments without NUL characters")
     for arg in args:
         name = arg.lstrip("-").partition("=")[0]
         if arg.startswith("-") and name in _OWNED_FLAGS:
@@ -158,8 +169,8 @@ def _mount_names(text: str) -> tuple[str, ...]:
 
 
 def _secret(text: str) -> str:
-    if not text:
-        raise ValueError("expected a non-empty secret")
+    if not text or _control(text):
+        raise ValueError("expected a non-empty single-line secret without control characters")
     return text
 
 
@@ -171,6 +182,12 @@ class Spec:
     parse: Callable[[str], Any]
     default: Any
     help: str
+    many: bool = False  # takes a list (a YAML list, or names separated on one line)
+
+    @property
+    def switch(self) -> bool:
+        """Whether it is a boolean: as an option, alone it means true."""
+        return self.parse in (_boolean, _auto_boolean)
 
 
 SPECS = (
@@ -189,6 +206,7 @@ SPECS = (
         _words,
         None,
         "task types the worker accepts (default: the worker's own)",
+        many=True,
     ),
     Spec(
         "worker_name",
@@ -221,6 +239,7 @@ SPECS = (
         _tag_names,
         (),
         "v3: names of Manager tags to give every new registration (comma separated)",
+        many=True,
     ),
     Spec(
         "oom_score_adjust",
@@ -237,6 +256,7 @@ SPECS = (
         _worker_args,
         (),
         "extra command-line arguments for the worker, e.g. -debug",
+        many=True,
     ),
     Spec(
         "registration_secret",
@@ -253,6 +273,7 @@ SPECS = (
         _words,
         ("blender", "ffmpeg", "ffprobe"),
         "executables to link into the shared dir",
+        many=True,
     ),
     Spec(
         "stop_grace",
@@ -373,6 +394,7 @@ SPECS = (
         _mount_names,
         (),
         "mounts the worker needs, relative to AZ_BATCH_NODE_MOUNTS_DIR (default: none)",
+        many=True,
     ),
     Spec(
         "storage_wait_cap",

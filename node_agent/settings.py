@@ -19,7 +19,7 @@ from node_agent import fsutil
 from node_agent.env import BatchEnv
 from node_agent.errors import InvalidInput, Problem
 from node_agent.flavour import Flavour
-from node_agent.redact import REDACTED, describe_yaml_error, is_secret
+from node_agent.redact import describe_yaml_error, shown
 from node_agent.setting_specs import BY_KEY, SPECS
 
 CONFIG_FILE_NAME = "node-agent.yaml"
@@ -73,11 +73,23 @@ class Settings:
 # ---- value parsers: text in, typed value out, ValueError("what was expected") ----
 
 
-def _yaml_text(value: Any) -> str:
-    """A YAML value as the text the parsers read (lists: one item a line)."""
-    if isinstance(value, (list, tuple)):
+def _yaml_text(value: Any, many: bool) -> str:
+    """A YAML value as the text the parsers read (a list: one item a line, for a
+    setting that takes ``many``); ``ValueError`` for a shape the setting does not
+    take: a list joined into one value would be a value of several lines."""
+    if isinstance(value, list):
+        if not many:
+            raise ValueError("expected a single value, not a list")
+        if any(isinstance(item, (list, dict)) for item in value):
+            raise ValueError("expected a list of single values, not of lists or mappings")
         # One item a line: names and worker arguments may contain spaces.
-        return "\n".join(str(v) for v in value)
+        return "\n".join(_yaml_scalar(item) for item in value)
+    if isinstance(value, dict):
+        raise ValueError(f"expected {'a list or ' if many else ''}a single value, not a mapping")
+    return _yaml_scalar(value)
+
+
+def _yaml_scalar(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
@@ -111,7 +123,10 @@ def read_config_file(path: Path, problems: list[Problem]) -> dict[str, str]:
             known = ", ".join(sorted(BY_KEY))
             problems.append(Problem(f"{where}: {key}", f"unknown setting; known: {known}"))
             continue
-        values[key] = _yaml_text(value)
+        try:
+            values[key] = _yaml_text(value, BY_KEY[key].many)
+        except ValueError as exc:
+            problems.append(Problem(f"{where}: {key}", str(exc)))
     return values
 
 
@@ -141,6 +156,21 @@ def load_settings(
     ``package_config`` is the ``node-agent.yaml`` beside the agent, used when
     ``NODE_AGENT_CONFIG`` is not set and the file exists.
     """
+    settings, problems = resolve_settings(environ, command_line, package_config)
+    if problems:
+        raise InvalidInput("invalid settings", problems)
+    return settings
+
+
+def resolve_settings(
+    environ: Mapping[str, str],
+    command_line: Mapping[str, Optional[str]],
+    package_config: Optional[Path],
+) -> tuple[Settings, tuple[Problem, ...]]:
+    """Every setting resolved, and a problem for every bad one (arguments as for
+    ``load_settings``). A bad setting takes its default (source ``default``; an
+    unset or bad ``manager_url``, which has none, is empty), so that a plan made
+    with these settings lists its own problems beside these: every problem at once."""
     problems: list[Problem] = []
     file_values: dict[str, str] = {}
     file_source = ""
@@ -168,9 +198,11 @@ def load_settings(
         try:
             values[spec.key] = spec.parse(text)
         except ValueError as exc:
-            shown = REDACTED if is_secret(spec.key) else repr(text)
-            problems.append(Problem(f"{spec.key}={shown} (from {source})", str(exc)))
+            problems.append(
+                Problem(f"{spec.key}={shown(spec.key, text)} (from {source})", str(exc))
+            )
             values[spec.key] = spec.default
+            sources[-1] = (spec.key, "default")
     if values["manager_url"] is None and not any(
         p.where.startswith("manager_url") for p in problems
     ):
@@ -181,6 +213,6 @@ def load_settings(
                 "startTask.environmentSettings (Manager discovery does not work on Azure)",
             )
         )
-    if problems:
-        raise InvalidInput("invalid settings", problems)
-    return Settings(sources=tuple(sources), **values)
+    if values["manager_url"] is None:
+        values["manager_url"] = ""
+    return Settings(sources=tuple(sources), **values), tuple(problems)

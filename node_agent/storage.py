@@ -21,11 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
-
 from node_agent.env import BatchEnv
+from node_agent.health import size
 from node_agent.log import get_logger
-from node_agent.manager import backoff
+from node_agent.retry import wait_until_ready
 
 log = get_logger("storage")
 
@@ -63,12 +62,8 @@ class MountStatus:
         """One line for logs and the doctor."""
         if self.problem is not None:
             return f"{self.mount.path}: {self.problem}"
-        free = "" if self.free_bytes is None else f", {_size(self.free_bytes)} free"
+        free = "" if self.free_bytes is None else f", {size(self.free_bytes)} free"
         return f"{self.mount.path} ({self.fstype or 'mounted'}, writable{free})"
-
-
-def _size(count: int) -> str:
-    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def mounts_dir(env: BatchEnv) -> str:
@@ -203,10 +198,10 @@ def wait_for_storage(
     should_stop: Callable[[], bool],
     on_wait: Callable[[], None],
 ) -> bool:
-    """Look until every mount is ready, with full-jitter backoff up to ``check.cap``;
-    one log line per failed look. ``on_wait`` is called once, at the first failure.
-    Returns False when ``should_stop`` ended the wait (``sleep`` must return early
-    then), True when the storage is ready."""
+    """Look until every mount is ready (``retry.wait_until_ready``: full-jitter
+    backoff up to ``check.cap``, one log line per failed look); ``on_wait`` is
+    called once, at the first failure. Returns False when ``should_stop`` ended the
+    wait (``sleep`` must return early then), True when the storage is ready."""
     started = time.monotonic()
     waited: list[bool] = []
 
@@ -217,29 +212,20 @@ def wait_for_storage(
             raise StorageNotReady("; ".join(problems))
         return statuses
 
-    def log_attempt(state: RetryCallState) -> None:
-        assert state.outcome is not None and state.next_action is not None
-        if not waited:
-            waited.append(True)
-            on_wait()
-        log.warning(
-            "shared storage: look %d after %.1f s: %s; next look in %.1f s",
-            state.attempt_number,
-            time.monotonic() - started,
-            state.outcome.exception(),
-            state.next_action.sleep,
-        )
+    def waiting() -> None:
+        waited.append(True)
+        on_wait()
 
-    retrying = Retrying(
-        retry=retry_if_exception_type(StorageNotReady),
-        wait=backoff(check.cap),
-        stop=lambda _state: should_stop(),
-        sleep=sleep,
-        before_sleep=log_attempt,
-        reraise=True,
-    )
     try:
-        statuses = retrying(look)
+        statuses = wait_until_ready(
+            look,
+            label="shared storage",
+            not_ready=StorageNotReady,
+            cap=check.cap,
+            sleep=sleep,
+            should_stop=should_stop,
+            on_wait=waiting,
+        )
     except StorageNotReady:
         return False
     after = f" after {time.monotonic() - started:.1f} s" if waited else ""

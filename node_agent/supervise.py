@@ -30,12 +30,8 @@ from node_agent import proctree
 from node_agent.holds import Holds
 from node_agent.launch import launch
 from node_agent.log import get_logger
-from node_agent.manager import (
-    ManagerCheck,
-    ManagerUnavailable,
-    manager_session,
-    wait_for_manager,
-)
+from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
+from node_agent.manager_http import manager_session
 from node_agent.policy import Decision, RestartPolicy, Verdict
 from node_agent.settings import Settings
 from node_agent.state import AgentState, Phase, StateKeeper
@@ -289,7 +285,7 @@ class Supervisor:
         if check is None:
             return
         if self._manager_session is None:
-            self._manager_session = manager_session(check.proxies)
+            self._manager_session = manager_session(check.api.proxies)
         try:
             wait_for_manager(
                 check,

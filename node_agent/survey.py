@@ -16,11 +16,10 @@ from typing import Optional
 from node_agent import fsutil
 from node_agent.env import BatchEnv
 from node_agent.errors import RuntimeFailure
+from node_agent.flavour import Flavour
 from node_agent.layout import (
     V2_CONFIG,
-    V2_HOME_CONFIG,
     V3_CONFIG,
-    V3_CREDENTIALS,
     WORKER_EXECUTABLE,
     Layout,
 )
@@ -157,8 +156,8 @@ def survey(env: BatchEnv, settings: Settings) -> Survey:
             layout.agent_dir,
             layout.worker_dir,
             layout.worker_home,
-            os.path.join(layout.worker_home, V3_CREDENTIALS),
-            os.path.join(layout.worker_home, V2_HOME_CONFIG),
+            layout.credentials(Flavour.V3),
+            layout.credentials(Flavour.V2),
         ):
             paths[path] = _state(path)
         for name in (V2_CONFIG, V3_CONFIG):

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from node_agent.manager import worker_id
+from node_agent.credentials import worker_id
 from node_agent.manager_api import ManagerApi, set_status
 
 STRONGEST_FIRST = ("offline", "asleep")

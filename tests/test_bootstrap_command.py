@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from node_agent.errors import EXIT_INVALID, EXIT_OK
+from node_agent.layout import WORKER_EXECUTABLE
 from tests.nodes import make_node
 
 
@@ -81,7 +82,7 @@ def test_bootstrap_reports_environment_and_settings_problems_together(tmp_path: 
     result = _bootstrap(env_file)
     assert result.returncode == EXIT_INVALID
     assert "Traceback" not in result.stderr
-    assert "invalid environment or settings (4 problem(s))" in result.stderr
+    assert "invalid environment, settings or plan (4 problem(s))" in result.stderr
     for fragment in (
         "AZ_BATCH_NODE_SHARED_DIR='shared': expected an absolute path",
         "flavour='v9'",
@@ -91,6 +92,30 @@ def test_bootstrap_reports_environment_and_settings_problems_together(tmp_path: 
         assert fragment in result.stderr
     assert "WARNING" not in result.stderr  # warnings only once the node can be set up
     assert not (node.shared / ".node-agent").exists()
+
+
+def test_settings_and_plan_problems_are_listed_together(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "root", "seed")
+    (node.package_dir("flamenco-worker") / WORKER_EXECUTABLE).unlink()
+    env_file = node.env_file(tmp_path / "node.env")
+    bad = ("--stop-grace", "-1", "--restart-exit-code", "0")
+    for command in (["bootstrap", "--dry-run"], ["run"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "node_agent", *command, "--env-file", str(env_file), *bad],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={"PATH": os.environ["PATH"]},
+        )
+        assert result.returncode == EXIT_INVALID, result.stderr
+        assert "Traceback" not in result.stderr
+        # The two settings, and the plan's own problem, made with their defaults.
+        assert "(3 problem(s))" in result.stderr, result.stderr
+        assert "stop_grace='-1' (from command line --stop-grace)" in result.stderr
+        assert "restart_exit_code='0' (from command line --restart-exit-code)" in result.stderr
+        assert f"{WORKER_EXECUTABLE}: no {WORKER_EXECUTABLE!r} executable" in result.stderr
+        assert not (node.shared / ".node-agent").exists()
 
 
 def test_bootstrap_refuses_a_foreign_file_and_writes_nothing(tmp_path: Path) -> None:
@@ -111,3 +136,27 @@ def test_bootstrap_refuses_a_restart_code_of_the_v3_workers_own(tmp_path: Path) 
     assert "restart_exit_code=254 (from environment FLAMENCO_RESTART_EXIT_CODE)" in result.stderr
     assert "254 when its shutdown is forced" in result.stderr
     assert not (node.shared / ".node-agent").exists()
+
+
+def test_a_setting_that_would_add_a_line_to_the_config_is_refused(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "root", "seed")  # a v2 worker: an INI config file
+    env_file = node.env_file(tmp_path / "node.env")
+    config = tmp_path / "node-agent.yaml"
+    config.write_text("registration_secret: [TopSecretValue1, 'worker_id = injected']\n")
+    for environ in (
+        {"FLAMENCO_REGISTRATION_SECRET": "TopSecretValue1\nworker_id = injected"},
+        {"NODE_AGENT_CONFIG": str(config)},
+    ):
+        for _ in range(2):  # the node stays as it was: a second run says the same
+            result = subprocess.run(
+                [sys.executable, "-m", "node_agent", "bootstrap", "--env-file", str(env_file)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env={"PATH": os.environ["PATH"], **environ},
+            )
+            assert result.returncode == EXIT_INVALID, result.stderr
+            assert "registration_secret" in result.stderr and "Traceback" not in result.stderr
+            assert "TopSecretValue1" not in result.stdout + result.stderr
+            assert not (node.shared / ".node-agent").exists()

@@ -10,7 +10,7 @@ from typing import Optional
 
 import pytest
 
-from node_agent.cli import main
+from node_agent.cli import build_parser, main
 from node_agent.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from tests.helpers import AZ_ENV, BROKEN_ENVS
 
@@ -121,3 +121,25 @@ def test_no_batch_environment_at_all() -> None:
 
 def test_usage_error_exit_code() -> None:
     assert _run("no-such-command").returncode == EXIT_USAGE
+
+
+@pytest.mark.parametrize(
+    ("argv", "value"),
+    [
+        (["--timestamps"], "true"),
+        (["--timestamps", "false"], "false"),
+        (["--watch-events"], "true"),
+        (["--watch-events", "off"], "off"),
+        (["--ack-events", "false"], "false"),
+        (["--forget-worker"], "true"),
+        (["--forget-worker", "auto"], "auto"),
+        (["--install-system-packages", "--timestamps"], "true"),
+        ([], None),
+    ],
+)
+def test_every_boolean_option_takes_its_value_optionally(
+    argv: list[str], value: Optional[str]
+) -> None:
+    args = build_parser().parse_args(["run", *argv])
+    flag = argv[0] if argv else "--timestamps"
+    assert getattr(args, flag[2:].replace("-", "_")) == value

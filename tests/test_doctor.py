@@ -8,16 +8,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 
 from node_agent import bootstrap, doctor
-from node_agent.doctor import Context, Row, Status, node_checks, tool_checks
+from node_agent.doctor import Context, Row, Status, node_checks, service_checks, tool_checks
 from node_agent.errors import EXIT_OK, EXIT_UNHEALTHY
 from node_agent.settings import load_settings
 from node_agent.standins.imds import FakeImds
 from node_agent.standins.manager import FakeManager
+from node_agent.standins.server import Response, StandinServer
 from node_agent.state import AgentState, write_state
 from node_agent.survey import survey
 from tests.nodes import CLOSED_LOOPBACK, TestNode, make_node, write_executable
@@ -256,8 +257,8 @@ def test_disk_almost_full(healthy: TestNode, monkeypatch: pytest.MonkeyPatch) ->
     # A stand-in for the disk: 200 MiB free against Batch's DiskFull threshold of 1 GB.
     _free_disk(monkeypatch, 200 * 2**20)
     failed = _failed(healthy)
-    assert failed["disk"].found.startswith("0.2 GiB free on ")
-    assert "DiskFull below 0.9 GiB" in failed["disk"].found
+    assert failed["disk"].found.startswith("200.0 MiB free on ")
+    assert "DiskFull below 953.7 MiB" in failed["disk"].found
     assert "free space" in (failed["disk"].fix or "")
 
 
@@ -323,3 +324,49 @@ def test_no_secret_ever_appears(healthy: TestNode, as_json: bool) -> None:
     output = result.stdout + result.stderr
     for secret in (*SECRETS.values(), WORKER_SECRET):
         assert secret not in output
+
+
+# ---- the service rows reach the services as the agent does ----------------------
+
+
+def test_the_manager_row_goes_through_the_workers_proxy(tmp_path: Path) -> None:
+    # The Manager's address is unreachable; the "proxy" is a local server that answers.
+    proxy = StandinServer(lambda request: Response(200, {"version": "via-proxy"})).start()
+    try:
+        node = make_node(tmp_path / "root", "newer_spot", manager_url="http://manager.invalid/")
+        node.environ["HTTP_PROXY"] = proxy.url
+        [row] = service_checks.check_manager(Context.from_environ(node.environ))
+    finally:
+        proxy.stop()
+    assert row.status is Status.OK and row.found.startswith("Flamenco Manager via-proxy in ")
+    assert [r.path for r in proxy.requests] == ["http://manager.invalid/api/v3/version"]
+
+
+@pytest.mark.parametrize(
+    "answer, status, found",
+    [
+        (Response(200, {"compute": {"name": "vm-1", "vmSize": "D4"}}), Status.OK, "VM vm-1, D4"),
+        (Response(200, [1, 2]), Status.WARNING, "answered, but not with an instance document"),
+        (Response(200, {"compute": "x"}), Status.WARNING, "not with an instance document"),
+        (Response(404, b"<html>"), Status.WARNING, "not with an instance document (HTTP 404)"),
+        (None, Status.SKIPPED, "not on Azure"),
+    ],
+)
+def test_the_metadata_row_asks_as_the_watcher_does(
+    answer: Optional[Response], status: Status, found: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy that refuses everything: the Metadata Service is never asked through one.
+    monkeypatch.setenv("HTTP_PROXY", CLOSED_LOOPBACK)
+    monkeypatch.setenv("http_proxy", CLOSED_LOOPBACK)
+    server = StandinServer(lambda request: answer).start()
+    url = server.url if answer is not None else CLOSED_LOOPBACK
+    try:
+        ctx = Context({"NODE_AGENT_IMDS_URL": url}, None, (), None, ())
+        [row] = service_checks.check_metadata(ctx)
+    finally:
+        server.stop()
+    assert row.status is status and found in row.found, row
+    if answer is not None:
+        [request] = server.requests
+        assert request.path == "/metadata/instance?api-version=2021-02-01"
+        assert request.headers.get("Metadata") == "true"

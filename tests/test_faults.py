@@ -29,7 +29,7 @@ from node_agent.errors import (
     EXIT_UNHEALTHY,
     InvalidInput,
 )
-from node_agent.manager import PROBE_TIMEOUT
+from node_agent.manager_http import PROBE_TIMEOUT
 from node_agent.redact import redact_urls
 from node_agent.settings import load_settings
 from node_agent.simulate import rebase
@@ -238,9 +238,12 @@ def test_a_yaml_error_gives_line_and_column_never_the_line_itself(tmp_path: Path
         assert NEVER not in output and "Traceback" not in output
 
 
-def test_a_manager_url_password_is_never_printed(tmp_path: Path, run_agent: Start) -> None:
+@pytest.mark.parametrize("password", [NEVER, f"p@{NEVER}@x"])
+def test_a_manager_url_password_is_never_printed(
+    tmp_path: Path, run_agent: Start, password: str
+) -> None:
     node = worker_node(tmp_path / "node")
-    url = f"http://render:{NEVER}@127.0.0.1:9/"
+    url = f"http://render:{password}@127.0.0.1:9/"
     node.environ["FLAMENCO_MANAGER_URL"] = url
     doctor = node_agent(node, "doctor", "--json")
     assert NEVER not in doctor.stdout + doctor.stderr
@@ -252,17 +255,33 @@ def test_a_manager_url_password_is_never_printed(tmp_path: Path, run_agent: Star
     agent = run_agent("count,wait", node=node, FLAMENCO_MANAGER_URL=url)
     wait_until(lambda: b": attempt 1 after" in agent.stderr, what="a Manager attempt")
     assert b"Manager http://render:<redacted>@127.0.0.1:9/: attempt 1" in agent.stderr
+    for command in (("status", "--json"), ("env",)):
+        result = node_agent(node, *command)
+        assert NEVER not in result.stdout + result.stderr, command
     assert NEVER.encode() not in agent.stderr + agent.stdout
+
+
+def test_a_password_that_makes_no_valid_url_is_never_printed(tmp_path: Path) -> None:
+    node = worker_node(tmp_path / "node")
+    node.environ["FLAMENCO_MANAGER_URL"] = f"http://render:p@ss /{NEVER}@127.0.0.1:9/"
+    result = node_agent(node, "run")
+    assert result.returncode == EXIT_INVALID
+    assert "manager_url='http://render:<redacted>@127.0.0.1:9/' (from environment" in (
+        result.stderr
+    )
+    assert NEVER not in result.stdout + result.stderr
 
 
 def test_url_passwords_are_redacted_wherever_they_appear() -> None:
     text = (
         "Manager https://render:pa%24s@m.example:8443/api and http://10.0.0.4:8080/, "
-        "'http://u:p@h/' and http://token@h/"
+        "'http://u:p@h/' and http://token@h/, http://admin:p@ssw0rdXYZ@127.0.0.1:9/ "
+        "http://me@corp.example:pa@ss@h/?to=a@b http://h:8080/path@x"
     )
     assert redact_urls(text) == (
         "Manager https://render:<redacted>@m.example:8443/api and http://10.0.0.4:8080/, "
-        "'http://u:<redacted>@h/' and http://token@h/"
+        "'http://u:<redacted>@h/' and http://token@h/, http://admin:<redacted>@127.0.0.1:9/ "
+        "http://me@corp.example:<redacted>@h/?to=a@b http://h:8080/path@x"
     )
 
 
@@ -316,7 +335,7 @@ def test_a_stop_is_at_once_even_while_a_manager_probe_hangs(
         assert agent.wait(PROBE_TIMEOUT / 2) == EXIT_OK  # long before the probe times out
     finally:
         blackhole.close()
-    assert b"INFO: stopped waiting for the Manager " in agent.stderr
+    assert re.search(rb"INFO: Manager http://\S+: stopped waiting after ", agent.stderr)
     assert b"supervision ends before the worker starts: received SIGTERM" in agent.stderr
     assert agent.runs() == [] and agent.state()["phase"] == "stopped"
 

@@ -11,14 +11,11 @@ from typing import Optional
 
 import pytest
 
+from node_agent.credentials import worker_id
 from node_agent.flavour import Flavour
-from node_agent.manager import (
-    ManagerCheck,
-    ManagerUnavailable,
-    proxies_for,
-    wait_for_manager,
-    worker_id,
-)
+from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
+from node_agent.manager_api import ManagerApi
+from node_agent.manager_http import proxies_for
 from node_agent.standins.manager import FakeManager
 from node_agent.standins.server import Request, Response, StandinServer
 from tests.nodes import CLOSED_LOOPBACK
@@ -33,7 +30,7 @@ def _free_port() -> int:
 def _check(
     url: str, flavour: Flavour = Flavour.V3, deadline: Optional[float] = None, timeout: float = 5.0
 ) -> ManagerCheck:
-    return ManagerCheck(url=url, flavour=flavour, cap=60.0, deadline=deadline, timeout=timeout)
+    return ManagerCheck(ManagerApi(url, timeout=timeout), flavour, cap=60.0, deadline=deadline)
 
 
 def test_waits_until_the_manager_comes_up(caplog: pytest.LogCaptureFixture) -> None:
@@ -77,6 +74,16 @@ def test_http_errors_are_named(status: int) -> None:
             wait_for_manager(_check(server.url, Flavour.V2), lambda s: None, lambda: False)
             == f"HTTP {status}"
         )
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"a captive portal"', b"null", b"5"])
+def test_json_that_is_no_object_is_not_a_manager(body: bytes) -> None:
+    server = StandinServer(lambda request: Response(200, body)).start()
+    try:
+        with pytest.raises(ManagerUnavailable, match="HTTP 200 but not a JSON object"):
+            wait_for_manager(_check(server.url, deadline=0.01), lambda s: None, lambda: False)
     finally:
         server.stop()
 
@@ -129,13 +136,8 @@ def test_the_wait_goes_through_the_workers_proxy() -> None:
     # The Manager's address is unreachable; the "proxy" is a local server that answers.
     proxy = StandinServer(lambda request: Response(200, {"version": "via-proxy"})).start()
     try:
-        check = ManagerCheck(
-            url="http://manager.invalid:8080/",
-            flavour=Flavour.V3,
-            cap=1.0,
-            deadline=None,
-            proxies=proxies_for("http://manager.invalid:8080/", {"HTTP_PROXY": proxy.url}),
-        )
+        api = ManagerApi.for_worker("http://manager.invalid:8080/", {"HTTP_PROXY": proxy.url})
+        check = ManagerCheck(api, Flavour.V3, cap=1.0, deadline=None)
         assert wait_for_manager(check, lambda s: None, lambda: False) == (
             "Flamenco Manager via-proxy"
         )

@@ -7,7 +7,7 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -16,7 +16,7 @@ from node_agent.standins.imds import EVENTS_PATH, FakeImds, not_before
 from node_agent.standins.manager import FakeManager
 from tests.agent import Agent, worker_node
 from tests.helpers import wait_until
-from tests.nodes import TestNode
+from tests.nodes import CLOSED_LOOPBACK, TestNode
 from tests.test_manager import _free_port
 
 Start = Callable[..., Agent]
@@ -65,13 +65,13 @@ def test_worker_starts_only_once_the_manager_answers(run_agent: Start) -> None:
 
 
 def _watching(
-    tmp_path: Path, run_agent: Start, services: Services, steps: str
+    tmp_path: Path, run_agent: Start, services: Services, steps: str, **options: Any
 ) -> tuple[Agent, str]:
     """The agent on a node whose worker registered before, once its worker runs and
     its watcher polls the stand-in Metadata Service; and the worker's id."""
     manager, imds = services
     node, worker = _registered(tmp_path, manager)
-    agent = run_agent(steps, node=node, manager=manager, imds=imds)
+    agent = run_agent(steps, node=node, manager=manager, imds=imds, **options)
     agent.wait_running()
     wait_until(lambda: imds.server.received("GET", EVENTS_PATH))
     return agent, worker
@@ -123,3 +123,48 @@ def test_other_vms_events_and_freeze_are_ignored(
     agent.signal(signal.SIGTERM)
     assert agent.wait() == EXIT_OK
     assert imds.acknowledged() == []  # an operator's stop is not the platform's
+
+
+# AZ_BATCH_NODE_IS_DEDICATED, settings, whether the worker is removed from the
+# Manager, whether the event is acknowledged.
+Case = tuple[str, dict[str, str], bool, bool]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("true", {}, False, True),  # forget_worker auto: off on a dedicated node
+        ("true", {"NODE_AGENT_FORGET_WORKER": "true"}, True, True),
+        ("false", {"NODE_AGENT_FORGET_WORKER": "false"}, False, True),
+        ("false", {"NODE_AGENT_ACK_EVENTS": "false"}, True, False),
+    ],
+    ids=["dedicated-auto", "dedicated-true", "spot-false", "no-ack"],
+)
+def test_forget_worker_and_ack_events_on_a_preempt(
+    tmp_path: Path, run_agent: Start, services: Services, case: Case
+) -> None:
+    dedicated, settings, forgets, acknowledges = case
+    manager, imds = services
+    # A proxy that goes nowhere: the Metadata Service is never asked through one.
+    proxies = {"HTTP_PROXY": CLOSED_LOOPBACK, "http_proxy": CLOSED_LOOPBACK}
+    agent, worker = _watching(
+        tmp_path,
+        run_agent,
+        services,
+        "count,term-stamp,wait",
+        constants={"node_agent.preempt.POLL": 0.2},
+        AZ_BATCH_NODE_IS_DEDICATED=dedicated,
+        **proxies,
+        **settings,
+    )
+    imds.schedule("Preempt", "EVT-1")
+    wait_until((agent.work / "exited").exists, what="the worker stopped")
+    wait_until(lambda: agent.state().get("phase") == "waiting-for-platform")
+    # The decision to go ahead comes at the poll after the worker stopped.
+    polls = len(imds.server.received("GET", EVENTS_PATH))
+    wait_until(lambda: len(imds.server.received("GET", EVENTS_PATH)) >= polls + 2)
+    assert imds.acknowledged() == (["EVT-1"] if acknowledges else [])
+    deletes = manager.server.received("DELETE", f"/api/v3/worker-mgt/workers/{worker}")
+    assert len(deletes) == forgets and manager.worker(worker).deleted == forgets
+    agent.signal(signal.SIGTERM)
+    assert agent.wait() == EXIT_OK

@@ -9,7 +9,7 @@ import pytest
 
 from node_agent.errors import InvalidInput
 from node_agent.flavour import Flavour, resolve_flavour
-from node_agent.settings import load_settings
+from node_agent.settings import load_settings, resolve_settings
 
 URL = {"FLAMENCO_MANAGER_URL": "http://manager:8080/"}
 
@@ -25,6 +25,15 @@ def test_defaults() -> None:
     assert settings.tools == ("blender", "ffmpeg", "ffprobe")
     assert not settings.tools_explicit()
     assert settings.source("manager_url") == "environment FLAMENCO_MANAGER_URL"
+
+
+def test_a_bad_setting_resolves_to_its_default_for_planning() -> None:
+    # A plan made with these lists its own problems beside the settings' (cli).
+    settings, problems = resolve_settings({"NODE_AGENT_TOOLS": ","}, {"stop_grace": "-1"}, None)
+    assert [p.where.split("=")[0] for p in problems] == ["tools", "stop_grace", "manager_url"]
+    assert settings.tools == ("blender", "ffmpeg", "ffprobe") and not settings.tools_explicit()
+    assert settings.stop_grace == load_settings(URL, {}, None).stop_grace
+    assert settings.source("stop_grace") == "default" and settings.manager_url == ""
 
 
 def test_precedence_command_line_environment_file_default(tmp_path: Path) -> None:
@@ -105,6 +114,14 @@ def test_secret_values_never_in_messages() -> None:
             {**URL, "FLAMENCO_REGISTRATION_SECRET": "", "FLAMENCO_WORKER_FLAVOUR": "x"}, {}, None
         )
     assert "<redacted>" in caught.value.render()
+
+
+def test_a_bad_value_is_shown_escaped() -> None:
+    # A Cyrillic "o" that reads as a zero ("1o" for "10") shows as an escape.
+    with pytest.raises(InvalidInput) as caught:
+        load_settings({**URL, "NODE_AGENT_STOP_GRACE": "1\u043e"}, {}, None)
+    [problem] = caught.value.problems
+    assert problem.where == "stop_grace='1\\u043e' (from environment NODE_AGENT_STOP_GRACE)"
 
 
 @pytest.mark.parametrize(
@@ -216,9 +233,47 @@ def test_worker_tags_oom_score_adjust_and_worker_args(tmp_path: Path) -> None:
         ("FLAMENCO_WORKER_ARGS", "--manager http://x/", "set manager_url instead"),
         ("FLAMENCO_WORKER_ARGS", "-version", "it makes the worker exit at once"),
         ("FLAMENCO_WORKER_ARGS", "-debug 'unclosed", "as a shell would split them"),
+        ("FLAMENCO_WORKER_ARGS", "-debug\x00", "without NUL characters"),
+        ("FLAMENCO_WORKER_NAME", "render\r[flamenco-worker]", "without control characters"),
+        ("FLAMENCO_WORKER_NAME", "render\u2028x", "without control characters"),
+        ("FLAMENCO_TASK_TYPES", "blender ffmpeg\x00", "names without control characters"),
+        ("NODE_AGENT_TOOLS", "blender\x1b[2J", "names without control characters"),
     ],
 )
 def test_bad_worker_settings(variable: str, value: str, message: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         load_settings({**URL, variable: value}, {}, None)
     assert message in str(caught.value.problems[0])
+
+
+@pytest.mark.parametrize("line_break", ["\n", "\r", "\r\n", "\x0b", "\x85", "\u2029", "\x00"])
+def test_a_secret_is_one_line_without_control_characters(line_break: str) -> None:
+    # In the v2 worker's config file the rest would be a line of its own: a key.
+    secret = f"TopSecretValue1{line_break}worker_id = injected"
+    with pytest.raises(InvalidInput) as caught:
+        load_settings({**URL, "FLAMENCO_REGISTRATION_SECRET": secret}, {}, None)
+    [problem] = caught.value.problems
+    assert str(problem) == (
+        "registration_secret=<redacted> (from environment FLAMENCO_REGISTRATION_SECRET): "
+        "expected a non-empty single-line secret without control characters"
+    )
+
+
+def test_a_yaml_list_or_mapping_where_a_single_value_is_expected(tmp_path: Path) -> None:
+    config = tmp_path / "node-agent.yaml"
+    config.write_text(
+        "registration_secret: [TopSecretValue1, x]\n"
+        "worker_name: {name: render}\n"
+        "task_types: [[blender], ffmpeg]\n"
+        "tools: {blender: yes}\n"
+        "worker_tags: [GPU, CPU]\n"
+    )
+    with pytest.raises(InvalidInput) as caught:
+        load_settings({**URL, "NODE_AGENT_CONFIG": str(config)}, {}, None)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{config}: registration_secret: expected a single value, not a list",
+        f"{config}: worker_name: expected a single value, not a mapping",
+        f"{config}: task_types: expected a list of single values, not of lists or mappings",
+        f"{config}: tools: expected a list or a single value, not a mapping",
+    ]
+    assert "TopSecretValue1" not in caught.value.render()

@@ -142,7 +142,7 @@ def test_agent_waits_for_a_mounted_writable_share(
         **FAST_STORAGE,
     )
     wait_until(lambda: agent.state().get("phase") == "waiting-for-storage")
-    wait_until(lambda: b"shared storage: look 1 after " in agent.stderr)
+    wait_until(lambda: b"shared storage: attempt 1 after " in agent.stderr)
     assert f"{share}: not a mount point: an empty directory".encode() in agent.stderr
 
     _in_namespace(agent.process.pid, "-t", "tmpfs", "-o", "ro,size=1m", "share", str(share))

@@ -14,8 +14,8 @@ import yaml
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
 from node_agent.flavour import Flavour
-from node_agent.health import disk_floor
-from node_agent.layout import V2_CONFIG, V2_HOME_CONFIG, V3_CONFIG, V3_CREDENTIALS
+from node_agent.health import MEMORY_FLOOR, disk_floor, size
+from node_agent.layout import V2_CONFIG, V3_CONFIG
 from node_agent.redact import describe_yaml_error
 from node_agent.state import STATE_FILE, StateProblem, process_alive, read_state
 from node_agent.survey import unwritable
@@ -55,7 +55,7 @@ def check_worker_config(ctx: Context) -> list[Row]:
                     "delete it: node-agent rewrites it at the next start",
                 )
             )
-    credentials = Path(layout.worker_home, V2_HOME_CONFIG if v2 else V3_CREDENTIALS)
+    credentials = Path(layout.credentials(flavour))
     if credentials.exists():
         rows.append(Row("credentials", Status.OK, f"present in {credentials} (not shown)"))
     else:
@@ -108,8 +108,7 @@ def check_resources(ctx: Context) -> list[Row]:
                 Row(
                     "disk",
                     status,
-                    f"{free / 2**30:.1f} GiB free on "
-                    f"{ctx.env.node.root_dir} (DiskFull below {floor / 2**30:.1f} GiB)",
+                    f"{size(free)} free on {ctx.env.node.root_dir} (DiskFull below {size(floor)})",
                     None
                     if status is Status.OK
                     else "free space (old job outputs, caches) or use a VM size with a "
@@ -120,9 +119,9 @@ def check_resources(ctx: Context) -> list[Row]:
     rows.append(
         Row(
             "memory",
-            Status.OK if available >= 2**30 else Status.WARNING,
-            f"{available / 2**30:.1f} GiB available",
-            None if available >= 2**30 else "use a VM size with more memory",
+            Status.OK if available >= MEMORY_FLOOR else Status.WARNING,
+            f"{size(available)} available",
+            None if available >= MEMORY_FLOOR else "use a VM size with more memory",
         )
     )
     return rows
