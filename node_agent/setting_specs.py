@@ -1,177 +1,13 @@
 """Every setting: its YAML key, environment variable, command-line option, value
-parser and default. The parsers are pure: text in, typed value out, or
-``ValueError("what was expected")``."""
+parser (in ``setting_values``) and default."""
 
 from __future__ import annotations
 
-import posixpath
-import re
-import shlex
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
-from urllib.parse import urlsplit
+from typing import Any, Callable
 
+from node_agent import setting_values as values
 from node_agent.flavour import Flavour
-
-
-def _control(text: str) -> bool:
-    """Whether ``text`` holds a line break or another control character: in a value
-    written into the worker's config file it could start a line of its own (a key
-    the operator never set, a section)."""
-    return any(c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029" for c in text)
-
-
-def _url(text: str) -> str:
-    url = text.strip()
-    expected = "expected an http:// or https:// URL with a host"
-    if any(c.isspace() or not c.isprintable() for c in url):
-        raise ValueError(f"{expected}, without spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # ValueError for a port that is no number or out of range
-    except ValueError:
-        raise ValueError(f"{expected} and, if any, a port from 1 to 65535") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(expected)
-    if port == 0:
-        raise ValueError(f"{expected} and, if any, a port from 1 to 65535")
-    return url
-
-
-def _words(text: str) -> tuple[str, ...]:
-    words = tuple(w for w in re.split(r"[\s,]+", text) if w)
-    if not words:
-        raise ValueError("expected at least one name (space or comma separated)")
-    if any(_control(w) for w in words):
-        raise ValueError("expected names without control characters")
-    return words
-
-
-def _name(text: str) -> str:
-    if not text.strip() or _control(text):
-        raise ValueError("expected a non-empty single-line name without control characters")
-    return text.strip()
-
-
-def _exit_code(text: str) -> int:
-    try:
-        code = int(text)
-    except ValueError:
-        raise ValueError("expected a whole number from 1 to 255") from None
-    if not 0 < code < 256:
-        raise ValueError(
-            "expected a whole number from 1 to 255 (0 would make a "
-            "Manager-requested restart look like a shutdown)"
-        )
-    return code
-
-
-def _tag_names(text: str) -> tuple[str, ...]:
-    # Commas (or one a line), not spaces: tag names such as "Cycles GPU" have spaces.
-    return tuple(dict.fromkeys(n.strip() for n in re.split(r"[,\n]", text) if n.strip()))
-
-
-def _oom_score_adjust(text: str) -> Optional[int]:
-    if text.strip().lower() in ("none", "off"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError("expected a whole number from 0 to 1000, or none") from None
-    if not 0 <= value <= 1000:
-        raise ValueError(
-            "expected a whole number from 0 to 1000, or none (a negative value needs a "
-            "privilege a non-admin start task does not have)"
-        )
-    return value
-
-
-# Flags whose job node-agent does: passing them would break supervision.
-_OWNED_FLAGS = {
-    "manager": "set manager_url instead",
-    "restart-exit-code": "set restart_exit_code instead",
-    "version": "it makes the worker exit at once",
-    "flush": "it makes the worker exit at once",
-    "find-manager": "it makes the worker exit at once",
-}
-
-
-def _worker_args(text: str) -> tuple[str, ...]:
-    # A YAML list arrives one item a line; other text is split as a shell would.
-    try:
-        args = text.splitlines() if "\n" in text else shlex.split(text)
-    except ValueError as exc:
-        raise ValueError(f"expected arguments as a shell would split them ({exc})") from None
-    if "\x00" in text:
-        raise ValueError("expected arguments without NUL characters")
-    for arg in args:
-        name = arg.lstrip("-").partition("=")[0]
-        if arg.startswith("-") and name in _OWNED_FLAGS:
-            raise ValueError(f"{arg}: node-agent passes no such flag for you: {_OWNED_FLAGS[name]}")
-    return tuple(a for a in args if a)
-
-
-def _flavour(text: str) -> Flavour:
-    try:
-        return Flavour(text.strip().lower())
-    except ValueError:
-        raise ValueError("expected auto, v2 or v3") from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a number of seconds") from None
-    if not 0 < value < 10**6:
-        raise ValueError("expected a number of seconds above 0")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError("expected a whole number (0 for no limit)") from None
-    if value < 0:
-        raise ValueError("expected a whole number (0 for no limit)")
-    return value
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "yes", "on", "1"):
-        return True
-    if lowered in ("false", "no", "off", "0"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _deadline(text: str) -> Optional[float]:
-    if text.strip() in ("0", "never", "none"):
-        return None
-    return _seconds(text)
-
-
-def _auto_boolean(text: str) -> Optional[bool]:
-    return None if text.strip().lower() == "auto" else _boolean(text)
-
-
-def _mount_names(text: str) -> tuple[str, ...]:
-    names = tuple(w for w in re.split(r"[\s,]+", text) if w)
-    for name in names:
-        if name.startswith("/") or ".." in name.split("/"):
-            raise ValueError(
-                "expected paths relative to AZ_BATCH_NODE_MOUNTS_DIR (the pool's "
-                "relativeMountPath), without '..'; empty for none"
-            )
-    return tuple(posixpath.normpath(name) for name in names)
-
-
-def _secret(text: str) -> str:
-    if not text or _control(text):
-        raise ValueError("expected a non-empty single-line secret without control characters")
-    return text
 
 
 @dataclass(frozen=True)
@@ -187,7 +23,7 @@ class Spec:
     @property
     def switch(self) -> bool:
         """Whether it is a boolean: as an option, alone it means true."""
-        return self.parse in (_boolean, _auto_boolean)
+        return self.parse in (values.boolean, values.auto_boolean)
 
 
 SPECS = (
@@ -195,7 +31,7 @@ SPECS = (
         "manager_url",
         "FLAMENCO_MANAGER_URL",
         "--manager-url",
-        _url,
+        values.url,
         None,
         "the Flamenco Manager's URL (required)",
     ),
@@ -203,7 +39,7 @@ SPECS = (
         "task_types",
         "FLAMENCO_TASK_TYPES",
         "--task-types",
-        _words,
+        values.words,
         None,
         "task types the worker accepts (default: the worker's own)",
         many=True,
@@ -212,7 +48,7 @@ SPECS = (
         "worker_name",
         "FLAMENCO_WORKER_NAME",
         "--worker-name",
-        _name,
+        values.name,
         None,
         "the worker's name (default: <pool id>-<short node id>)",
     ),
@@ -220,7 +56,7 @@ SPECS = (
         "flavour",
         "FLAMENCO_WORKER_FLAVOUR",
         "--flavour",
-        _flavour,
+        values.flavour,
         Flavour.AUTO,
         "auto, v2 or v3 (auto: from the flamenco-worker package version)",
     ),
@@ -228,7 +64,7 @@ SPECS = (
         "restart_exit_code",
         "FLAMENCO_RESTART_EXIT_CODE",
         "--restart-exit-code",
-        _exit_code,
+        values.exit_code,
         75,
         "exit code by which the worker asks to be restarted",
     ),
@@ -236,7 +72,7 @@ SPECS = (
         "worker_tags",
         "FLAMENCO_WORKER_TAGS",
         "--worker-tags",
-        _tag_names,
+        values.tag_names,
         (),
         "v3: names of Manager tags to give every new registration (comma separated)",
         many=True,
@@ -245,7 +81,7 @@ SPECS = (
         "oom_score_adjust",
         "FLAMENCO_OOM_SCORE_ADJUST",
         "--oom-score-adjust",
-        _oom_score_adjust,
+        values.oom_score_adjust,
         500,
         "v3: oom_score_adj of Blender and ffmpeg (0-1000, or none)",
     ),
@@ -253,7 +89,7 @@ SPECS = (
         "worker_args",
         "FLAMENCO_WORKER_ARGS",
         "--worker-args",
-        _worker_args,
+        values.worker_args,
         (),
         "extra command-line arguments for the worker, e.g. -debug",
         many=True,
@@ -262,7 +98,7 @@ SPECS = (
         "registration_secret",
         "FLAMENCO_REGISTRATION_SECRET",
         "--registration-secret",
-        _secret,
+        values.secret,
         None,
         "v2 only: the Manager's worker registration secret",
     ),
@@ -270,7 +106,7 @@ SPECS = (
         "tools",
         "NODE_AGENT_TOOLS",
         "--tools",
-        _words,
+        values.words,
         ("blender", "ffmpeg", "ffprobe"),
         "executables to link into the shared dir",
         many=True,
@@ -279,7 +115,7 @@ SPECS = (
         "stop_grace",
         "NODE_AGENT_STOP_GRACE",
         "--stop-grace",
-        _seconds,
+        values.seconds,
         30.0,
         "seconds between SIGTERM to the worker and SIGKILL to its whole tree",
     ),
@@ -287,7 +123,7 @@ SPECS = (
         "backoff_initial",
         "NODE_AGENT_BACKOFF_INITIAL",
         "--backoff-initial",
-        _seconds,
+        values.seconds,
         1.0,
         "seconds: the first restart delay window after a failure",
     ),
@@ -295,7 +131,7 @@ SPECS = (
         "backoff_cap",
         "NODE_AGENT_BACKOFF_CAP",
         "--backoff-cap",
-        _seconds,
+        values.seconds,
         60.0,
         "seconds: the largest restart delay window",
     ),
@@ -303,7 +139,7 @@ SPECS = (
         "backoff_reset_after",
         "NODE_AGENT_BACKOFF_RESET_AFTER",
         "--backoff-reset-after",
-        _seconds,
+        values.seconds,
         300.0,
         "seconds of worker uptime after which the backoff starts over",
     ),
@@ -311,7 +147,7 @@ SPECS = (
         "restart_on_clean_exit",
         "NODE_AGENT_RESTART_ON_CLEAN_EXIT",
         "--restart-on-clean-exit",
-        _boolean,
+        values.boolean,
         False,
         "v3: restart the worker even after the Manager asked it to shut down",
     ),
@@ -319,7 +155,7 @@ SPECS = (
         "min_uptime",
         "NODE_AGENT_MIN_UPTIME",
         "--min-uptime",
-        _seconds,
+        values.seconds,
         10.0,
         "seconds a worker must run for a requested restart to be done at once",
     ),
@@ -327,7 +163,7 @@ SPECS = (
         "max_restarts",
         "NODE_AGENT_MAX_RESTARTS",
         "--max-restarts",
-        _count,
+        values.count,
         0,
         "give up after this many failed restarts in a row (0: never)",
     ),
@@ -335,7 +171,7 @@ SPECS = (
         "timestamps",
         "NODE_AGENT_TIMESTAMPS",
         "--timestamps",
-        _boolean,
+        values.boolean,
         False,
         "prefix each forwarded worker line with a UTC timestamp",
     ),
@@ -343,7 +179,7 @@ SPECS = (
         "manager_wait_cap",
         "NODE_AGENT_MANAGER_WAIT_CAP",
         "--manager-wait-cap",
-        _seconds,
+        values.seconds,
         60.0,
         "seconds: the largest wait between attempts to reach the Manager",
     ),
@@ -351,7 +187,7 @@ SPECS = (
         "manager_wait_deadline",
         "NODE_AGENT_MANAGER_WAIT_DEADLINE",
         "--manager-wait-deadline",
-        _deadline,
+        values.deadline,
         None,
         "seconds to wait for the Manager before giving up (0: never give up)",
     ),
@@ -359,7 +195,7 @@ SPECS = (
         "watch_events",
         "NODE_AGENT_WATCH_EVENTS",
         "--watch-events",
-        _boolean,
+        values.boolean,
         True,
         "watch Azure Scheduled Events (preemption, reboots)",
     ),
@@ -367,7 +203,7 @@ SPECS = (
         "ack_events",
         "NODE_AGENT_ACK_EVENTS",
         "--ack-events",
-        _boolean,
+        values.boolean,
         True,
         "acknowledge an event once the worker has stopped for it",
     ),
@@ -375,7 +211,7 @@ SPECS = (
         "forget_worker",
         "NODE_AGENT_FORGET_WORKER",
         "--forget-worker",
-        _auto_boolean,
+        values.auto_boolean,
         None,
         "v3: remove the worker from the Manager before preemption (auto: on Spot nodes)",
     ),
@@ -383,7 +219,7 @@ SPECS = (
         "imds_url",
         "NODE_AGENT_IMDS_URL",
         "--imds-url",
-        _url,
+        values.url,
         "http://169.254.169.254",
         "the Instance Metadata Service's base URL",
     ),
@@ -391,7 +227,7 @@ SPECS = (
         "storage_mounts",
         "NODE_AGENT_STORAGE_MOUNTS",
         "--storage-mounts",
-        _mount_names,
+        values.mount_names,
         (),
         "mounts the worker needs, relative to AZ_BATCH_NODE_MOUNTS_DIR (default: none)",
         many=True,
@@ -400,7 +236,7 @@ SPECS = (
         "storage_wait_cap",
         "NODE_AGENT_STORAGE_WAIT_CAP",
         "--storage-wait-cap",
-        _seconds,
+        values.seconds,
         60.0,
         "seconds: the largest wait between looks at missing shared storage",
     ),
@@ -408,7 +244,7 @@ SPECS = (
         "install_system_packages",
         "NODE_AGENT_INSTALL_SYSTEM_PACKAGES",
         "--install-system-packages",
-        _boolean,
+        values.boolean,
         False,
         "admin start tasks only: apt-get install the system libraries the tools lack",
     ),
