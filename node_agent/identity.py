@@ -39,6 +39,7 @@ from node_agent.manager_api import (
     list_workers,
     set_tags,
 )
+from node_agent.retry import doubling
 
 log = get_logger("identity")
 
@@ -129,7 +130,7 @@ class IdentityKeeper:
 
     def _look(self, looks: int) -> Optional[float]:
         """One look; the wait before the next (None: nothing left to do)."""
-        retry = min(LOOK_CAP, self.first_look * 2**looks) if looks < MAX_LOOKS else None
+        retry = doubling(self.first_look, LOOK_CAP)(looks + 1) if looks < MAX_LOOKS else None
         recheck, self._recheck = self._recheck, False
         current = worker_id(self.credentials)
         if current is None:

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import psutil
 
 from node_agent.log import get_logger
+from node_agent.retry import doubling
 
 log = get_logger("proctree")
 
@@ -199,12 +200,13 @@ def stop_leftovers(
             pid_summary([p.pid for p in members]),
         )
         send(members, signal.SIGTERM)
-        delay = poll
+        delays = doubling(poll, LOOK_CAP)
+        looks = 0
         while members and time.monotonic() < deadline:
-            wait(min(delay, max(0.0, deadline - time.monotonic())))
+            looks += 1
+            wait(min(delays(looks), max(0.0, deadline - time.monotonic())))
             reap()
             members = worker_tree(token, pgid)
-            delay = min(delay * 2, LOOK_CAP)
         while members:
             send(members, signal.SIGKILL)
             wait(poll)

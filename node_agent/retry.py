@@ -19,6 +19,7 @@ from tenacity import (
     stop_after_delay,
     stop_any,
     stop_never,
+    wait_exponential,
     wait_random_exponential,
 )
 from tenacity.stop import stop_base
@@ -35,6 +36,14 @@ T = TypeVar("T")
 def backoff(cap: float, first: float = FIRST_WINDOW) -> wait_random_exponential:
     """The wait before attempt n+1: uniform in [0, min(cap, first * 2^(n-1)) s]."""
     return wait_random_exponential(multiplier=first, max=cap)
+
+
+def doubling(first: float, cap: float) -> Callable[[int], float]:
+    """The wait after look n where no jitter is wanted (one process's own looks,
+    nothing shared to hammer): ``first * 2^(n-1)`` seconds, capped (tenacity's
+    ``wait_exponential``)."""
+    wait = wait_exponential(multiplier=first, max=cap)
+    return lambda n: float(wait(attempt_state(n)))
 
 
 def attempt_state(number: int) -> RetryCallState:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from node_agent.retry import attempt_state, backoff, wait_until_ready
+from node_agent.retry import attempt_state, backoff, doubling, wait_until_ready
 
 
 class NotReady(Exception):
@@ -84,3 +84,10 @@ def test_the_backoff_window_doubles_up_to_the_cap() -> None:
     wait = backoff(4.0, first=0.5)
     for attempt, window in ((1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (9, 4.0)):
         assert all(0 <= wait(attempt_state(attempt)) <= window for _ in range(50))
+
+
+def test_doubling_looks_start_at_first_and_stop_at_the_cap() -> None:
+    delays = doubling(0.01, 0.5)
+    assert [delays(n) for n in range(1, 9)] == pytest.approx(
+        [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5]
+    )
