@@ -50,9 +50,11 @@ class ScheduledEvent:
     event_id: str
     event_type: str
     resources: tuple[str, ...]
-    not_before: Optional[float]  # Unix time; None once started or when not given
+    not_before: Optional[float]  # Unix time; None once started, when not given or unreadable
     source: str = "Platform"  # "User": an operator's (a reboot from the portal)
     status: str = "Scheduled"  # "Started" once it is under way
+    problems: tuple[str, ...] = ()  # what the document got wrong about it
+    acknowledgeable: bool = True  # False without an EventId: nothing to name in a reply
 
     @property
     def reaction(self) -> Reaction:
@@ -61,30 +63,54 @@ class ScheduledEvent:
 
 
 def parse_events(document: Any) -> list[ScheduledEvent]:
-    """The events of a Scheduled Events document; ``ValueError`` when it is not one."""
+    """The events of a Scheduled Events document; ``ValueError`` when it is not one.
+
+    Each event is read on its own, so one the document gets wrong never hides
+    another (this VM's Preempt beside someone else's garbage). An event read in
+    part says what was wrong in ``problems`` and is read the safe way: an unreadable
+    ``NotBefore`` means at once; without an ``EventId`` it is acted on but cannot be
+    acknowledged; an entry that is no object, or names no ``Resources``, concerns
+    nobody we can tell and is left out."""
     if not isinstance(document, dict) or not isinstance(document.get("Events"), list):
         raise ValueError("not a Scheduled Events document")
     events = []
     for item in document["Events"]:
-        if not isinstance(item, dict) or not isinstance(item.get("EventId"), str):
-            raise ValueError("an event without an EventId")
-        not_before = None
-        if item.get("NotBefore"):
-            try:
-                not_before = parsedate_to_datetime(str(item["NotBefore"])).timestamp()
-            except (TypeError, ValueError):
-                raise ValueError(f"bad NotBefore {item['NotBefore']!r}") from None
-        events.append(
-            ScheduledEvent(
-                event_id=item["EventId"],
-                event_type=str(item.get("EventType", "")),
-                resources=tuple(str(r) for r in item.get("Resources") or ()),
-                not_before=not_before,
-                source=str(item.get("EventSource") or "Platform"),
-                status=str(item.get("EventStatus") or "Scheduled"),
-            )
-        )
+        if isinstance(item, dict):
+            event = _event(item)
+            if event is not None:
+                events.append(event)
     return events
+
+
+def _event(item: dict[str, Any]) -> Optional[ScheduledEvent]:
+    resources = item.get("Resources")
+    if isinstance(resources, str):
+        resources = [resources]
+    if not isinstance(resources, list) or not resources:
+        return None
+    problems = []
+    event_type = str(item.get("EventType") or "")
+    event_id = item.get("EventId")
+    acknowledgeable = isinstance(event_id, str) and event_id != ""
+    if not acknowledgeable:
+        problems.append(f"no EventId ({event_id!r}): it cannot be acknowledged")
+        event_id = f"(no EventId: {event_type or 'no type'})"
+    not_before = None
+    if item.get("NotBefore"):
+        try:
+            not_before = parsedate_to_datetime(str(item["NotBefore"])).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            problems.append(f"unreadable NotBefore {str(item['NotBefore'])!r}: taken as now")
+    return ScheduledEvent(
+        event_id=str(event_id),
+        event_type=event_type,
+        resources=tuple(str(r) for r in resources),
+        not_before=not_before,
+        source=str(item.get("EventSource") or "Platform"),
+        status=str(item.get("EventStatus") or "Scheduled"),
+        problems=tuple(problems),
+        acknowledgeable=acknowledgeable,
+    )
 
 
 def due(event: ScheduledEvent, now: float, margin: float) -> bool:

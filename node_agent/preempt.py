@@ -165,4 +165,6 @@ class EventWatcher:
                     ", by an operator" if event.source == "User" else "",
                     event.reaction.value,
                 )
+                for problem in event.problems:
+                    log.error("scheduled event %s for this VM: %s", event.event_id, problem)
         return mine

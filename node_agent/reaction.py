@@ -131,8 +131,16 @@ class EventReaction:
             self._forgotten = True
             if self.status is not None:
                 self.status.forget()
-        if self.acknowledge is not None:
+        if self.acknowledge is None:
+            return
+        if event.acknowledgeable:
             self.acknowledge(event.event_id, event.event_type)
+        else:
+            log.error(
+                "%s cannot be acknowledged (the Metadata Service gave it no EventId): "
+                "the platform goes ahead at its NotBefore",
+                describe(event),
+            )
 
     def _resume(self, decision: Decision) -> None:
         assert decision.event is not None

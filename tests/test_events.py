@@ -60,7 +60,9 @@ def test_source_and_status_are_read() -> None:
         }
     )
     assert (event.source, event.status, event.not_before) == ("User", "Started", None)
-    [plain] = parse_events({"Events": [{"EventId": "P", "EventType": "Preempt"}]})
+    [plain] = parse_events(
+        {"Events": [{"EventId": "P", "EventType": "Preempt", "Resources": ["v"]}]}
+    )
     assert (plain.source, plain.status) == ("Platform", "Scheduled")
 
 
@@ -189,3 +191,16 @@ def test_a_reboot_without_a_manager_api_is_stopped_at_its_deadline() -> None:
     side.held = True
     react([reboot], NOW + 600 - MARGIN + 1)
     assert side.calls == ["hold Reboot event R-1 SIGTERM", "ack R-1"]  # not disk-wiping
+
+
+def test_an_event_without_an_eventid_is_acted_on_but_never_acknowledged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    side = Recorder()
+    react = EventReaction(side, margin=MARGIN, forget=side.forget, acknowledge=side.acknowledge)
+    nameless = replace(_event("Terminate", None, "(no EventId: Terminate)"), acknowledgeable=False)
+    react([nameless], NOW)
+    side.held = True
+    react([nameless], NOW + 1)
+    assert side.calls == ["hold Terminate event (no EventId: Terminate) SIGTERM", "forget"]
+    assert "cannot be acknowledged" in caplog.text

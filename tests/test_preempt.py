@@ -39,18 +39,34 @@ def test_parse_events() -> None:
     assert parse_events({"Events": []}) == []
 
 
-@pytest.mark.parametrize(
-    "document",
-    [
-        [],
-        {"Events": None},
-        {"Events": [{"EventType": "x"}]},
-        {"Events": [{"EventId": "A", "NotBefore": "soon"}]},
-    ],
-)
-def test_parse_events_rejects_garbage(document: object) -> None:
+@pytest.mark.parametrize("document", [[], {"Events": None}, {"Event": []}, "Events"])
+def test_parse_events_rejects_what_is_no_events_document(document: object) -> None:
     with pytest.raises(ValueError):
         parse_events(document)
+
+
+def test_one_bad_event_never_hides_another() -> None:
+    preempt = {"EventId": "P-1", "EventType": "Preempt", "Resources": ["vm1"]}
+    document = {
+        "Events": [
+            "not an event",
+            {"EventId": "X", "EventType": "Reboot"},  # whose? nobody can tell
+            {"EventType": "Preempt", "Resources": ["vm2"], "NotBefore": 7},
+            {"EventId": "R-1", "EventType": "Reboot", "Resources": "vm1", "NotBefore": "soon"},
+            preempt,
+        ]
+    }
+    other, reboot, mine = parse_events(document)
+    assert (mine.event_id, mine.problems, mine.acknowledgeable) == ("P-1", (), True)
+    assert other.event_id == "(no EventId: Preempt)" and not other.acknowledgeable
+    assert other.problems == (
+        "no EventId (None): it cannot be acknowledged",
+        "unreadable NotBefore '7': taken as now",
+    )
+    # A single resource given as a string is that resource, not its letters; an
+    # unreadable NotBefore is now.
+    assert reboot.resources == ("vm1",) and reboot.not_before is None
+    assert due(reboot, 0.0, 60.0)
 
 
 def _event(kind: str, not_before: float | None = None) -> ScheduledEvent:
@@ -109,6 +125,29 @@ def test_only_this_vms_events_are_passed_on_and_acknowledged(imds: FakeImds) -> 
         wait_until(lambda: any(e.event_id == "P-1" and e.status == "Started" for e in seen))
     finally:
         watcher.stop()
+
+
+def test_this_vms_event_read_in_part_is_passed_on_and_its_faults_logged(
+    imds: FakeImds, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "node_agent")
+    watcher, seen = _watch(imds.url)
+    try:
+        wait_until(lambda: watcher.vm_name == "vm-1")
+        imds.schedule("Reboot", "OTHER", resources=["vm-2"])
+        imds.change("OTHER", EventId=None, NotBefore="whenever")
+        imds.schedule("Reboot", "R-1")
+        imds.change("R-1", NotBefore="Mon, 99 Sep 2016 18:29:47 GMT")
+        [event] = wait_until(lambda: seen)
+        assert (event.event_id, event.not_before) == ("R-1", None)
+        wait_until(lambda: len(imds.server.received("GET", EVENTS_PATH)) >= 5)
+    finally:
+        watcher.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "scheduled event R-1 for this VM: unreadable NotBefore "
+        "'Mon, 99 Sep 2016 18:29:47 GMT': taken as now"
+    ]
 
 
 def test_every_failure_kind_is_logged_once_and_watching_goes_on(

@@ -150,13 +150,7 @@ class FakeImds:
                 if request.method == "POST":
                     self._start([r.get("EventId") for r in request.json().get("StartRequests", [])])
                     return Response(200)
-                due = [
-                    e["EventId"]
-                    for e in self.events
-                    if e["NotBefore"]
-                    and parsedate_to_datetime(e["NotBefore"]).timestamp() <= time.time()
-                ]
-                self._start(due)
+                self._start([e["EventId"] for e in self.events if _due(e)])
                 document = {
                     "DocumentIncarnation": self.incarnation,
                     "Events": [dict(e) for e in self.events],
@@ -181,3 +175,11 @@ class FakeImds:
             if event["EventId"] in event_ids and event["EventStatus"] != "Started":
                 event.update(EventStatus="Started", NotBefore="")
                 self.incarnation += 1
+
+
+def _due(event: dict[str, Any]) -> bool:
+    """Whether an event's NotBefore has passed (one a test garbled never is)."""
+    try:
+        return parsedate_to_datetime(event["NotBefore"]).timestamp() <= time.time()
+    except (TypeError, ValueError):
+        return False
