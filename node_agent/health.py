@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import psutil
 
 from node_agent.env import BatchEnv
+from node_agent.errors import unexpected
 from node_agent.log import get_logger
 from node_agent.worker_status import StatusRequests
 
@@ -123,7 +124,7 @@ class HealthWatch:
         self.status = status
         self.interval = INTERVAL if interval is None else interval
         self.problems: dict[str, str] = {}
-        self._failed = False  # a look failed, and that was logged
+        self._failed: Optional[str] = None  # why the last look failed (logged once)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
 
@@ -142,12 +143,20 @@ class HealthWatch:
             try:
                 reading = measure(self.root, self.floor, self.worker_pid())
             except OSError as exc:
-                if not self._failed:
-                    log.warning("cannot look at free disk on %s: %s", self.root, exc.strerror)
-                self._failed = True
+                self._fault(f"cannot look at free disk on {self.root}: {exc.strerror}")
                 continue
-            self._failed = False
-            self._look(assess(reading, frozenset(self.problems)))
+            try:
+                self._look(assess(reading, frozenset(self.problems)))
+            except Exception as exc:  # noqa: BLE001 (a bug must not end the watching)
+                self._fault(f"the health watch failed ({unexpected(exc)}); it looks again later")
+                continue
+            self._failed = None
+
+    def _fault(self, text: str) -> None:
+        """Log a failed look once until a look works again."""
+        if self._failed != text:
+            log.warning("%s", text)
+        self._failed = text
 
     def _look(self, problems: dict[str, str]) -> None:
         text = "; ".join(problems.values()) or None

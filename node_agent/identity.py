@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from node_agent.credentials import worker_id
+from node_agent.errors import unexpected
 from node_agent.log import get_logger
 from node_agent.manager_api import (
     ManagerApi,
@@ -126,7 +127,11 @@ class IdentityKeeper:
                 looks, timeout = 0, self.first_look
                 continue
             looks += 1
-            timeout = self._look(looks)
+            try:
+                timeout = self._look(looks)
+            except Exception as exc:  # noqa: BLE001 (a bug must not end the keeping)
+                log.error("looking after the worker's identity failed (%s)", unexpected(exc))
+                timeout = doubling(self.first_look, LOOK_CAP)(looks + 1)
 
     def _look(self, looks: int) -> Optional[float]:
         """One look; the wait before the next (None: nothing left to do)."""

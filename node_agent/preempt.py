@@ -29,6 +29,7 @@ import time
 from typing import Callable, Optional
 
 from node_agent import imds
+from node_agent.errors import unexpected
 from node_agent.events import ScheduledEvent, parse_events
 from node_agent.imds import ImdsClient, ImdsProblem
 from node_agent.log import get_logger
@@ -127,17 +128,33 @@ class EventWatcher:
                 events = self._events()
                 self.failures = 0
                 delay = self.poll
-            except (ImdsProblem, ValueError, KeyError, AttributeError) as exc:
+            except Exception as exc:  # noqa: BLE001 (watching goes on for the node's life)
                 self.failures += 1
                 self._problem(exc)
                 delay = max(self.poll, backoff(self.backoff_cap)(attempt_state(self.failures)))
             else:
                 if not self._done:
-                    self.react(self._mine(events), time.time())
+                    self._react(self._mine(events))
             select.select([self._wake_r], [], [], delay)
 
+    def _react(self, events: list[ScheduledEvent]) -> None:
+        """Hand the events on; a fault of the reaction is logged (once per kind) and
+        the next poll tries again."""
+        try:
+            self.react(events, time.time())
+        except Exception as exc:  # noqa: BLE001 (a bug must not end the watching)
+            text = unexpected(exc)
+            if text not in self._seen:
+                self._seen.add(text)
+                log.error("reacting to Scheduled Events failed (%s); watching goes on", text)
+
     def _problem(self, exc: Exception) -> None:
-        text = str(exc) if isinstance(exc, ImdsProblem) else f"unexpected answer ({exc})"
+        if isinstance(exc, ImdsProblem):
+            text = str(exc)
+        elif isinstance(exc, (ValueError, KeyError, AttributeError, TypeError)):
+            text = f"unexpected answer ({exc})"
+        else:
+            text = f"unexpected {unexpected(exc)}"
         if self.vm_name is None and text in ("connection refused", "cannot connect", "timeout"):
             self._once(
                 "absent",

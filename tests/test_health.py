@@ -4,13 +4,17 @@ status requests the health watch and platform events share."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
 
-from node_agent.health import MEMORY_FLOOR, RECOVER, Reading, assess
+import pytest
+
+from node_agent.health import MEMORY_FLOOR, RECOVER, HealthWatch, Reading, assess
 from node_agent.manager_api import ManagerApi
 from node_agent.standins.manager import FakeManager
 from node_agent.worker_status import StatusRequests
@@ -137,3 +141,28 @@ def test_status_requests_take_the_strongest_wish_and_undo_only_their_own(
     credentials.write_text(f"worker_id: {other}\nworker_secret: n3w\n")
     assert requests.want("health", "asleep")
     assert manager.worker(other).status_requested == "asleep"
+
+
+def test_a_state_write_that_fails_never_ends_the_health_watch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "node_agent")
+    posted: list[object] = []
+
+    def post(**changes: object) -> None:
+        posted.append(changes)
+        if len(posted) <= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    # A floor no disk reaches: unfit at every look, reported until the write works.
+    watch = HealthWatch(
+        str(tmp_path), 2**62, worker_pid=lambda: None, post=post, status=None, interval=0.01
+    )
+    watch.start()
+    try:
+        wait_until(lambda: watch.problems, 20, "the unfit node noted")
+    finally:
+        watch.stop()
+    assert len(posted) == 3
+    failures = [r.getMessage() for r in caplog.records if "health watch failed" in r.getMessage()]
+    assert len(failures) == 1 and "OSError at " in failures[0]

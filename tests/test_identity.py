@@ -154,3 +154,29 @@ def test_a_manager_that_is_down_is_retried(
     credentials.write_text("worker_id: 5c1f0e2a-8d47-4a8b-9b9e-0f3c2d1a6b7e\n")
     assert keeper._look(1) is not None  # the tags could not be set: try again
     assert "could not list the worker tags" in caplog.text
+
+
+def test_a_fault_in_a_look_never_ends_the_keeping(
+    manager: FakeManager, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    credentials = tmp_path / "flamenco-worker-credentials.yaml"
+    current = _register(manager, credentials, "awake")
+    stale = manager.add_worker(NAME, "old", "offline")
+    keeper = _keeper(manager, credentials, ())
+    real_look, faults = keeper._look, []
+
+    def look(looks: int) -> object:
+        if not faults:
+            faults.append(looks)
+            raise RuntimeError("a bug")
+        return real_look(looks)
+
+    keeper._look = look  # type: ignore[method-assign,assignment]
+    keeper.start()
+    try:
+        keeper.worker_started()
+        wait_until(lambda: manager.worker(stale).deleted)
+    finally:
+        keeper.stop()
+    assert faults == [1] and manager.worker(current).deleted is False
+    assert "looking after the worker's identity failed (RuntimeError at " in caplog.text

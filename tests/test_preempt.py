@@ -150,6 +150,28 @@ def test_this_vms_event_read_in_part_is_passed_on_and_its_faults_logged(
     ]
 
 
+def test_a_fault_in_the_reaction_never_ends_the_watching(
+    imds: FakeImds, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "node_agent")
+    calls: list[list[ScheduledEvent]] = []
+
+    def react(events: list[ScheduledEvent], now: float) -> None:
+        calls.append(events)
+        if len(calls) <= 3:
+            raise KeyError("a bug")
+
+    watcher = EventWatcher(imds.url, react, poll=0.02, timeout=2.0, backoff_cap=0.1).start()
+    try:
+        wait_until(lambda: len(calls) >= 3)
+        imds.schedule("Preempt", "P-1")
+        wait_until(lambda: any(events for events in calls[3:]))
+    finally:
+        watcher.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "reacting to Scheduled Events failed (KeyError at " in errors[0]
+
+
 def test_every_failure_kind_is_logged_once_and_watching_goes_on(
     imds: FakeImds, caplog: pytest.LogCaptureFixture
 ) -> None:
