@@ -48,6 +48,7 @@ from node_agent.state import (
 from node_agent.storage import StorageCheck, storage_mounts, worker_environment
 from node_agent.supervise import GaveUp, Supervisor
 from node_agent.worker import stop_stale_worker, worker_spec
+from node_agent.worker_ids import WorkerIds
 from node_agent.worker_status import StatusRequests
 
 log = get_logger("agent")
@@ -94,8 +95,11 @@ def run(
             credentials = Path(layout.credentials(plan.flavour.flavour))
             keeper = None
             if plan.flavour.flavour is Flavour.V3:
+                ids = None
+                if settings.worker_name is not None:  # other nodes may have it too
+                    ids = WorkerIds(plan.layout.worker_ids())
                 keeper = IdentityKeeper(
-                    api, credentials, plan.worker_name, settings.worker_tags
+                    api, credentials, plan.worker_name, settings.worker_tags, ids=ids
                 ).start()
             supervisor = _supervisor(environ, env, settings, plan, state, api=api, keeper=keeper)
             supervisor.early_stops = early_stops

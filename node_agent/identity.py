@@ -13,9 +13,11 @@ the worker's credentials file in a thread of its own, at a falling rate (2 s, 4 
 - once the Manager shows the current worker signed on, removes the other entries
   with this worker's name that are ``offline``, ``error`` or never signed on (status
   ``""``): never the current one, never another name (so never another node's
-  worker). Entries the Manager still shows as live (a worker killed without signing
-  off stays ``awake`` until the Manager times it out to ``error`` after a minute) are
-  looked at again a few minutes later.
+  worker); under an operator's ``worker_name``, which other nodes may share, only
+  entries whose ids this node's worker has held (``worker_ids``). Entries the
+  Manager still shows as live (a worker killed without signing off stays ``awake``
+  until the Manager times it out to ``error`` after a minute) are looked at again
+  a few minutes later.
 
 Then it sleeps until the next worker start: nothing at all at rest.
 """
@@ -41,6 +43,7 @@ from node_agent.manager_api import (
     set_tags,
 )
 from node_agent.retry import doubling
+from node_agent.worker_ids import WorkerIds
 
 log = get_logger("identity")
 
@@ -53,11 +56,17 @@ REMOVABLE = ("offline", "error", "")
 
 
 def duplicates(
-    workers: Sequence[ManagerWorker], name: str, current: str
+    workers: Sequence[ManagerWorker],
+    name: str,
+    current: str,
+    held: Optional[frozenset[str]] = None,
 ) -> tuple[list[ManagerWorker], list[ManagerWorker]]:
-    """The other entries named ``name`` (never ``current``): those to remove, and
-    those the Manager still shows as live (pure)."""
-    others = [w for w in workers if w.name == name and w.id != current]
+    """This node's other entries (never ``current``): those to remove, and those the
+    Manager still shows as live (pure). An entry is this node's when it is named
+    ``name`` and, with ``held`` (a name other nodes may share), its id is in it."""
+    others = [
+        w for w in workers if w.name == name and w.id != current and (held is None or w.id in held)
+    ]
     return (
         [w for w in others if w.status in REMOVABLE],
         [w for w in others if w.status not in REMOVABLE],
@@ -83,15 +92,19 @@ class IdentityKeeper:
         *,
         first_look: float = FIRST_LOOK,
         rechecks: Sequence[float] = RECHECKS,
+        ids: Optional[WorkerIds] = None,
     ) -> None:
         self.api = api
         self.credentials = credentials
         self.name = name
+        self.ids = ids  # a name other nodes may share: only these ids are this node's
         self.tags = tuple(tags)
         self.first_look = first_look
         self.rechecks = tuple(rechecks)
         # Credentials present before the first start are not a new registration.
         self.tagged_for = worker_id(credentials)
+        if ids is not None and self.tagged_for is not None:
+            ids.remember(self.tagged_for)
         self.cleaned_for: Optional[str] = None
         self._pending: list[float] = []  # delays of the rechecks still to do
         self._recheck = False  # whether the next look is a recheck
@@ -106,7 +119,13 @@ class IdentityKeeper:
         return self
 
     def worker_started(self) -> None:
-        """A worker was just started: watch for its registration and sign-on."""
+        """A worker was just started: watch for its registration and sign-on. Under a
+        shared name, the id it starts with is recorded at once: a worker whose sign-on
+        fails registers anew and may exit before any look sees that id."""
+        if self.ids is not None:
+            started_with = worker_id(self.credentials)
+            if started_with is not None:
+                self.ids.remember(started_with)
         self._wake.set()
 
     def stop(self) -> None:
@@ -140,6 +159,8 @@ class IdentityKeeper:
         current = worker_id(self.credentials)
         if current is None:
             return retry
+        if self.ids is not None:
+            self.ids.remember(current)
         if current != self.tagged_for:
             log.info("the worker registered at the Manager as %s (%s)", current, self.name)
             if not self._tag(current):
@@ -173,7 +194,8 @@ class IdentityKeeper:
         workers = list_workers(self.api)
         if workers is None:
             return None
-        remove, live = duplicates(workers, self.name, current)
+        held = None if self.ids is None else self.ids.held()
+        remove, live = duplicates(workers, self.name, current, held)
         for stale in remove:
             delete_worker(
                 self.api,

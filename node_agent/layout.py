@@ -6,7 +6,8 @@ node then registers as a new worker):
 
     <shared>/blender, ffmpeg, ffprobe     symlinks into the current package folders,
                                           or launchers (a package with libraries)
-    <shared>/.node-agent/                 the agent's dir: state file, lock
+    <shared>/.node-agent/                 the agent's dir: state file, lock, the ids
+                                          the worker has held
     <shared>/.node-agent/libs/            the launchers' folders of library links
     <shared>/.node-agent/worker/          the worker's working dir and config
     <shared>/.node-agent/worker/home/     the worker's data dir: credentials, queue
@@ -61,6 +62,10 @@ class Layout:
         config in its home (its id and secret are kept there)."""
         name = V2_HOME_CONFIG if flavour is Flavour.V2 else V3_CREDENTIALS
         return posixpath.join(self.worker_home, name)
+
+    def worker_ids(self) -> str:
+        """The list of worker ids this node's worker has held (``worker_ids``)."""
+        return posixpath.join(self.agent_dir, "worker-ids")
 
     def link(self, tool: str) -> str:
         """Where the tool's symlink or launcher goes (on every task's ``PATH``)."""

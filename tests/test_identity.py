@@ -21,6 +21,7 @@ from node_agent.manager_api import (
     set_tags,
 )
 from node_agent.standins.manager import FakeManager
+from node_agent.worker_ids import KEEP, WorkerIds
 from tests.helpers import wait_until
 from tests.nodes import CLOSED_LOOPBACK
 
@@ -180,3 +181,43 @@ def test_a_fault_in_a_look_never_ends_the_keeping(
         keeper.stop()
     assert faults == [1] and manager.worker(current).deleted is False
     assert "looking after the worker's identity failed (RuntimeError at " in caplog.text
+
+
+def test_under_a_shared_name_only_ids_this_node_held_are_its_own() -> None:
+    entries = [
+        ManagerWorker("mine-old", NAME, "offline", "3.5", True),
+        ManagerWorker("theirs", NAME, "offline", "3.5", True),
+        ManagerWorker("theirs-live", NAME, "awake", "3.5", True),
+        ManagerWorker("mine", NAME, "awake", "3.5", True),
+    ]
+    remove, live = duplicates(entries, NAME, "mine", frozenset({"mine-old", "mine"}))
+    assert [w.id for w in remove] == ["mine-old"] and live == []
+    remove, live = duplicates(entries, NAME, "mine")  # the node's own name
+    assert [w.id for w in remove] == ["mine-old", "theirs"] and [w.id for w in live] == [
+        "theirs-live"
+    ]
+
+
+def test_the_ids_held_keep_the_newest_and_survive_faults(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = WorkerIds(str(tmp_path / "worker-ids"))
+    assert ids.held() == frozenset()
+    for n in range(KEEP + 3):
+        ids.remember(f"id-{n}")
+    lines = (tmp_path / "worker-ids").read_text().split()
+    assert lines == [f"id-{n}" for n in range(3, KEEP + 3)]  # the newest, oldest first
+    ids.remember("id-5")  # listed already: nothing changes
+    ids.remember("id-0")  # held again: the newest now
+    lines = (tmp_path / "worker-ids").read_text().split()
+    assert len(lines) == KEEP and lines[-1] == "id-0" and "id-3" not in lines
+    ids.remember("not\nan id")
+    assert "not" not in ids.held()
+    # A write that fails (the dir is gone) is logged once; the list is written later.
+    gone = WorkerIds(str(tmp_path / "gone" / "worker-ids"))
+    gone.remember("a")
+    gone.remember("b")
+    assert caplog.text.count("cannot record worker id") == 1
+    (tmp_path / "gone").mkdir()
+    gone.remember("c")
+    assert gone.held() == frozenset({"c"})

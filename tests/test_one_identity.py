@@ -115,3 +115,27 @@ def test_a_manager_failing_sign_on_for_a_while_leaves_one_entry(
     # The Manager was probed before every start, not only the first.
     starts = agent.state()["restarts"] + 1
     assert len(manager.server.received("GET", "/api/v3/version")) > starts
+
+
+def test_under_a_name_other_nodes_share_only_this_nodes_entries_are_removed(
+    tmp_path: Path, run_agent: Start
+) -> None:
+    manager = FakeManager().start()
+    node = _node(tmp_path / "node")
+    _credentials(node).parent.mkdir(parents=True)
+    before = manager.add_worker("render", "s3cret", "offline")
+    theirs = manager.add_worker("render", "theirs", "offline")  # another node's, stopped
+    _credentials(node).write_text(f"worker_id: {before}\nworker_secret: s3cret\n")
+    manager.fail("sign-on", 500)
+    agent = run_agent("", node=node, manager=manager, FLAMENCO_WORKER_NAME="render", **STANDIN)
+    wait_until(lambda: len(manager.registered_names()) >= 2, 30)
+    manager.fail("sign-on", None)
+
+    def mine() -> list[tuple[str, str]]:
+        return [(w.id, w.status) for w in manager.named("render") if w.id != theirs]
+
+    wait_until(lambda: mine() == [(_current(node), "awake")], 30, "one entry of this node's")
+    assert manager.worker(before).deleted and not manager.worker(theirs).deleted
+    held = (node.shared / ".node-agent/worker-ids").read_text().split()
+    assert held[0] == before and held[-1] == _current(node) and theirs not in held
+    assert agent.stderr.count(b"removed worker ") == len(held) - 1
