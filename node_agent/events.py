@@ -10,7 +10,9 @@ pause) is only logged, as are types nobody knows yet. Once the worker has stoppe
 the platform is told to go ahead when the event is due, or at once for an
 operator's event (``EventSource: User``). Events can be cancelled (they leave the
 list before they start) and a Reboot can turn into a Freeze: then, or when an event
-is long overdue and the node is still here, the worker works again.
+is long overdue and the node is still here (the Metadata Service answering or not),
+the worker works again. Of several events the most urgent is acted on: a Preempt
+listed during a Reboot's wind-down stops the worker at once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ DISK_WIPING = ("Preempt", "Terminate", "Redeploy")
 # An event this long past its NotBefore (or, without one, past the moment the agent
 # acted on it) while the node is still here is not going to happen.
 OVERDUE = 300.0  # seconds
+# A wind-down the Manager did not take is asked again after this many seconds (each
+# try may wait on a Manager that is away, and the watcher waits with it).
+ASK_AGAIN = 15.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class ScheduledEvent:
     status: str = "Scheduled"  # "Started" once it is under way
     problems: tuple[str, ...] = ()  # what the document got wrong about it
     acknowledgeable: bool = True  # False without an EventId: nothing to name in a reply
+    duration: float = 0.0  # seconds the interruption is expected to last (0: unknown)
 
     @property
     def reaction(self) -> Reaction:
@@ -95,6 +101,9 @@ def _event(item: dict[str, Any]) -> Optional[ScheduledEvent]:
     if not acknowledgeable:
         problems.append(f"no EventId ({event_id!r}): it cannot be acknowledged")
         event_id = f"(no EventId: {event_type or 'no type'})"
+    duration = item.get("DurationInSeconds")
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0:
+        duration = 0.0  # -1: unknown, the documented value for most events
     not_before = None
     if item.get("NotBefore"):
         try:
@@ -110,6 +119,7 @@ def _event(item: dict[str, Any]) -> Optional[ScheduledEvent]:
         status=str(item.get("EventStatus") or "Scheduled"),
         problems=tuple(problems),
         acknowledgeable=acknowledgeable,
+        duration=float(min(duration, OVERDUE * 12)),
     )
 
 
@@ -147,6 +157,8 @@ class Hold:
     since: float  # Unix time the agent began to act on it
     not_before: Optional[float] = None  # the last NotBefore seen (gone once started)
     stopping: bool = False  # the worker was told to stop now (SIGTERM)
+    wound_down: bool = False  # the worker was asked to stop once its task is done
+    asked_at: float = 0.0  # when that was last tried
     approved_at: Optional[float] = None  # when the platform was told to go ahead
 
     def seen(self, event: ScheduledEvent) -> Hold:
@@ -154,9 +166,10 @@ class Hold:
         return replace(self, event=event, not_before=event.not_before or self.not_before)
 
     def overdue(self, now: float) -> bool:
-        """Whether the event is long past its time with the node still here."""
+        """Whether the event is long past its time (and the interruption it announced
+        long over) with the node still here."""
         expected = self.not_before or self.approved_at or self.since
-        return now > max(expected, self.approved_at or 0.0) + OVERDUE
+        return now > max(expected, self.approved_at or 0.0) + self.event.duration + OVERDUE
 
 
 @dataclass(frozen=True)
@@ -175,8 +188,13 @@ def describe(event: ScheduledEvent) -> str:
     return f"{event.event_type} event {event.event_id}{by}"
 
 
+def _sooner(a: ScheduledEvent, b: ScheduledEvent, margin: float) -> bool:
+    """Whether the worker must stop for ``a`` before it must for ``b``."""
+    return (deadline(a, margin) or float("-inf")) < (deadline(b, margin) or float("-inf"))
+
+
 def decide(
-    events: list[ScheduledEvent],
+    events: Optional[list[ScheduledEvent]],
     hold: Optional[Hold],
     *,
     now: float,
@@ -184,23 +202,35 @@ def decide(
     stopped: bool,
     ignored: frozenset[str] = frozenset(),
 ) -> Decision:
-    """The next step for this VM's ``events`` (pure). ``hold``: the event the agent
-    is acting on; ``stopped``: whether the worker has stopped for it; ``margin``:
-    seconds before NotBefore by which the worker must have been told to stop;
-    ``ignored``: events found overdue, never acted on again."""
+    """The next step for this VM's ``events`` (pure; None: the Metadata Service
+    could not be asked). ``hold``: the event the agent is acting on; ``stopped``:
+    whether the worker has stopped for it; ``margin``: seconds before NotBefore by
+    which the worker must have been told to stop; ``ignored``: events found
+    overdue, never acted on again.
+
+    The agent acts on the most urgent event: a Preempt listed while the worker
+    winds down for a later Reboot takes over at once. An event that is off
+    (cancelled, turned into a Freeze, over with the node still here) lets the
+    worker work again, unless another is due now."""
+    if events is None:
+        if hold is not None and hold.overdue(now):
+            held = describe(hold.event)
+            why = f"the {held} is long overdue, the node is still here and IMDS is silent"
+            return Decision(Step.RESUME, hold.event, why, overdue=True)
+        return Decision(Step.NOTHING)
     wanted = [
         e for e in events if e.reaction is not Reaction.LOG_ONLY and e.event_id not in ignored
     ]
     # The most urgent first: an event due at once before one due later.
     target = min(wanted, key=lambda e: deadline(e, margin) or float("-inf"), default=None)
-    current = None
-    if hold is not None:
-        current = next((e for e in events if e.event_id == hold.event.event_id), None)
-    if hold is None or current is None or current not in wanted:
-        if target is not None:
-            return Decision(Step.STOP if due(target, now, margin) else Step.WIND_DOWN, target)
-        if hold is None:
+    if hold is None:
+        if target is None:
             return Decision(Step.NOTHING)
+        return Decision(Step.STOP if due(target, now, margin) else Step.WIND_DOWN, target)
+    current = next((e for e in events if e.event_id == hold.event.event_id), None)
+    if current is None or current not in wanted:
+        if target is not None and due(target, now, margin):
+            return Decision(Step.STOP, target)  # the worker stays stopped, for this one
         held = describe(hold.event)
         if current is not None and current.reaction is Reaction.LOG_ONLY:
             why = f"the {held} turned into a {current.event_type}"
@@ -209,12 +239,16 @@ def decide(
         else:
             why = f"the {held} was cancelled"
         return Decision(Step.RESUME, hold.event, why)
+    if target is not None and _sooner(target, current, margin):
+        return Decision(Step.STOP if due(target, now, margin) else Step.WIND_DOWN, target)
     if hold.seen(current).overdue(now):
         late = now - (hold.not_before or hold.since)
         why = f"the {describe(current)} is {late:.0f} s overdue and the node is still here"
         return Decision(Step.RESUME, current, why, overdue=True)
     if not hold.stopping and due(current, now, margin):
         return Decision(Step.STOP, current)
+    if not hold.stopping and not hold.wound_down and now >= hold.asked_at + ASK_AGAIN:
+        return Decision(Step.WIND_DOWN, current)  # the last request did not get through
     if (
         stopped
         and hold.approved_at is None

@@ -39,16 +39,20 @@ log = get_logger("preempt")
 
 POLL = 1.0  # seconds between polls
 FIRST_TIMEOUT = 120.0  # seconds for the enabling first events request
-BACKOFF_CAP = 5.0  # seconds: the longest wait between polls while IMDS misbehaves
+# Seconds: the longest wait between polls while IMDS misbehaves. Once it answers again
+# a Preempt is acted on within two poll intervals, and IMDS's limit (about five
+# requests a second) is far off.
+BACKOFF_CAP = 2.0
 JOIN_LIMIT = 1.0  # seconds ``stop`` waits for a request in flight
 
-React = Callable[[list[ScheduledEvent], float], None]
+React = Callable[[Optional[list[ScheduledEvent]], float], None]
 
 
 class EventWatcher:
     """Polls Scheduled Events in a thread; ``react(events, now)`` gets this VM's
-    events after every successful poll. The defaults of the timing arguments are
-    the module's constants, read when the watcher is made."""
+    events after every successful poll, and None after a failed one. The defaults
+    of the timing arguments are the module's constants, read when the watcher is
+    made."""
 
     def __init__(
         self,
@@ -115,6 +119,7 @@ class EventWatcher:
 
     def _run(self) -> None:
         while not self._done:
+            mine: Optional[list[ScheduledEvent]] = None  # None: unknown (a failed poll)
             try:
                 if self.vm_name is None:
                     compute = self.client.instance().get("compute", {})
@@ -125,19 +130,18 @@ class EventWatcher:
                         compute.get("vmSize", "?"),
                         compute.get("priority", "?"),
                     )
-                events = self._events()
+                mine = self._mine(self._events())
                 self.failures = 0
                 delay = self.poll
             except Exception as exc:  # noqa: BLE001 (watching goes on for the node's life)
                 self.failures += 1
                 self._problem(exc)
                 delay = max(self.poll, backoff(self.backoff_cap)(attempt_state(self.failures)))
-            else:
-                if not self._done:
-                    self._react(self._mine(events))
+            if not self._done:  # after a failed poll too: a hold long overdue is given up
+                self._react(mine)
             select.select([self._wake_r], [], [], delay)
 
-    def _react(self, events: list[ScheduledEvent]) -> None:
+    def _react(self, events: Optional[list[ScheduledEvent]]) -> None:
         """Hand the events on; a fault of the reaction is logged (once per kind) and
         the next poll tries again."""
         try:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Callable, Optional, Protocol
 
 from node_agent.events import (
+    ASK_AGAIN,
     DISK_WIPING,
     Decision,
     Hold,
@@ -71,8 +72,9 @@ class EventReaction:
         self.ignored: set[str] = set()  # overdue events: never acted on again
         self._forgotten = False
 
-    def __call__(self, events: list[ScheduledEvent], now: float) -> None:
-        """React to this VM's events as the Metadata Service listed them at ``now``."""
+    def __call__(self, events: Optional[list[ScheduledEvent]], now: float) -> None:
+        """React to this VM's events as the Metadata Service listed them at ``now``
+        (None: it could not be asked; a hold long overdue is given up)."""
         if not events and self.hold is None:
             return
         decision = decide(
@@ -96,7 +98,7 @@ class EventReaction:
             self.hold = Hold(event, now)
         self.hold = self.hold.seen(event)
         if decision.step is Step.WIND_DOWN:
-            self._wind_down(event)
+            self.hold = replace(self.hold, asked_at=now, wound_down=self._wind_down(event))
         elif decision.step is Step.STOP:
             self.hold = replace(self.hold, stopping=True)
             self.holder.hold(describe(event), terminate=True)
@@ -104,26 +106,39 @@ class EventReaction:
             self.hold = replace(self.hold, approved_at=now)
             self._go_ahead(event)
 
-    def _wind_down(self, event: ScheduledEvent) -> None:
+    def _wind_down(self, event: ScheduledEvent) -> bool:
         """Ask the worker to go offline once its current task is done; SIGTERM at the
-        deadline remains the fallback."""
+        deadline remains the fallback. False: the Manager did not take the request
+        (away, no credentials yet), to be asked again."""
         stop_at = _clock(deadline(event, self.margin))
-        if self.status is not None and self.status.want("event", "offline"):
-            self.holder.hold(describe(event), terminate=False)
-            log.info(
-                "%s (NotBefore %s): the worker goes offline once its current task is "
-                "done; if it is still running at %s it is stopped (SIGTERM)",
-                describe(event),
-                _clock(event.not_before),
-                stop_at,
-            )
-        else:
+        if self.status is None:
             log.info(
                 "%s (NotBefore %s): the worker is stopped at %s",
                 describe(event),
                 _clock(event.not_before),
                 stop_at,
             )
+            return True
+        if not self.status.want("event", "offline"):
+            log.warning(
+                "%s (NotBefore %s): the Manager did not take the request to let the "
+                "worker go offline after its current task; asking again in %.0f s, "
+                "and the worker is stopped at %s at the latest",
+                describe(event),
+                _clock(event.not_before),
+                ASK_AGAIN,
+                stop_at,
+            )
+            return False
+        self.holder.hold(describe(event), terminate=False)
+        log.info(
+            "%s (NotBefore %s): the worker goes offline once its current task is "
+            "done; if it is still running at %s it is stopped (SIGTERM)",
+            describe(event),
+            _clock(event.not_before),
+            stop_at,
+        )
+        return True
 
     def _go_ahead(self, event: ScheduledEvent) -> None:
         """The worker has stopped for an event that is due (or an operator's)."""
@@ -133,14 +148,22 @@ class EventReaction:
                 self.status.forget()
         if self.acknowledge is None:
             return
-        if event.acknowledgeable:
-            self.acknowledge(event.event_id, event.event_type)
-        else:
+        if not event.acknowledgeable:
             log.error(
                 "%s cannot be acknowledged (the Metadata Service gave it no EventId): "
                 "the platform goes ahead at its NotBefore",
                 describe(event),
             )
+        elif len(set(event.resources)) > 1:
+            # An acknowledgement lets the event go ahead for every VM it names.
+            log.info(
+                "%s is not acknowledged: it concerns %d other VM(s) too, whose workers "
+                "may still be stopping; the platform goes ahead at its NotBefore",
+                describe(event),
+                len(set(event.resources)) - 1,
+            )
+        else:
+            self.acknowledge(event.event_id, event.event_type)
 
     def _resume(self, decision: Decision) -> None:
         assert decision.event is not None

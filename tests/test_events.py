@@ -10,6 +10,7 @@ from typing import Optional
 import pytest
 
 from node_agent.events import (
+    ASK_AGAIN,
     OVERDUE,
     Hold,
     ScheduledEvent,
@@ -33,7 +34,7 @@ def _event(
 
 
 def _decide(
-    events: list[ScheduledEvent],
+    events: Optional[list[ScheduledEvent]],
     hold: Optional[Hold] = None,
     *,
     stopped: bool = False,
@@ -80,11 +81,28 @@ def test_what_starts_a_stop() -> None:
 
 def test_a_wound_down_worker_is_stopped_at_the_deadline() -> None:
     reboot = _event("Reboot", NOW + 600)
-    hold = Hold(reboot, NOW).seen(reboot)
+    hold = replace(Hold(reboot, NOW).seen(reboot), wound_down=True, asked_at=NOW)
     assert _decide([reboot], hold)[0] is Step.NOTHING
     assert _decide([reboot], hold, now=NOW + 600 - MARGIN)[0] is Step.STOP
     stopping = replace(hold, stopping=True)
     assert _decide([reboot], stopping, now=NOW + 600 - MARGIN)[0] is Step.NOTHING
+    # A wind-down the Manager did not take is asked again, not every poll.
+    not_taken = replace(hold, wound_down=False)
+    assert _decide([reboot], not_taken, now=NOW + 1)[0] is Step.NOTHING
+    assert _decide([reboot], not_taken, now=NOW + ASK_AGAIN)[0] is Step.WIND_DOWN
+
+
+def test_a_preempt_during_a_reboots_wind_down_stops_the_worker_at_once() -> None:
+    reboot, preempt = _event("Reboot", NOW + 900, "R-1"), _event("Preempt", NOW + 30, "P-1")
+    hold = replace(Hold(reboot, NOW).seen(reboot), wound_down=True, asked_at=NOW)
+    assert _decide([reboot, preempt], hold, now=NOW + 5)[:2] == (Step.STOP, "P-1")
+    # Even once the Reboot was approved: the Preempt wipes the disk, so it is the
+    # one to go ahead for (and to forget the worker for).
+    approved = replace(hold, stopping=True, approved_at=NOW + 1)
+    assert _decide([reboot, preempt], approved, stopped=True)[:2] == (Step.STOP, "P-1")
+    # A later event never takes over.
+    later = _event("Reboot", NOW + 1200, "R-2")
+    assert _decide([reboot, later], hold, now=NOW + 5)[0] is Step.NOTHING
 
 
 def test_the_platform_goes_ahead_once_the_worker_stopped() -> None:
@@ -97,10 +115,10 @@ def test_the_platform_goes_ahead_once_the_worker_stopped() -> None:
     # A platform Reboot whose worker went offline early waits for its deadline; an
     # operator's is approved at once.
     reboot = _event("Reboot", NOW + 600)
-    wound = Hold(reboot, NOW).seen(reboot)
+    wound = replace(Hold(reboot, NOW).seen(reboot), wound_down=True)
     assert _decide([reboot], wound, stopped=True)[0] is Step.NOTHING
     users = replace(reboot, source="User")
-    assert _decide([users], Hold(users, NOW), stopped=True)[0] is Step.GO_AHEAD
+    assert _decide([users], replace(wound, event=users), stopped=True)[0] is Step.GO_AHEAD
 
 
 def test_events_that_do_not_happen_resume_the_worker() -> None:
@@ -117,9 +135,46 @@ def test_events_that_do_not_happen_resume_the_worker() -> None:
         "R-1",
         "the Reboot event R-1 turned into a Freeze",
     )
-    # The held event is gone, another still needs the worker stopped: keep holding.
+    # The held event is gone and another is listed: the worker works until that
+    # one needs it stopped (wound down at the next poll), unless that is now.
     other = _event("Reboot", NOW + 600, "R-2")
-    assert _decide([other], hold, stopped=True)[:2] == (Step.WIND_DOWN, "R-2")
+    assert _decide([other], hold, stopped=True)[:3] == (
+        Step.RESUME,
+        "P-1",
+        "the Preempt event P-1 was cancelled",
+    )
+    terminate = _event("Terminate", None, "T-1")
+    assert _decide([terminate], hold, stopped=True)[:2] == (Step.STOP, "T-1")
+
+
+def test_a_hold_is_given_up_when_overdue_even_while_imds_is_silent() -> None:
+    preempt = _event("Preempt", NOW + 30, "P-1")
+    hold = replace(Hold(preempt, NOW).seen(preempt), stopping=True, approved_at=NOW + 5)
+    assert _decide(None, None, now=NOW + 10_000)[0] is Step.NOTHING
+    assert _decide(None, hold, now=NOW + 30 + OVERDUE)[0] is Step.NOTHING
+    d = decide(None, hold, now=NOW + 31 + OVERDUE, margin=MARGIN, stopped=True)
+    assert (d.step, d.overdue) == (Step.RESUME, True)
+    assert d.why == (
+        "the Preempt event P-1 is long overdue, the node is still here and IMDS is silent"
+    )
+
+
+def test_an_interruption_of_known_length_is_overdue_only_after_it() -> None:
+    reboot = replace(_event("Reboot", NOW + 600, "R-1"), duration=900.0)
+    hold = replace(Hold(reboot, NOW).seen(reboot), stopping=True, approved_at=NOW + 600)
+    started = replace(reboot, not_before=None, status="Started")
+    assert _decide([started], hold, stopped=True, now=NOW + 600 + OVERDUE + 1)[0] is Step.NOTHING
+    late = _decide([started], hold, stopped=True, now=NOW + 600 + 900 + OVERDUE + 1)
+    assert late[0] is Step.RESUME
+    [parsed] = parse_events(
+        {"Events": [{"EventId": "R", "Resources": ["v"], "DurationInSeconds": 900}]}
+    )
+    assert parsed.duration == 900.0
+    for odd in (-1, "900", True, None):
+        [parsed] = parse_events(
+            {"Events": [{"EventId": "R", "Resources": ["v"], "DurationInSeconds": odd}]}
+        )
+        assert parsed.duration == 0.0
 
 
 def test_an_overdue_event_resumes_the_worker_and_is_ignored_after() -> None:
@@ -204,3 +259,69 @@ def test_an_event_without_an_eventid_is_acted_on_but_never_acknowledged(
     react([nameless], NOW + 1)
     assert side.calls == ["hold Terminate event (no EventId: Terminate) SIGTERM", "forget"]
     assert "cannot be acknowledged" in caplog.text
+
+
+class Status:
+    """The Manager's side of status requests: refuses the first ``refusals``."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.asked: list[Optional[str]] = []
+
+    def want(self, cause: str, status: Optional[str]) -> bool:
+        self.asked.append(status)
+        self.refusals -= 1
+        return self.refusals < 0
+
+    def forget(self) -> None:
+        pass
+
+
+def test_a_wind_down_the_manager_did_not_take_is_asked_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    side, status = Recorder(), Status(refusals=2)
+    react = EventReaction(side, margin=MARGIN, status=status)  # type: ignore[arg-type]
+    reboot = _event("Reboot", NOW + 900, "R-1")
+    for second in range(0, 40):
+        react([reboot], NOW + second)
+    assert status.asked == ["offline"] * 3  # at 0 s, 15 s and 30 s: taken then
+    assert side.calls == ["hold Reboot event R-1"]
+    assert caplog.text.count("the Manager did not take the request") == 2
+
+
+def test_an_event_naming_other_vms_too_is_never_acknowledged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "node_agent")
+    side = Recorder()
+    react = EventReaction(side, margin=MARGIN, forget=side.forget, acknowledge=side.acknowledge)
+    shared = replace(_event("Preempt", NOW + 30, "P-1"), resources=("vm", "vm-2", "vm-3"))
+    react([shared], NOW)
+    side.held = True
+    react([shared], NOW + 1)
+    assert side.calls == ["hold Preempt event P-1 SIGTERM", "forget"]
+    assert "it concerns 2 other VM(s) too" in caplog.text
+
+
+def test_the_reaction_follows_the_most_urgent_event() -> None:
+    side, status = Recorder(), Status(refusals=0)
+    react = EventReaction(
+        side,
+        margin=MARGIN,
+        status=status,  # type: ignore[arg-type]
+        forget=side.forget,
+        acknowledge=side.acknowledge,
+    )
+    reboot, preempt = _event("Reboot", NOW + 900, "R-1"), _event("Preempt", NOW + 40, "P-1")
+    react([reboot], NOW)
+    react([reboot, preempt], NOW + 1)
+    side.held = True
+    react([reboot, preempt], NOW + 2)
+    assert side.calls == [
+        "hold Reboot event R-1",
+        "hold Preempt event P-1 SIGTERM",
+        "forget",
+        "ack P-1",
+    ]
+    assert react.hold is not None and react.hold.event.event_id == "P-1"

@@ -95,8 +95,8 @@ def _watch(url: str, timeout: float = 2.0) -> tuple[EventWatcher, list[Scheduled
     """A watcher polling fast; and every event of this VM it has passed on."""
     seen: list[ScheduledEvent] = []
 
-    def react(events: list[ScheduledEvent], now: float) -> None:
-        seen.extend(e for e in events if e not in seen)
+    def react(events: list[ScheduledEvent] | None, now: float) -> None:
+        seen.extend(e for e in events or () if e not in seen)
 
     watcher = EventWatcher(url, react, poll=0.02, timeout=timeout, backoff_cap=0.1).start()
     return watcher, seen
@@ -156,7 +156,9 @@ def test_a_fault_in_the_reaction_never_ends_the_watching(
     caplog.set_level(logging.WARNING, "node_agent")
     calls: list[list[ScheduledEvent]] = []
 
-    def react(events: list[ScheduledEvent], now: float) -> None:
+    def react(events: list[ScheduledEvent] | None, now: float) -> None:
+        if events is None:
+            return
         calls.append(events)
         if len(calls) <= 3:
             raise KeyError("a bug")
