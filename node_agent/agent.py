@@ -55,6 +55,10 @@ log = get_logger("agent")
 
 # Reboot/Redeploy: stop the worker this long before NotBefore, beyond its grace.
 EVENT_MARGIN = 15.0
+# Seconds for one Manager call made while platform events are watched (a status
+# request, forgetting the worker): the watcher waits on it, and a Preempt listed
+# meanwhile must still be acted on well within its 30 s.
+EVENT_CALL_TIMEOUT = 3.0
 
 
 def run(
@@ -105,7 +109,7 @@ def run(
             supervisor.early_stops = early_stops
             status = None
             if plan.flavour.flavour is Flavour.V3:
-                status = StatusRequests(api, credentials)
+                status = StatusRequests(replace(api, timeout=EVENT_CALL_TIMEOUT), credentials)
             health = HealthWatch(
                 env.node.root_dir,
                 disk_floor(env),
@@ -235,7 +239,7 @@ def _event_watcher(
         supervisor.holds,
         margin=settings.stop_grace + EVENT_MARGIN,
         status=status,
-        forget=_forgetter(env, settings, plan, api),
+        forget=_forgetter(env, settings, plan, replace(api, timeout=EVENT_CALL_TIMEOUT)),
     )
     watcher = EventWatcher(settings.imds_url, reaction)
     if settings.ack_events:

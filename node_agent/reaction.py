@@ -98,7 +98,12 @@ class EventReaction:
             self.hold = Hold(event, now)
         self.hold = self.hold.seen(event)
         if decision.step is Step.WIND_DOWN:
-            self.hold = replace(self.hold, asked_at=now, wound_down=self._wind_down(event))
+            asking = time.monotonic()
+            wound_down = self._wind_down(event)
+            # Asked again ASK_AGAIN after this try ended: a Manager that makes each
+            # try wait must not keep the watcher waiting most of the time.
+            asked_at = now + time.monotonic() - asking
+            self.hold = replace(self.hold, asked_at=asked_at, wound_down=wound_down)
         elif decision.step is Step.STOP:
             self.hold = replace(self.hold, stopping=True)
             self.holder.hold(describe(event), terminate=True)
