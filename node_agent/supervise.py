@@ -245,7 +245,7 @@ class Supervisor:
             self._judge(127 if isinstance(exc, FileNotFoundError) else 126, 0.0)
             return
         process, token = launched.process, launched.token
-        self.holds.running = True
+        self.holds.started()
         self._update(
             phase=Phase.RUNNING,
             restarts=restarts,
