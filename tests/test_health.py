@@ -9,14 +9,16 @@ import logging
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 
 from node_agent.health import MEMORY_FLOOR, RECOVER, HealthWatch, Reading, assess
 from node_agent.manager_api import ManagerApi
 from node_agent.standins.manager import FakeManager
+from node_agent.standins.server import Request, Response
 from node_agent.worker_status import StatusRequests
 from tests.agent import Agent
 from tests.helpers import wait_until
@@ -24,6 +26,7 @@ from tests.test_one_identity import NAME, STANDIN, _node
 from tests.test_storage import needs_mount_namespace
 
 MiB = 2**20
+MGT = "/api/v3/worker-mgt/workers"
 
 
 def _reading(free: int, available: int = 8 * 2**30, in_tasks: int = 0) -> Reading:
@@ -166,3 +169,52 @@ def test_a_state_write_that_fails_never_ends_the_health_watch(
     assert len(posted) == 3
     failures = [r.getMessage() for r in caplog.records if "health watch failed" in r.getMessage()]
     assert len(failures) == 1 and "OSError at " in failures[0]
+
+
+class _SlowManager(FakeManager):
+    """A Manager that answers the first status request only once ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()  # the first status request has come
+        self.go = threading.Event()
+
+    def _handle(self, request: Request) -> Optional[Response]:
+        if request.path.endswith("/setstatus") and not self.holding.is_set():
+            self.holding.set()
+            self.go.wait(60)
+        return super()._handle(request)
+
+
+def test_a_status_request_never_waits_behind_another_causes(tmp_path: Path) -> None:
+    manager = _SlowManager().start()
+    try:
+        credentials = tmp_path / "credentials.yaml"
+        worker = manager.add_worker(NAME, "s3cret", "awake")
+        credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
+        # Calls wait as long as the Manager takes here: only the waiting is looked at.
+        status = StatusRequests(ManagerApi(manager.url, timeout=60), credentials)
+        health: list[bool] = []
+        looking = threading.Thread(target=lambda: health.append(status.want("health", "asleep")))
+        looking.start()
+        wait_until(manager.holding.is_set, 20, "the health watch's request at the Manager")
+        # A Scheduled Event meanwhile: its request goes out at once.
+        events: list[bool] = []
+        watching = threading.Thread(target=lambda: events.append(status.want("event", "offline")))
+        watching.start()
+        wait_until(lambda: events, 10, "the event's request answered")
+        assert events == [True] and manager.worker(worker).status_requested == "offline"
+        manager.go.set()
+        looking.join(20)
+        watching.join(20)
+        assert health == [True]
+        # The Manager took the two in the other order: the next look asks again.
+        assert manager.worker(worker).status_requested == "asleep"
+        assert status.want("health", "asleep")
+        assert manager.worker(worker).status_requested == "offline"
+        assert status.want("health", "asleep")  # now known: not sent again
+        sent = [r.json()["status"] for r in manager.server.received("POST", MGT)]
+        assert sent == ["asleep", "offline", "offline"]
+    finally:
+        manager.go.set()
+        manager.stop()
