@@ -70,7 +70,7 @@ class Supervisor:
         stderr_fd: int = 2,
         manager: Optional[ManagerCheck] = None,
         storage: Optional[StorageCheck] = None,
-        on_worker_start: Optional[Callable[[], None]] = None,
+        on_worker_start: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -256,8 +256,8 @@ class Supervisor:
             next_start_at=None,
         )
         log.info("worker started (pid %d): %s", process.pid, " ".join(self.spec.argv))
-        if self.on_worker_start is not None:
-            self.on_worker_start()
+        for tell in self.on_worker_start:
+            tell()
         code, kill_at = self._wait_for_exit(process, token)
         uptime = time.monotonic() - started
         deadline = kill_at if kill_at is not None else time.monotonic() + self.settings.stop_grace
