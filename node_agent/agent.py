@@ -105,11 +105,13 @@ def run(
                 keeper = IdentityKeeper(
                     api, credentials, plan.worker_name, settings.worker_tags, ids=ids
                 ).start()
-            supervisor = _supervisor(environ, env, settings, plan, state, api=api, keeper=keeper)
-            supervisor.early_stops = early_stops
             status = None
             if plan.flavour.flavour is Flavour.V3:
                 status = StatusRequests(replace(api, timeout=EVENT_CALL_TIMEOUT), credentials)
+            supervisor = _supervisor(
+                environ, env, settings, plan, state, api=api, keeper=keeper, status=status
+            )
+            supervisor.early_stops = early_stops
             health = HealthWatch(
                 env.node.root_dir,
                 disk_floor(env),
@@ -192,6 +194,7 @@ def _supervisor(
     *,
     api: ManagerApi,
     keeper: Optional[IdentityKeeper],
+    status: Optional[StatusRequests],
 ) -> Supervisor:
     policy = RestartPolicy(
         flavour=plan.flavour.flavour,
@@ -219,7 +222,7 @@ def _supervisor(
         state,
         manager=check,
         storage=StorageCheck(mounts, settings.storage_wait_cap) if mounts else None,
-        on_worker_start=keeper.worker_started if keeper is not None else None,
+        on_worker_start=[told.worker_started for told in (keeper, status) if told is not None],
     )
 
 

@@ -164,8 +164,8 @@ class HealthWatch:
             self._report(text)
         self.problems = problems
         if self.status is not None:
-            # Every look: a worker that registered anew gets the request too, and a
-            # Manager that was away is asked again.
+            # Every look: a worker that registered anew or started again gets the
+            # request too, and a Manager that was away is asked again.
             self.status.want("health", "asleep" if problems else None)
 
     def _report(self, text: Optional[str]) -> None:

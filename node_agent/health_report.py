@@ -37,7 +37,7 @@ from node_agent.log import get_logger, log_lines
 from node_agent.settings import Settings
 from node_agent.stopsignals import IGNORED_SIGNALS, STOP_SIGNALS
 
-log = get_logger("agent")
+log = get_logger("health_report")
 
 CHECK_LIMIT = 15.0  # seconds the report's checks may take
 NICENESS = 10  # the report yields the CPU to the worker and the render

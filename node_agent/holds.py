@@ -6,7 +6,8 @@ worker and writes the state file.
 A hold either stops the worker now (SIGTERM) or says that it was asked to stop on
 its own (a v3 worker told to go offline once its current task is done): either way
 its next exit, whatever the code, is the agent's doing, not a failure and not the
-Manager ending the worker's life.
+Manager ending the worker's life. A hold placed while no worker runs and released
+before the next one starts says nothing about that one's exit.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Holds:
         self._lock = threading.Lock()
         self.reason: Optional[str] = None  # the worker is kept stopped for this
         self.terminate = False  # and must get SIGTERM now
-        self.running = False  # set by the main thread: a worker (tree) is up
+        self.running = False  # a worker (tree) is up: ``started``, reset by the main thread
         self.signalled = False  # set by the main thread: SIGTERM sent for a hold
         self._expected: Optional[str] = None  # why the next exit is the agent's doing
         self._posted: dict[str, Any] = {}
@@ -46,6 +47,15 @@ class Holds:
             self.reason, self.terminate = None, False
             self._posted["platform_event"] = None
         self._wake()
+
+    def started(self) -> None:
+        """A worker was started (by the main thread). Only a hold still in place
+        concerns its exit: one placed while no worker ran and released since
+        concerns no run at all."""
+        with self._lock:
+            self.running = True
+            if self.reason is None:
+                self._expected = None
 
     @property
     def held(self) -> bool:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from node_agent.log import get_logger
 
-log = get_logger("preempt")
+log = get_logger("imds")
 
 API_EVENTS = "/metadata/scheduledevents?api-version=2020-07-01"
 API_INSTANCE = "/metadata/instance?api-version=2021-02-01"

@@ -14,7 +14,7 @@ from node_agent.log import get_logger
 from node_agent.logpump import Pump, utc_stamp
 from node_agent.worker import WorkerSpec
 
-log = get_logger("supervise")
+log = get_logger("launch")
 
 
 @dataclass(frozen=True)

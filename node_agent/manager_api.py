@@ -19,7 +19,7 @@ import requests
 from node_agent.log import get_logger
 from node_agent.manager_http import PROBE_TIMEOUT, manager_session, proxies_for, reason
 
-log = get_logger("manager")
+log = get_logger("manager_api")
 
 MGT = "/api/v3/worker-mgt"
 T = TypeVar("T")

@@ -27,7 +27,7 @@ from node_agent.events import (
 from node_agent.log import get_logger
 from node_agent.worker_status import StatusRequests
 
-log = get_logger("preempt")
+log = get_logger("reaction")
 
 
 class Holder(Protocol):

@@ -2,7 +2,7 @@
 
 One worker at a time, started by ``launch`` (a session of its own, its stdout and
 stderr forwarded by ``logpump``). The main thread sleeps in ``select`` on a self-pipe that signals
-(``signal.set_wakeup_fd``) and other threads (``request_stop``) write to, so the
+(``signal.set_wakeup_fd``) and other threads (through ``holds``) write to, so the
 agent uses no CPU while the worker runs and reacts at once to SIGCHLD and the
 stop signals (``stopsignals``). Restarts follow ``policy``; tenacity's ``Retrying``
 does the waiting, through a sleep that a stop request cuts short. A platform event
@@ -17,7 +17,6 @@ import os
 import select
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
@@ -71,7 +70,7 @@ class Supervisor:
         stderr_fd: int = 2,
         manager: Optional[ManagerCheck] = None,
         storage: Optional[StorageCheck] = None,
-        on_worker_start: Optional[Callable[[], None]] = None,
+        on_worker_start: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -88,17 +87,19 @@ class Supervisor:
         # Stop signals received before ``run`` took them over (``stopsignals.hold``).
         self.early_stops: Sequence[str] = ()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._lock = threading.Lock()
         self.holds = Holds(self._wake)
         self._manager_session: Optional[requests.Session] = None
 
-    # -- thread-safe controls ------------------------------------------------
+    # -- controls -------------------------------------------------------------
 
     def request_stop(self, reason: str) -> None:
-        """Ask for a graceful stop of the worker and the end of supervision."""
-        with self._lock:
-            if self.stop_reason is None:
-                self.stop_reason = reason
+        """Ask for a graceful stop of the worker and the end of supervision (on the
+        main thread: its signal handler calls this)."""
+        # No lock: a signal handler runs on the main thread between any two of its
+        # steps, so a stop signal arriving while a lock taken here was held would wait
+        # for it forever. Everything else that sets the reason runs on this thread.
+        if self.stop_reason is None:
+            self.stop_reason = reason
         self._wake()
 
     def _wake(self) -> None:
@@ -244,7 +245,7 @@ class Supervisor:
             self._judge(127 if isinstance(exc, FileNotFoundError) else 126, 0.0)
             return
         process, token = launched.process, launched.token
-        self.holds.running = True
+        self.holds.started()
         self._update(
             phase=Phase.RUNNING,
             restarts=restarts,
@@ -255,8 +256,8 @@ class Supervisor:
             next_start_at=None,
         )
         log.info("worker started (pid %d): %s", process.pid, " ".join(self.spec.argv))
-        if self.on_worker_start is not None:
-            self.on_worker_start()
+        for tell in self.on_worker_start:
+            tell()
         code, kill_at = self._wait_for_exit(process, token)
         uptime = time.monotonic() - started
         deadline = kill_at if kill_at is not None else time.monotonic() + self.settings.stop_grace

@@ -8,6 +8,17 @@ cause says what it wants; the strongest wish is sent as a lazy status request
 worker the agent asked something of: an operator's own choice is left alone.
 Requests go to the worker id of the credentials file, so a worker that registered
 anew gets the request again.
+
+A request is sent once per worker run. A worker that starts again (killed without
+signing off, say) signs on, and the Manager answers its sign-on with ``awake`` unless
+a request is pending: so at every start what the Manager has is forgotten, and the
+next wish is sent again once the worker has signed on. Until then the Manager may
+still show the status of the run before, and asking for that very status would only
+cancel a pending request: so after a start the worker's entry is looked at first.
+
+Causes live in different threads (health, Scheduled Events); the Manager is asked
+outside the lock, so none waits for another's request. Requests that cross leave
+what the Manager holds unknown: the next wish is sent again.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from node_agent.credentials import worker_id
-from node_agent.manager_api import ManagerApi, set_status
+from node_agent.manager_api import ManagerApi, get_worker, set_status
 
 STRONGEST_FIRST = ("offline", "asleep")
 
@@ -29,7 +40,13 @@ class StatusRequests:
         self.api = api
         self.credentials = credentials
         self._wanted: dict[str, str] = {}  # cause -> status
-        self._sent: Optional[tuple[str, str]] = None  # (worker id, status) accepted
+        # The worker asked to leave awake: set awake again once nothing is wanted.
+        self._asked: Optional[str] = None
+        # (worker id, status) the Manager has for this worker run: not sent again.
+        self._sent: Optional[tuple[str, str]] = None
+        self._started = False  # a worker started: the Manager may show the run before
+        self._calls = 0  # Manager calls under way
+        self._changes = 0  # calls begun, worker starts and forgets so far
         self._lock = threading.Lock()
 
     def want(self, cause: str, status: Optional[str]) -> bool:
@@ -47,17 +64,72 @@ class StatusRequests:
             current = worker_id(self.credentials)
             if current is None:
                 return False
-            if target is None and (self._sent is None or self._sent[0] != current):
+            if target is None and self._asked != current:
                 return True  # nothing was asked of this worker: nothing to undo
             sending = (current, target or "awake")
-            if self._sent == sending:
+            if self._sent == sending and self._calls == 0:  # (one under way may change it)
                 return True
-            if not set_status(self.api, current, sending[1], lazy=target is not None):
-                return False
-            self._sent = None if target is None else sending
-            return True
+            if target is not None:
+                self._asked = current
+            check = self._started and target is not None
+            self._changes += 1
+            began = self._changes if self._calls == 0 else None
+            self._calls += 1
+        kept: Optional[bool] = None
+        try:
+            kept = self._ask(sending, check)
+        finally:
+            self._settle(sending, kept, began)
+        return kept is not None
+
+    def worker_started(self) -> None:
+        """A worker was just started: what the Manager has may have changed."""
+        with self._lock:
+            self._sent = None
+            self._started = True
+            self._changes += 1
 
     def forget(self) -> None:
         """The worker's entry was removed from the Manager: nothing to undo there."""
         with self._lock:
-            self._sent = None
+            self._sent = self._asked = None
+            self._changes += 1
+
+    def _ask(self, sending: tuple[str, str], check: bool) -> Optional[bool]:
+        """Ask the Manager for ``sending`` (with ``check``: look at the worker's entry
+        first). True when it has it for this worker run; False when it was asked or
+        has it, but the next call must look again; None when it could not be asked."""
+        current, status = sending
+        if check:
+            found = get_worker(self.api, current)
+            if found is None:
+                return None
+            if found.requested == status:
+                return True  # the worker gets it at sign-on or at its next request
+            if found.status == status:
+                # Perhaps the status of the run before, which this worker's sign-on
+                # replaces: asked for once the Manager shows otherwise. Asking now only
+                # cancels another request pending, which must not reach the worker.
+                if found.requested and not set_status(self.api, current, status, lazy=True):
+                    return None
+                return False
+        if not set_status(self.api, current, status, lazy=status != "awake"):
+            return None
+        return True
+
+    def _settle(self, sending: tuple[str, str], kept: Optional[bool], began: Optional[int]) -> None:
+        """Record what a call to the Manager left there (``kept``: as ``_ask``
+        returned). ``began``: the count of changes when the call began, None when
+        another call was under way then."""
+        with self._lock:
+            self._calls -= 1
+            if kept is None or began != self._changes:
+                # A call that failed (perhaps after the Manager took it), calls that
+                # crossed (taken in either order), or a worker started meanwhile:
+                # what the Manager holds is unknown.
+                self._sent = None
+            elif kept and sending[1] == "awake":
+                self._sent = self._asked = None
+            elif kept:
+                self._sent = sending
+                self._started = False

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
+import requests
 
 from node_agent.health import MEMORY_FLOOR, RECOVER, HealthWatch, Reading, assess
 from node_agent.manager_api import ManagerApi
 from node_agent.standins.manager import FakeManager
+from node_agent.standins.server import Request, Response
 from node_agent.worker_status import StatusRequests
 from tests.agent import Agent
 from tests.helpers import wait_until
@@ -24,6 +29,7 @@ from tests.test_one_identity import NAME, STANDIN, _node
 from tests.test_storage import needs_mount_namespace
 
 MiB = 2**20
+MGT = "/api/v3/worker-mgt/workers"
 
 
 def _reading(free: int, available: int = 8 * 2**30, in_tasks: int = 0) -> Reading:
@@ -166,3 +172,112 @@ def test_a_state_write_that_fails_never_ends_the_health_watch(
     assert len(posted) == 3
     failures = [r.getMessage() for r in caplog.records if "health watch failed" in r.getMessage()]
     assert len(failures) == 1 and "OSError at " in failures[0]
+
+
+def _as_worker(manager: FakeManager, worker: str, path: str, body: object) -> requests.Response:
+    """A call of the worker API, as the worker with this id (secret ``s3cret``) makes it."""
+    url = f"{manager.url}api/v3/worker/{path}"
+    return requests.post(url, json=body, auth=(worker, "s3cret"), timeout=10)
+
+
+def test_status_statusask_again_once_a_restarted_worker_signed_on(
+    tmp_path: Path, manager: FakeManager
+) -> None:
+    credentials = tmp_path / "credentials.yaml"
+    worker = manager.add_worker(NAME, "s3cret", "awake")
+    credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
+    status = StatusRequests(ManagerApi(manager.url), credentials)
+    status.worker_started()
+    assert status.want("health", "asleep")
+    _as_worker(manager, worker, "state-changed", {"status": "asleep"})  # it went asleep
+    # Killed without signing off (OOM) and started again: the Manager still shows it
+    # asleep, and a look before its sign-on must not count as the request sent.
+    status.worker_started()
+    assert status.want("health", "asleep")
+    sign_on = {"name": NAME, "software_version": "3.5", "supported_task_types": ["misc"]}
+    answer = _as_worker(manager, worker, "sign-on", sign_on).json()
+    assert answer["status_requested"] == "awake"  # what the real Manager answers too
+    _as_worker(manager, worker, "state-changed", {"status": "awake"})
+    assert status.want("health", "asleep")  # the next look sends it again
+    assert manager.worker(worker).status_requested == "asleep"
+    assert status.want("health", "asleep")  # and only once
+    sent = [r.json() for r in manager.server.received("POST", MGT)]
+    assert sent == [{"status": "asleep", "is_lazy": True}] * 2
+
+
+def test_a_worker_restarted_on_an_unfit_node_is_taken_off_new_work_again(
+    tmp_path: Path, run_agent: Callable[..., Agent], manager: FakeManager
+) -> None:
+    agent = run_agent(
+        "",
+        node=_node(tmp_path / "node"),
+        manager=manager,
+        # Shortened: a look every 0.2 s (really a minute); a memory floor no machine
+        # reaches, so the node is unfit at every look.
+        constants={"node_agent.health.INTERVAL": 0.2, "node_agent.health.MEMORY_FLOOR": 2**62},
+        NODE_AGENT_WATCH_EVENTS="false",
+        **STANDIN,
+    )
+
+    def status() -> str:
+        return ",".join(w.status for w in manager.named(NAME))
+
+    def asked() -> list[object]:
+        return [r.json() for r in manager.server.received("POST", MGT)]
+
+    wait_until(lambda: status() == "asleep", 30, "the worker asleep")
+    first = agent.state()["worker_pid"]
+    os.kill(first, signal.SIGKILL)  # as the OOM killer does: it never signs off
+    wait_until(lambda: agent.state().get("worker_pid") not in (None, first), 30, "a restart")
+    # Its sign-on was answered awake: it is asked again, once it has signed on.
+    wait_until(lambda: len(asked()) == 2 and status() == "asleep", 30, "the worker asleep again")
+    assert asked() == [{"status": "asleep", "is_lazy": True}] * 2
+
+
+class _SlowManager(FakeManager):
+    """A Manager that answers the first status request only once ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()  # the first status request has come
+        self.go = threading.Event()
+
+    def _handle(self, request: Request) -> Optional[Response]:
+        if request.path.endswith("/setstatus") and not self.holding.is_set():
+            self.holding.set()
+            self.go.wait(60)
+        return super()._handle(request)
+
+
+def test_a_status_request_never_waits_behind_another_causes(tmp_path: Path) -> None:
+    manager = _SlowManager().start()
+    try:
+        credentials = tmp_path / "credentials.yaml"
+        worker = manager.add_worker(NAME, "s3cret", "awake")
+        credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
+        # Calls wait as long as the Manager takes here: only the waiting is looked at.
+        status = StatusRequests(ManagerApi(manager.url, timeout=60), credentials)
+        health: list[bool] = []
+        looking = threading.Thread(target=lambda: health.append(status.want("health", "asleep")))
+        looking.start()
+        wait_until(manager.holding.is_set, 20, "the health watch's request at the Manager")
+        # A Scheduled Event meanwhile: its request goes out at once.
+        events: list[bool] = []
+        watching = threading.Thread(target=lambda: events.append(status.want("event", "offline")))
+        watching.start()
+        wait_until(lambda: events, 10, "the event's request answered")
+        assert events == [True] and manager.worker(worker).status_requested == "offline"
+        manager.go.set()
+        looking.join(20)
+        watching.join(20)
+        assert health == [True]
+        # The Manager took the two in the other order: the next look asks again.
+        assert manager.worker(worker).status_requested == "asleep"
+        assert status.want("health", "asleep")
+        assert manager.worker(worker).status_requested == "offline"
+        assert status.want("health", "asleep")  # now known: not sent again
+        sent = [r.json()["status"] for r in manager.server.received("POST", MGT)]
+        assert sent == ["asleep", "offline", "offline"]
+    finally:
+        manager.go.set()
+        manager.stop()

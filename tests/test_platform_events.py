@@ -196,3 +196,23 @@ def test_a_long_notice_lets_the_task_finish_and_a_cancel_wakes_the_worker(
         {"status": "awake", "is_lazy": False},
     ]
     _stop(agent)
+
+
+def test_a_hold_while_no_worker_ran_never_judges_a_later_workers_exit(
+    tmp_path: Path, run_agent: Start, services: Services
+) -> None:
+    manager, imds = services
+    manager.fail("version", 503)  # the agent waits for the Manager: no worker runs yet
+    agent = run_agent("count,exit:0", manager=manager, imds=imds, NODE_AGENT_MANAGER_WAIT_CAP="0.2")
+    wait_until(lambda: agent.state().get("phase") == "waiting-for-manager")
+    imds.schedule("Preempt", "PRE-1")
+    wait_until(lambda: agent.state().get("platform_event") == "Preempt event PRE-1")
+    imds.cancel("PRE-1")
+    wait_until(
+        lambda: b"PRE-1 is over and the node is still here: the worker works" in agent.stderr
+    )
+    manager.fail("version", None)
+    # Its exit 0 is the Manager asking it to shut down, not a stop for the Preempt.
+    assert agent.wait() == EXIT_OK
+    assert len(agent.runs()) == 1
+    assert agent.state()["stop_reason"] == "the Manager asked the worker to shut down"

@@ -1,21 +1,27 @@
-"""The supervisor's parts in-process: log pump, lock, worker command."""
+"""The supervisor's parts in-process: log pump, lock, worker command, stop requests."""
 
 from __future__ import annotations
 
 import os
 import re
 import select
+import signal
 import threading
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 from node_agent import bootstrap
+from node_agent.flavour import Flavour
 from node_agent.lock import AlreadyRunning, NodeLock
 from node_agent.logpump import CHUNK, Pump, utc_stamp
+from node_agent.policy import RestartPolicy
 from node_agent.settings import load_settings
+from node_agent.state import AgentState, Phase, StateKeeper
+from node_agent.supervise import Supervisor
 from node_agent.survey import survey
-from node_agent.worker import worker_spec
+from node_agent.worker import WorkerSpec, worker_spec
 from tests.helpers import wait_until
 from tests.nodes import make_node
 
@@ -169,3 +175,52 @@ def test_pump_waits_on_an_output_that_is_non_blocking() -> None:
 
 def _pipe_full(fd: int) -> bool:
     return not select.select([], [fd], [], 0)[1]
+
+
+class _StopDuringStop(Supervisor):
+    """A supervisor that a real SIGTERM interrupts in the middle of a stop request
+    (the first time ``interrupt`` is set), as a second stop signal can."""
+
+    interrupt = False
+    _reason: Optional[str] = None
+
+    @property
+    def stop_reason(self) -> Optional[str]:
+        if self.interrupt:
+            self.interrupt = False
+            os.kill(os.getpid(), signal.SIGTERM)
+            # Python runs the handler at its next check, on this thread: right here.
+            wait_until(lambda: self._reason is not None, 20, "the SIGTERM handled")
+        return self._reason
+
+    @stop_reason.setter
+    def stop_reason(self, reason: Optional[str]) -> None:
+        self._reason = reason
+
+
+def _deadlocked(_signum: int, _frame: object) -> None:
+    raise AssertionError("a stop signal during a stop request deadlocked the agent")
+
+
+def test_a_stop_signal_during_a_stop_request_is_honoured(tmp_path: Path) -> None:
+    settings = load_settings({"FLAMENCO_MANAGER_URL": "http://127.0.0.1:9/"}, {}, None)
+    policy = RestartPolicy(Flavour.V3, 75, False, 1.0, 1.0, 1.0, 1.0)
+    first = AgentState(os.getpid(), 0.0, Phase.STARTING, 0.0, "v3", "w", "w", "d", "c")
+    keeper = StateKeeper(str(tmp_path / "state.json"), first)
+    supervisor = _StopDuringStop(WorkerSpec(("true",), str(tmp_path), ()), policy, settings, keeper)
+    previous = signal.signal(signal.SIGTERM, supervisor._on_signal)
+    # A deadlock in the handler is broken by this alarm (lock waits give way to signals).
+    previous_alarm = signal.signal(signal.SIGALRM, _deadlocked)
+    signal.setitimer(signal.ITIMER_REAL, 10.0)
+    try:
+        supervisor.interrupt = True
+        supervisor.request_stop("received SIGHUP")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous_alarm)
+        signal.signal(signal.SIGTERM, previous)
+    woken = select.select([supervisor._wake_r], [], [], 0)[0]
+    os.close(supervisor._wake_r)
+    os.close(supervisor._wake_w)
+    assert supervisor.stop_reason == "received SIGTERM"  # the first to be noted stands
+    assert woken  # the main loop is woken
