@@ -2,10 +2,11 @@
 worker. Pure: a document in, events out; the events, what the agent is doing about
 one and the time in, the next step out.
 
-``Preempt`` (Spot eviction, at least 30 s notice) and ``Terminate`` stop the worker
-at once, so it signs off and the Manager re-queues its task; ``Reboot`` and
-``Redeploy`` stop it shortly before ``NotBefore``, and until then it is wound down
-(it finishes its current task and takes no new one); ``Freeze`` (a few seconds'
+The events that take the node (``Preempt``, ``Terminate``, ``Reboot``,
+``Redeploy``) stop the worker shortly before ``NotBefore`` (SIGTERM: it signs off
+and the Manager re-queues its task), and until then it is wound down (it finishes
+its current task and takes no new one). So a Spot eviction's 30 s notice stops it
+at once, a Reboot's 15 minutes let its task finish. ``Freeze`` (a few seconds'
 pause) is only logged, as are types nobody knows yet. Once the worker has stopped,
 the platform is told to go ahead when the event is due, or at once for an
 operator's event (``EventSource: User``). Events can be cancelled (they leave the
@@ -26,16 +27,15 @@ from typing import Any, Optional
 class Reaction(Enum):
     """What an event means for the worker."""
 
-    STOP_NOW = "stop now"
-    STOP_BEFORE = "stop before NotBefore"
+    STOP = "stop before NotBefore"
     LOG_ONLY = "log only"
 
 
 REACTIONS = {
-    "Preempt": Reaction.STOP_NOW,
-    "Terminate": Reaction.STOP_NOW,
-    "Reboot": Reaction.STOP_BEFORE,
-    "Redeploy": Reaction.STOP_BEFORE,
+    "Preempt": Reaction.STOP,
+    "Terminate": Reaction.STOP,
+    "Reboot": Reaction.STOP,
+    "Redeploy": Reaction.STOP,
     "Freeze": Reaction.LOG_ONLY,
 }
 # After these the node comes back with a wiped disk (a new worker registers).
@@ -125,16 +125,14 @@ def _event(item: dict[str, Any]) -> Optional[ScheduledEvent]:
 
 def due(event: ScheduledEvent, now: float, margin: float) -> bool:
     """Whether the worker must stop for this event now (pure)."""
-    if event.reaction is Reaction.STOP_NOW:
-        return True
-    if event.reaction is Reaction.STOP_BEFORE:
+    if event.reaction is Reaction.STOP:
         return event.not_before is None or now >= event.not_before - margin
     return False
 
 
 def deadline(event: ScheduledEvent, margin: float) -> Optional[float]:
     """When the worker must be stopped for an event at the latest (None: at once)."""
-    if event.reaction is Reaction.STOP_BEFORE and event.not_before is not None:
+    if event.reaction is Reaction.STOP and event.not_before is not None:
         return event.not_before - margin
     return None
 

@@ -71,6 +71,9 @@ def test_what_starts_a_stop() -> None:
     assert _decide([])[0] is Step.NOTHING
     assert _decide([_event("Freeze")])[0] is Step.NOTHING
     assert _decide([_event("Preempt", NOW + 30)])[:2] == (Step.STOP, "E-1")
+    assert _decide([_event("Terminate")])[:2] == (Step.STOP, "E-1")  # no NotBefore: now
+    # Any event whose NotBefore leaves time winds the worker down first.
+    assert _decide([_event("Terminate", NOW + 600)])[0] is Step.WIND_DOWN
     assert _decide([_event("Reboot", NOW + 600)])[0] is Step.WIND_DOWN
     assert _decide([_event("Redeploy", NOW + 40)])[0] is Step.STOP  # within the margin
     assert _decide([_event("Reboot", NOW + 600, source="User")])[0] is Step.WIND_DOWN

@@ -34,7 +34,7 @@ def test_parse_events() -> None:
         ],
     }
     a, b = parse_events(document)
-    assert (a.event_id, a.reaction, a.not_before) == ("A", Reaction.STOP_NOW, None)
+    assert (a.event_id, a.reaction, a.not_before) == ("A", Reaction.STOP, None)
     assert b.resources == ("vm1", "vm2") and b.not_before == 1474309787.0
     assert parse_events({"Events": []}) == []
 
@@ -76,7 +76,8 @@ def _event(kind: str, not_before: float | None = None) -> ScheduledEvent:
 def test_when_each_event_stops_the_worker() -> None:
     now = 1000.0
     assert due(_event("Preempt"), now, 45)
-    assert due(_event("Terminate", now + 600), now, 45)
+    assert due(_event("Preempt", now + 30), now, 45)  # a Spot eviction's notice
+    assert not due(_event("Terminate", now + 600), now, 45)  # wound down first
     assert not due(_event("Reboot", now + 600), now, 45)
     assert due(_event("Reboot", now + 40), now, 45)
     assert due(_event("Redeploy"), now, 45)  # started: no NotBefore any more
