@@ -3,6 +3,7 @@ signals. Every wait polls with a deadline."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -14,11 +15,18 @@ import psutil
 import pytest
 
 from node_agent.doctor import Context, Status, node_checks
-from node_agent.errors import EXIT_ALREADY_RUNNING, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
+from node_agent.errors import (
+    EXIT_ALREADY_RUNNING,
+    EXIT_FAILURE,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_UNHEALTHY,
+)
 from node_agent.standins.imds import FakeImds
 from node_agent.standins.manager import FakeManager
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
+from tests.nodes import CLOSED_LOOPBACK
 from tests.workers.standin import MIXED_STDERR, MIXED_STDOUT
 
 Start = Callable[..., Agent]
@@ -143,6 +151,18 @@ def test_max_restarts_counts_failures_in_a_row_only(run_agent: Start) -> None:
     assert state["restarts"] == len(agent.runs()) - 1
     (row,) = node_checks.check_agent(Context.from_environ(agent.node.environ))
     assert row.status is Status.FAILED and "gave up after 2 failed restarts" in row.found
+    # And so the doctor's verdict: unhealthy (the Manager and IMDS are unreachable
+    # here too; the agent's row is what matters).
+    doctor = subprocess.run(
+        [sys.executable, "-m", "node_agent", "doctor", "--json"],
+        env={**agent.node.environ, "NODE_AGENT_IMDS_URL": CLOSED_LOOPBACK},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert doctor.returncode == EXIT_UNHEALTHY
+    [agent_row] = [r for r in json.loads(doctor.stdout)["checks"] if r["check"] == "agent"]
+    assert agent_row["status"] == "failed"
 
 
 def test_sigterm_stops_the_whole_tree(run_agent: Start) -> None:
