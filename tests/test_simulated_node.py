@@ -295,3 +295,17 @@ def test_a_killed_simulator_leaves_no_node_running(package: Path, tmp_path: Path
         if simulator.poll() is None:
             simulator.kill()
             simulator.communicate()
+
+
+def test_the_main_job_as_the_readme_gives_it(tmp_path: Path) -> None:
+    """``./dev main``: the packages built, the node run, the demo's tasks done."""
+    process = _simulate(tmp_path, "--demo")
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "the worker is awake" in out and "start task exited with 0" in out
+    tasks = out.split("--- tasks at the (stand-in) Manager ---")[1]
+    assert tasks.count(": completed") == 3
+    stdout_txt = out.split("--- startup/stdout.txt")[1].split("--- startup/stderr.txt")[0]
+    assert "manager accepted sign-on startup_state=awake" in stdout_txt
+    assert "\x1b" not in out and "Traceback" not in out + err
+    assert list((tmp_path / "tmp").iterdir()) == []  # its temp dir removed
