@@ -107,7 +107,11 @@ def run(
                 ).start()
             status = None
             if plan.flavour.flavour is Flavour.V3:
-                status = StatusRequests(replace(api, timeout=EVENT_CALL_TIMEOUT), credentials)
+                status = StatusRequests(
+                    replace(api, timeout=EVENT_CALL_TIMEOUT),
+                    credentials,
+                    Path(plan.layout.status_asked()),
+                )
             supervisor = _supervisor(
                 environ, env, settings, plan, state, api=api, keeper=keeper, status=status
             )
@@ -223,6 +227,7 @@ def _supervisor(
         manager=check,
         storage=StorageCheck(mounts, settings.storage_wait_cap) if mounts else None,
         on_worker_start=[told.worker_started for told in (keeper, status) if told is not None],
+        before_worker_start=[status.before_start] if status is not None else [],
     )
 
 

@@ -186,6 +186,26 @@ def describe(event: ScheduledEvent) -> str:
     return f"{event.event_type} event {event.event_id}{by}"
 
 
+def _stale(event: ScheduledEvent, now: float) -> bool:
+    """Whether an event is long past its NotBefore (and its interruption's length)."""
+    return event.not_before is not None and now > event.not_before + event.duration + OVERDUE
+
+
+def _unknown(hold: Optional[Hold], now: float, margin: float) -> Decision:
+    """The next step while the Metadata Service cannot be asked: the deadline of the
+    event held still stands, and a hold long overdue is given up."""
+    if hold is None:
+        return Decision(Step.NOTHING)
+    if hold.overdue(now):
+        held = describe(hold.event)
+        why = f"the {held} is long overdue, the node is still here and IMDS is silent"
+        return Decision(Step.RESUME, hold.event, why, overdue=True)
+    last = replace(hold.event, not_before=hold.not_before)
+    if not hold.stopping and hold.not_before is not None and due(last, now, margin):
+        return Decision(Step.STOP, hold.event)
+    return Decision(Step.NOTHING, hold.event)
+
+
 def _sooner(a: ScheduledEvent, b: ScheduledEvent, margin: float) -> bool:
     """Whether the worker must stop for ``a`` before it must for ``b``."""
     return (deadline(a, margin) or float("-inf")) < (deadline(b, margin) or float("-inf"))
@@ -211,13 +231,15 @@ def decide(
     (cancelled, turned into a Freeze, over with the node still here) lets the
     worker work again, unless another is due now."""
     if events is None:
-        if hold is not None and hold.overdue(now):
-            held = describe(hold.event)
-            why = f"the {held} is long overdue, the node is still here and IMDS is silent"
-            return Decision(Step.RESUME, hold.event, why, overdue=True)
-        return Decision(Step.NOTHING)
+        return _unknown(hold, now, margin)
+    held_id = hold.event.event_id if hold is not None else None
     wanted = [
-        e for e in events if e.reaction is not Reaction.LOG_ONLY and e.event_id not in ignored
+        e
+        for e in events
+        if e.reaction is not Reaction.LOG_ONLY
+        and e.event_id not in ignored
+        # An event long past its time, first seen so, is not going to happen either.
+        and (e.event_id == held_id or not _stale(e, now))
     ]
     # The most urgent first: an event due at once before one due later.
     target = min(wanted, key=lambda e: deadline(e, margin) or float("-inf"), default=None)
@@ -227,8 +249,6 @@ def decide(
         return Decision(Step.STOP if due(target, now, margin) else Step.WIND_DOWN, target)
     current = next((e for e in events if e.event_id == hold.event.event_id), None)
     if current is None or current not in wanted:
-        if target is not None and due(target, now, margin):
-            return Decision(Step.STOP, target)  # the worker stays stopped, for this one
         held = describe(hold.event)
         if current is not None and current.reaction is Reaction.LOG_ONLY:
             why = f"the {held} turned into a {current.event_type}"
@@ -236,6 +256,12 @@ def decide(
             why = f"the {held} is over and the node is still here"
         else:
             why = f"the {held} was cancelled"
+        if target is not None and due(target, now, margin):
+            return Decision(Step.STOP, target, why)  # the worker stays stopped, for this one
+        if target is not None and not hold.stopping and not stopped:
+            # Still running, wound down: it stays so for the next event, rather than
+            # being set awake and wound down again a second later.
+            return Decision(Step.WIND_DOWN, target, why)
         return Decision(Step.RESUME, hold.event, why)
     if target is not None and _sooner(target, current, margin):
         return Decision(Step.STOP if due(target, now, margin) else Step.WIND_DOWN, target)

@@ -141,11 +141,11 @@ class HealthWatch:
     def _run(self) -> None:
         while not self._done.wait(self.interval):
             try:
-                reading = measure(self.root, self.floor, self.worker_pid())
-            except OSError as exc:
-                self._fault(f"cannot look at free disk on {self.root}: {exc.strerror}")
-                continue
-            try:
+                try:
+                    reading = measure(self.root, self.floor, self.worker_pid())
+                except OSError as exc:
+                    self._fault(f"cannot look at free disk on {self.root}: {exc.strerror}")
+                    continue
                 self._look(assess(reading, frozenset(self.problems)))
             except Exception as exc:  # noqa: BLE001 (a bug must not end the watching)
                 self._fault(f"the health watch failed ({unexpected(exc)}); it looks again later")

@@ -67,6 +67,10 @@ class Layout:
         """The list of worker ids this node's worker has held (``worker_ids``)."""
         return posixpath.join(self.agent_dir, "worker-ids")
 
+    def status_asked(self) -> str:
+        """The record of the v3 worker the agent asked off new work (``worker_status``)."""
+        return posixpath.join(self.agent_dir, "status-asked")
+
     def link(self, tool: str) -> str:
         """Where the tool's symlink or launcher goes (on every task's ``PATH``)."""
         return posixpath.join(self.shared_dir, tool)

@@ -95,6 +95,12 @@ class EventReaction:
             self._resume(decision)
             return
         if self.hold is None or self.hold.event.event_id != event.event_id:
+            if self.hold is not None:
+                log.warning(
+                    "%s; the %s is next",
+                    decision.why or f"the {describe(event)} is more urgent",
+                    describe(event),
+                )
             self.hold = Hold(event, now)
         self.hold = self.hold.seen(event)
         if decision.step is Step.WIND_DOWN:

@@ -71,6 +71,7 @@ class Supervisor:
         manager: Optional[ManagerCheck] = None,
         storage: Optional[StorageCheck] = None,
         on_worker_start: Sequence[Callable[[], None]] = (),
+        before_worker_start: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -81,6 +82,7 @@ class Supervisor:
         self.manager = manager
         self.storage = storage
         self.on_worker_start = on_worker_start
+        self.before_worker_start = before_worker_start
         self.stop_reason: Optional[str] = None
         self._starts = 0  # worker starts so far (the first is no restart)
         self._ignored: list[str] = []  # ignored signals received, not logged yet
@@ -234,6 +236,8 @@ class Supervisor:
             log.info("supervision ends before the worker starts: %s", self.stop_reason)
             self._finish()
             return
+        for tell in self.before_worker_start:
+            tell()
         restarts = self.state.restarts + (self._starts > 0)
         self._starts += 1
         started = time.monotonic()

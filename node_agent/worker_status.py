@@ -19,6 +19,13 @@ cancel a pending request: so after a start the worker's entry is looked at first
 Causes live in different threads (health, Scheduled Events); the Manager is asked
 outside the lock, so none waits for another's request. Requests that cross leave
 what the Manager holds unknown: the next wish is sent again.
+
+A request stays pending on the Manager until the worker takes it, even across its
+restarts and the node's reboots, and a worker signing on gets it: an ``offline``
+nothing wants any more would end its life (exit 0, and supervision with it), an
+``asleep`` keep it idle. So the worker asked is recorded in the agent's dir
+(``status-asked``) until it is set awake again, and before every worker start a
+request of the agent's that no cause wants any more is replaced by ``awake``.
 """
 
 from __future__ import annotations
@@ -28,7 +35,11 @@ from pathlib import Path
 from typing import Optional
 
 from node_agent.credentials import worker_id
+from node_agent.fsutil import Unsuitable, atomic_write, read_regular_file
+from node_agent.log import get_logger
 from node_agent.manager_api import ManagerApi, get_worker, set_status
+
+log = get_logger("worker_status")
 
 STRONGEST_FIRST = ("offline", "asleep")
 
@@ -36,12 +47,13 @@ STRONGEST_FIRST = ("offline", "asleep")
 class StatusRequests:
     """What each cause wants of the worker's status, and what was sent."""
 
-    def __init__(self, api: ManagerApi, credentials: Path) -> None:
+    def __init__(self, api: ManagerApi, credentials: Path, asked_file: Optional[Path]) -> None:
         self.api = api
         self.credentials = credentials
+        self.asked_file = asked_file  # where ``_asked`` outlives the agent (None: nowhere)
         self._wanted: dict[str, str] = {}  # cause -> status
         # The worker asked to leave awake: set awake again once nothing is wanted.
-        self._asked: Optional[str] = None
+        self._asked: Optional[str] = self._load()
         # (worker id, status) the Manager has for this worker run: not sent again.
         self._sent: Optional[tuple[str, str]] = None
         self._started = False  # a worker started: the Manager may show the run before
@@ -53,7 +65,8 @@ class StatusRequests:
         """``cause`` wants the worker to go to ``status`` lazily (None: it wants
         nothing any more); the resulting request is sent if it changed. True when
         the Manager has what is wanted; False when it could not be asked (no
-        credentials yet, the Manager away): the next call tries again."""
+        credentials yet, the Manager away) or the Manager may still show the run
+        before: the next call tries again."""
         with self._lock:
             if status is None:
                 self._wanted.pop(cause, None)
@@ -69,18 +82,44 @@ class StatusRequests:
             sending = (current, target or "awake")
             if self._sent == sending and self._calls == 0:  # (one under way may change it)
                 return True
+            record = target is not None and self._asked != current
             if target is not None:
                 self._asked = current
             check = self._started and target is not None
             self._changes += 1
             began = self._changes if self._calls == 0 else None
             self._calls += 1
+        if record:  # before the request: a pending one is never unrecorded
+            self._record(current)
         kept: Optional[bool] = None
         try:
             kept = self._ask(sending, check)
         finally:
             self._settle(sending, kept, began)
-        return kept is not None
+        return kept is True
+
+    def before_start(self) -> None:
+        """Before a worker starts: a request of the agent's that no cause wants any
+        more (the event off, the node fit again, the node rebooted since) is
+        replaced by ``awake``, so that the worker never gets it at its sign-on."""
+        with self._lock:
+            asked = None if self._wanted else self._asked
+        current = worker_id(self.credentials)
+        if asked is None or current != asked:
+            return  # nothing asked, or of an entry this worker no longer signs on as
+        if not set_status(self.api, current, "awake", lazy=False):
+            log.warning(
+                "could not set worker %s awake before its start: an offline or asleep "
+                "the agent asked for earlier may still reach it at its sign-on",
+                current,
+            )
+            return
+        with self._lock:
+            if self._wanted or self._asked != current:
+                return
+            self._asked = self._sent = None
+            self._changes += 1
+        self._record(None)
 
     def worker_started(self) -> None:
         """A worker was just started: what the Manager has may have changed."""
@@ -94,6 +133,30 @@ class StatusRequests:
         with self._lock:
             self._sent = self._asked = None
             self._changes += 1
+        self._record(None)
+
+    def _load(self) -> Optional[str]:
+        if self.asked_file is None:
+            return None
+        try:
+            data = read_regular_file(str(self.asked_file), 1024)
+        except (OSError, Unsuitable):
+            return None
+        text = data.decode("ascii", "replace").strip() if data else ""
+        return text or None
+
+    def _record(self, asked: Optional[str]) -> None:
+        """Write (or, None, remove) the record of the worker asked; a failure is
+        logged: the record only matters across a restart of the agent."""
+        if self.asked_file is None:
+            return
+        try:
+            if asked is None:
+                self.asked_file.unlink(missing_ok=True)
+            else:
+                atomic_write(str(self.asked_file), f"{asked}\n".encode(), 0o644)
+        except OSError as exc:
+            log.warning("cannot record the worker asked in %s: %s", self.asked_file, exc)
 
     def _ask(self, sending: tuple[str, str], check: bool) -> Optional[bool]:
         """Ask the Manager for ``sending`` (with ``check``: look at the worker's entry
@@ -121,6 +184,7 @@ class StatusRequests:
         """Record what a call to the Manager left there (``kept``: as ``_ask``
         returned). ``began``: the count of changes when the call began, None when
         another call was under way then."""
+        cleared = False
         with self._lock:
             self._calls -= 1
             if kept is None or began != self._changes:
@@ -130,6 +194,9 @@ class StatusRequests:
                 self._sent = None
             elif kept and sending[1] == "awake":
                 self._sent = self._asked = None
+                cleared = True
             elif kept:
                 self._sent = sending
                 self._started = False
+        if cleared:
+            self._record(None)

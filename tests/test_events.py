@@ -328,3 +328,33 @@ def test_the_reaction_follows_the_most_urgent_event() -> None:
         "ack P-1",
     ]
     assert react.hold is not None and react.hold.event.event_id == "P-1"
+
+
+def test_while_imds_is_silent_the_deadline_still_stands() -> None:
+    reboot = _event("Reboot", NOW + 600, "R-1")
+    hold = replace(Hold(reboot, NOW).seen(reboot), wound_down=True, asked_at=NOW)
+    assert _decide(None, hold, now=NOW + 10)[0] is Step.NOTHING
+    assert _decide(None, hold, now=NOW + 600 - MARGIN)[:2] == (Step.STOP, "R-1")
+    stopping = replace(hold, stopping=True)
+    assert _decide(None, stopping, now=NOW + 600 - MARGIN)[0] is Step.NOTHING
+
+
+def test_a_wound_down_worker_stays_so_when_its_event_gives_way_to_another() -> None:
+    later, sooner = _event("Reboot", NOW + 900, "R-A"), _event("Redeploy", NOW + 600, "R-B")
+    hold = replace(Hold(sooner, NOW).seen(sooner), wound_down=True, asked_at=NOW)
+    # R-B is called off while the worker still runs its last task: no awake, no
+    # offline again a poll later: it stays wound down, now for R-A.
+    assert _decide([later], hold, now=NOW + 5) == (
+        Step.WIND_DOWN,
+        "R-A",
+        "the Redeploy event R-B was cancelled",
+    )
+    # Once it has stopped, it works again until R-A needs it stopped.
+    assert _decide([later], hold, now=NOW + 5, stopped=True)[:2] == (Step.RESUME, "R-B")
+
+
+def test_an_event_long_past_its_time_when_first_seen_is_never_acted_on() -> None:
+    stale = _event("Reboot", NOW - OVERDUE - 60, "R-OLD")
+    assert _decide([stale])[0] is Step.NOTHING
+    fresh = _event("Reboot", NOW - 60, "R-NOW")  # past, not long: due at once
+    assert _decide([stale, fresh])[:2] == (Step.STOP, "R-NOW")

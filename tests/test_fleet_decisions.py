@@ -355,3 +355,12 @@ def test_never_beyond_the_bounds_and_never_a_render(case: tuple[ScaleView, Bound
         else:
             since = memory.unused_since.get(node_id, scale.now)
             assert scale.now - since >= bounds.idle_minutes * 60
+
+
+def test_a_name_several_nodes_share_is_left_alone() -> None:
+    first = NodeView("tvmps_" + "1" * 64 + "_p", False, "idle")
+    second = NodeView("tvmps_" + "2" * 64 + "_p", False, "idle")
+    live = worker("render", "awake", "2026-01-01T10:00:00Z")
+    held = worker("render", "offline", "2026-01-01T09:00:00Z")  # another node's, rebooting
+    snapshot = look([first, second], [live, held], {n.id: agent("render") for n in (first, second)})
+    assert stale_workers(snapshot) == []

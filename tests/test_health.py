@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from node_agent.health import MEMORY_FLOOR, RECOVER, HealthWatch, Reading, assess
-from node_agent.manager_api import ManagerApi
+from node_agent.manager_api import ManagerApi, set_status
 from node_agent.standins.manager import FakeManager
 from node_agent.standins.server import Request, Response
 from node_agent.worker_status import StatusRequests
@@ -126,7 +126,7 @@ def test_status_requests_take_the_strongest_wish_and_undo_only_their_own(
 ) -> None:
     api = ManagerApi(manager.url)
     credentials = tmp_path / "credentials.yaml"
-    requests = StatusRequests(api, credentials)
+    requests = StatusRequests(api, credentials, None)
     assert not requests.want("health", "asleep")  # no worker registered yet: try later
     worker = manager.add_worker(NAME, "s3cret", "awake")
     credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
@@ -180,20 +180,20 @@ def _as_worker(manager: FakeManager, worker: str, path: str, body: object) -> re
     return requests.post(url, json=body, auth=(worker, "s3cret"), timeout=10)
 
 
-def test_status_statusask_again_once_a_restarted_worker_signed_on(
+def test_status_requests_ask_again_once_a_restarted_worker_signed_on(
     tmp_path: Path, manager: FakeManager
 ) -> None:
     credentials = tmp_path / "credentials.yaml"
     worker = manager.add_worker(NAME, "s3cret", "awake")
     credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
-    status = StatusRequests(ManagerApi(manager.url), credentials)
+    status = StatusRequests(ManagerApi(manager.url), credentials, None)
     status.worker_started()
     assert status.want("health", "asleep")
     _as_worker(manager, worker, "state-changed", {"status": "asleep"})  # it went asleep
     # Killed without signing off (OOM) and started again: the Manager still shows it
     # asleep, and a look before its sign-on must not count as the request sent.
     status.worker_started()
-    assert status.want("health", "asleep")
+    assert not status.want("health", "asleep")  # not known to be held: asked again
     sign_on = {"name": NAME, "software_version": "3.5", "supported_task_types": ["misc"]}
     answer = _as_worker(manager, worker, "sign-on", sign_on).json()
     assert answer["status_requested"] == "awake"  # what the real Manager answers too
@@ -256,7 +256,7 @@ def test_a_status_request_never_waits_behind_another_causes(tmp_path: Path) -> N
         worker = manager.add_worker(NAME, "s3cret", "awake")
         credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
         # Calls wait as long as the Manager takes here: only the waiting is looked at.
-        status = StatusRequests(ManagerApi(manager.url, timeout=60), credentials)
+        status = StatusRequests(ManagerApi(manager.url, timeout=60), credentials, None)
         health: list[bool] = []
         looking = threading.Thread(target=lambda: health.append(status.want("health", "asleep")))
         looking.start()
@@ -281,3 +281,76 @@ def test_a_status_request_never_waits_behind_another_causes(tmp_path: Path) -> N
     finally:
         manager.go.set()
         manager.stop()
+
+
+def test_a_look_that_fails_oddly_never_ends_the_health_watch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "node_agent")
+    looks: list[int] = []
+
+    def worker_pid() -> None:
+        looks.append(1)
+        if len(looks) == 1:
+            raise RuntimeError("psutil had a bad day")
+
+    posted: list[object] = []
+    watch = HealthWatch(
+        str(tmp_path),
+        2**62,
+        worker_pid=worker_pid,
+        post=lambda **changes: posted.append(changes),
+        status=None,
+        interval=0.01,
+    )
+    watch.start()
+    try:
+        wait_until(lambda: posted, 20, "a look after the failed one")
+    finally:
+        watch.stop()
+    assert "the health watch failed (RuntimeError at " in caplog.text
+
+
+def test_a_request_nothing_wants_any_more_never_reaches_the_next_worker(
+    tmp_path: Path, manager: FakeManager
+) -> None:
+    api = ManagerApi(manager.url)
+    credentials, asked = tmp_path / "credentials.yaml", tmp_path / "status-asked"
+    # Killed without signing off (the Manager timed it out to error): not running.
+    worker = manager.add_worker(NAME, "s3cret", "error")
+    credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
+    status = StatusRequests(api, credentials, asked)
+    assert status.want("event", "offline")  # a wind-down while no worker ran
+    assert asked.read_text() == f"{worker}\n"
+    status.before_start()  # the event still wants it: left pending
+    assert manager.worker(worker).status_requested == "offline"
+    # The agent (and the node) restarted meanwhile: the event is gone, the request
+    # still pending; before the worker starts, it is replaced by awake.
+    again = StatusRequests(api, credentials, asked)
+    again.before_start()
+    assert manager.worker(worker).status_requested == "awake"
+    assert not asked.exists()
+    again.before_start()  # nothing asked any more: nothing sent
+    sent = [r.json() for r in manager.server.received("POST", MGT)]
+    assert sent == [{"status": "offline", "is_lazy": True}, {"status": "awake", "is_lazy": False}]
+
+
+def test_a_pending_offline_of_the_agents_never_ends_the_nodes_worker(
+    tmp_path: Path, run_agent: Callable[..., Agent], manager: FakeManager
+) -> None:
+    node = _node(tmp_path / "node")
+    agent_dir = node.shared / ".node-agent"
+    (agent_dir / "worker/home").mkdir(parents=True)
+    worker = manager.add_worker(NAME, "s3cret", "error")  # killed without signing off
+    (agent_dir / "worker/home/flamenco-worker-credentials.yaml").write_text(
+        f"worker_id: {worker}\nworker_secret: s3cret\n"
+    )
+    # Left by the agent before the node's reboot: it had asked the worker to go
+    # offline for a Reboot while no worker ran, and the worker never signed on since.
+    assert set_status(ManagerApi(manager.url), worker, "offline", lazy=True)
+    assert manager.worker(worker).status_requested == "offline"
+    (agent_dir / "status-asked").write_text(f"{worker}\n")
+    agent = run_agent("", node=node, manager=manager, NODE_AGENT_WATCH_EVENTS="false", **STANDIN)
+    wait_until(lambda: manager.worker(worker).status == "awake", 30, "the worker awake")
+    assert agent.process.poll() is None and agent.state()["restarts"] == 0
+    assert not (agent_dir / "status-asked").exists()

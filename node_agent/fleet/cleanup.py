@@ -77,11 +77,13 @@ def stale_workers(snapshot: Snapshot) -> list[Stale]:
     by_name: dict[str, list[ManagerWorker]] = {}
     for worker in snapshot.workers or ():
         by_name.setdefault(worker.name, []).append(worker)
-    owned = {
-        name
-        for node in snapshot.nodes
-        for name in expected_names(pool_id, node, snapshot.agents.get(node.id))
-    }
+    claims: dict[str, int] = {}
+    for node in snapshot.nodes:
+        for name in expected_names(pool_id, node, snapshot.agents.get(node.id)):
+            claims[name] = claims.get(name, 0) + 1
+    # A name several nodes share (an operator's worker_name) says nothing of whose an
+    # entry is: its entries are left alone.
+    owned = {name for name, count in claims.items() if count == 1}
     found = []
     for name, entries in by_name.items():
         if name in owned:
