@@ -27,6 +27,7 @@ from node_agent.env import BatchEnv
 from node_agent.errors import InvalidInput, RuntimeFailure, unexpected
 from node_agent.flavour import Flavour
 from node_agent.health import HealthWatch, disk_floor
+from node_agent.holds import Holds
 from node_agent.identity import IdentityKeeper
 from node_agent.lock import LOCK_FILE, NodeLock
 from node_agent.log import get_logger
@@ -116,6 +117,8 @@ def run(
                 environ, env, settings, plan, state, api=api, keeper=keeper, status=status
             )
             supervisor.early_stops = early_stops
+            if status is not None:
+                supervisor.before_worker_start = [_before_start(status, supervisor.holds)]
             health = HealthWatch(
                 env.node.root_dir,
                 disk_floor(env),
@@ -227,8 +230,18 @@ def _supervisor(
         manager=check,
         storage=StorageCheck(mounts, settings.storage_wait_cap) if mounts else None,
         on_worker_start=[told.worker_started for told in (keeper, status) if told is not None],
-        before_worker_start=[status.before_start] if status is not None else [],
     )
+
+
+def _before_start(status: StatusRequests, holds: Holds) -> Callable[[], None]:
+    """Before each start: take back a status request of the agent's nothing wants
+    any more, and if that fails, read an exit 0 of the run as the agent's doing."""
+
+    def before() -> None:
+        if not status.before_start():
+            holds.may_be_told_offline("offline node-agent asked for earlier")
+
+    return before
 
 
 def _event_watcher(

@@ -27,6 +27,7 @@ class Holds:
         self.running = False  # a worker (tree) is up: ``started``, reset by the main thread
         self.signalled = False  # set by the main thread: SIGTERM sent for a hold
         self._expected: Optional[str] = None  # why the next exit is the agent's doing
+        self._told: Optional[str] = None  # why the next run's exit 0 may be the agent's
         self._posted: dict[str, Any] = {}
 
     def hold(self, reason: str, *, terminate: bool) -> None:
@@ -62,6 +63,14 @@ class Holds:
         """Whether the worker is kept stopped and no worker process is up."""
         return self.reason is not None and not self.running
 
+    def may_be_told_offline(self, reason: str) -> None:
+        """The worker about to start may get an ``offline`` of the agent's at its
+        sign-on (one nothing wants any more, which the Manager did not let the agent
+        take back): an exit 0 of that run is the agent's doing, not the Manager
+        ending the worker's life."""
+        with self._lock:
+            self._told = reason
+
     def exited(self, code: int) -> Optional[str]:
         """The worker exited with ``code``: why that was the agent's doing (None: it
         was not). After a release, one that got SIGTERM for the hold still counts,
@@ -70,8 +79,9 @@ class Holds:
         with self._lock:
             expected, self._expected = self._expected, None
             signalled, self.signalled = self.signalled, False
+            told, self._told = self._told, None
             if self.reason is not None or signalled or code == 0:
-                return expected
+                return expected or (told if code == 0 else None)
         return None
 
     def post(self, **changes: Any) -> None:

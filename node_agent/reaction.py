@@ -130,18 +130,19 @@ class EventReaction:
                 stop_at,
             )
             return True
+        # Held at once: a worker not running now is not started into the event.
+        self.holder.hold(describe(event), terminate=False)
         if not self.status.want("event", "offline"):
             log.warning(
-                "%s (NotBefore %s): the Manager did not take the request to let the "
-                "worker go offline after its current task; asking again in %.0f s, "
-                "and the worker is stopped at %s at the latest",
+                "%s (NotBefore %s): the request to let the worker go offline after its "
+                "current task is not known to be in force at the Manager yet; asking "
+                "again in %.0f s, and the worker is stopped at %s at the latest",
                 describe(event),
                 _clock(event.not_before),
                 ASK_AGAIN,
                 stop_at,
             )
             return False
-        self.holder.hold(describe(event), terminate=False)
         log.info(
             "%s (NotBefore %s): the worker goes offline once its current task is "
             "done; if it is still running at %s it is stopped (SIGTERM)",

@@ -71,7 +71,6 @@ class Supervisor:
         manager: Optional[ManagerCheck] = None,
         storage: Optional[StorageCheck] = None,
         on_worker_start: Sequence[Callable[[], None]] = (),
-        before_worker_start: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.spec = spec
         self.policy = policy
@@ -82,7 +81,7 @@ class Supervisor:
         self.manager = manager
         self.storage = storage
         self.on_worker_start = on_worker_start
-        self.before_worker_start = before_worker_start
+        self.before_worker_start: Sequence[Callable[[], None]] = ()  # run before each start
         self.stop_reason: Optional[str] = None
         self._starts = 0  # worker starts so far (the first is no restart)
         self._ignored: list[str] = []  # ignored signals received, not logged yet
@@ -231,13 +230,13 @@ class Supervisor:
         self._await_release()
         if self.stop_reason is None:
             self._await_manager()
+            for tell in self.before_worker_start:
+                tell()
             self._await_release()  # a hold that came while the Manager was away
         if self.stop_reason is not None:
             log.info("supervision ends before the worker starts: %s", self.stop_reason)
             self._finish()
             return
-        for tell in self.before_worker_start:
-            tell()
         restarts = self.state.restarts + (self._starts > 0)
         self._starts += 1
         started = time.monotonic()

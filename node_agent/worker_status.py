@@ -60,6 +60,7 @@ class StatusRequests:
         self._calls = 0  # Manager calls under way
         self._changes = 0  # calls begun, worker starts and forgets so far
         self._lock = threading.Lock()
+        self._record_lock = threading.Lock()  # taken before ``_lock``, never after
 
     def want(self, cause: str, status: Optional[str]) -> bool:
         """``cause`` wants the worker to go to ``status`` lazily (None: it wants
@@ -72,6 +73,36 @@ class StatusRequests:
                 self._wanted.pop(cause, None)
             else:
                 self._wanted[cause] = status
+        return self._push()
+
+    def before_start(self) -> bool:
+        """Before a worker starts: a request of the agent's that no cause wants any
+        more (the event off, the node fit again, the node rebooted since) is
+        replaced by ``awake``, so that the worker never gets it at its sign-on.
+        False when such a request may still be pending (the Manager did not take
+        the ``awake``)."""
+        with self._lock:
+            if self._wanted or self._asked is None:
+                return True
+            if worker_id(self.credentials) != self._asked:
+                return True  # an entry this worker no longer signs on as
+            self._sent = None  # whatever was thought sent: awake now
+        cleared = self._push()
+        with self._lock:
+            wished = bool(self._wanted)
+        if wished:  # a cause spoke meanwhile: its wish goes after the awake
+            self._push()
+        if not cleared:
+            log.warning(
+                "could not set worker %s awake before its start: an offline or asleep "
+                "the agent asked for earlier may still reach it at its sign-on",
+                self._asked,
+            )
+        return cleared or wished
+
+    def _push(self) -> bool:
+        """Send what the causes want now, unless the Manager has it (as ``want``)."""
+        with self._lock:
             wanted = set(self._wanted.values())
             target = next((s for s in STRONGEST_FIRST if s in wanted), None)
             current = worker_id(self.credentials)
@@ -82,44 +113,20 @@ class StatusRequests:
             sending = (current, target or "awake")
             if self._sent == sending and self._calls == 0:  # (one under way may change it)
                 return True
-            record = target is not None and self._asked != current
             if target is not None:
                 self._asked = current
             check = self._started and target is not None
             self._changes += 1
             began = self._changes if self._calls == 0 else None
             self._calls += 1
-        if record:  # before the request: a pending one is never unrecorded
-            self._record(current)
+        if target is not None:  # before the request: a pending one is never unrecorded
+            self._sync_record()
         kept: Optional[bool] = None
         try:
             kept = self._ask(sending, check)
         finally:
             self._settle(sending, kept, began)
         return kept is True
-
-    def before_start(self) -> None:
-        """Before a worker starts: a request of the agent's that no cause wants any
-        more (the event off, the node fit again, the node rebooted since) is
-        replaced by ``awake``, so that the worker never gets it at its sign-on."""
-        with self._lock:
-            asked = None if self._wanted else self._asked
-        current = worker_id(self.credentials)
-        if asked is None or current != asked:
-            return  # nothing asked, or of an entry this worker no longer signs on as
-        if not set_status(self.api, current, "awake", lazy=False):
-            log.warning(
-                "could not set worker %s awake before its start: an offline or asleep "
-                "the agent asked for earlier may still reach it at its sign-on",
-                current,
-            )
-            return
-        with self._lock:
-            if self._wanted or self._asked != current:
-                return
-            self._asked = self._sent = None
-            self._changes += 1
-        self._record(None)
 
     def worker_started(self) -> None:
         """A worker was just started: what the Manager has may have changed."""
@@ -133,7 +140,7 @@ class StatusRequests:
         with self._lock:
             self._sent = self._asked = None
             self._changes += 1
-        self._record(None)
+        self._sync_record()
 
     def _load(self) -> Optional[str]:
         if self.asked_file is None:
@@ -145,18 +152,23 @@ class StatusRequests:
         text = data.decode("ascii", "replace").strip() if data else ""
         return text or None
 
-    def _record(self, asked: Optional[str]) -> None:
-        """Write (or, None, remove) the record of the worker asked; a failure is
-        logged: the record only matters across a restart of the agent."""
+    def _sync_record(self) -> None:
+        """Make the record say who is asked now (no file: nobody). Threads write it
+        in turn, each what holds when it writes, so the last write tells the last
+        change. A failure is logged: the record only matters across a restart of
+        the agent."""
         if self.asked_file is None:
             return
-        try:
-            if asked is None:
-                self.asked_file.unlink(missing_ok=True)
-            else:
-                atomic_write(str(self.asked_file), f"{asked}\n".encode(), 0o644)
-        except OSError as exc:
-            log.warning("cannot record the worker asked in %s: %s", self.asked_file, exc)
+        with self._record_lock:
+            with self._lock:
+                asked = self._asked
+            try:
+                if asked is None:
+                    self.asked_file.unlink(missing_ok=True)
+                else:
+                    atomic_write(str(self.asked_file), f"{asked}\n".encode(), 0o644)
+            except OSError as exc:
+                log.warning("cannot record the worker asked in %s: %s", self.asked_file, exc)
 
     def _ask(self, sending: tuple[str, str], check: bool) -> Optional[bool]:
         """Ask the Manager for ``sending`` (with ``check``: look at the worker's entry
@@ -199,4 +211,4 @@ class StatusRequests:
                 self._sent = sending
                 self._started = False
         if cleared:
-            self._record(None)
+            self._sync_record()

@@ -354,3 +354,25 @@ def test_a_pending_offline_of_the_agents_never_ends_the_nodes_worker(
     wait_until(lambda: manager.worker(worker).status == "awake", 30, "the worker awake")
     assert agent.process.poll() is None and agent.state()["restarts"] == 0
     assert not (agent_dir / "status-asked").exists()
+
+
+def test_a_pending_offline_the_agent_cannot_take_back_costs_one_restart(
+    tmp_path: Path, run_agent: Callable[..., Agent], manager: FakeManager
+) -> None:
+    node = _node(tmp_path / "node")
+    agent_dir = node.shared / ".node-agent"
+    (agent_dir / "worker/home").mkdir(parents=True)
+    worker = manager.add_worker(NAME, "s3cret", "error")
+    (agent_dir / "worker/home/flamenco-worker-credentials.yaml").write_text(
+        f"worker_id: {worker}\nworker_secret: s3cret\n"
+    )
+    assert set_status(ManagerApi(manager.url), worker, "offline", lazy=True)
+    (agent_dir / "status-asked").write_text(f"{worker}\n")
+    manager.fail("worker-mgt", 503)  # a proxy in front of the Manager's management API
+    agent = run_agent("", node=node, manager=manager, NODE_AGENT_WATCH_EVENTS="false", **STANDIN)
+    # The first worker gets the offline and exits 0: the agent's doing, so it is
+    # started again, and the second signs on awake.
+    wait_until(lambda: agent.state().get("restarts") == 1, 30, "a second start")
+    wait_until(lambda: manager.worker(worker).status == "awake", 30, "the worker awake")
+    assert agent.process.poll() is None
+    assert b"worker stopped (exit 0) for the offline node-agent asked for earlier" in (agent.stderr)
