@@ -12,8 +12,15 @@ before the next one starts says nothing about that one's exit.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from typing import Any, Callable, Optional
+
+# Seconds within which an exit 0 may still be an offline of the agent's: after a
+# start, one taken at the sign-on; after the offline was taken back, one the worker
+# had already begun. A later one is the Manager's as ever.
+TOLD_WINDOW = 60.0
 
 
 class Holds:
@@ -28,6 +35,8 @@ class Holds:
         self.signalled = False  # set by the main thread: SIGTERM sent for a hold
         self._expected: Optional[str] = None  # why the next exit is the agent's doing
         self._told: Optional[str] = None  # why the next run's exit 0 may be the agent's
+        self._told_until = 0.0  # monotonic: until when that holds (early exits only)
+        self._expected_until = math.inf  # monotonic: until when ``_expected`` holds
         self._posted: dict[str, Any] = {}
 
     def hold(self, reason: str, *, terminate: bool) -> None:
@@ -35,14 +44,19 @@ class Holds:
         ``terminate``, stop it now, else it was asked to stop on its own."""
         with self._lock:
             self.reason = self._expected = reason
+            self._expected_until = math.inf
             self.terminate = self.terminate or terminate
             self._posted["platform_event"] = reason
         self._wake()
 
-    def release(self) -> None:
+    def release(self, *, told: bool = True) -> None:
         """End the hold: the worker starts again (at once if it has stopped; one
-        still winding down is left running)."""
+        still winding down is left running). ``told``: whether an ``offline`` may
+        still reach the worker; if not (it was set awake again), only an exit soon
+        after (one already going offline) is still the agent's doing."""
         with self._lock:
+            if not told:
+                self._expected_until = time.monotonic() + TOLD_WINDOW
             if self.reason is None:
                 return
             self.reason, self.terminate = None, False
@@ -57,6 +71,7 @@ class Holds:
             self.running = True
             if self.reason is None:
                 self._expected = None
+            self._told_until = time.monotonic() + TOLD_WINDOW
 
     @property
     def held(self) -> bool:
@@ -80,6 +95,11 @@ class Holds:
             expected, self._expected = self._expected, None
             signalled, self.signalled = self.signalled, False
             told, self._told = self._told, None
+            now = time.monotonic()
+            if now > self._told_until:
+                told = None  # a run that lasted: not the sign-on's offline
+            if now > self._expected_until and not signalled:
+                expected = None  # set awake long ago: this exit is the Manager's
             if self.reason is not None or signalled or code == 0:
                 return expected or (told if code == 0 else None)
         return None

@@ -35,7 +35,7 @@ class Holder(Protocol):
 
     def hold(self, reason: str, *, terminate: bool) -> None: ...
 
-    def release(self) -> None: ...
+    def release(self, *, told: bool = True) -> None: ...
 
     @property
     def held(self) -> bool: ...
@@ -190,6 +190,11 @@ class EventReaction:
             )
             self._forgotten = False
         log.warning("%s: the worker works again", why)
-        if self.status is not None:
-            self.status.want("event", None)
-        self.holder.release()
+        taken_back = False
+        try:
+            if self.status is not None:
+                # Before the release: a worker started now must not sign on into
+                # the pending offline.
+                taken_back = self.status.want("event", None)
+        finally:
+            self.holder.release(told=not taken_back)

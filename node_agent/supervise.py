@@ -228,11 +228,13 @@ class Supervisor:
                 lambda: self._update(phase=Phase.WAITING_FOR_STORAGE),
             )
         self._await_release()
-        if self.stop_reason is None:
+        while self.stop_reason is None:
             self._await_manager()
             for tell in self.before_worker_start:
                 tell()
-            self._await_release()  # a hold that came while the Manager was away
+            if self.holds.reason is None:
+                break
+            self._await_release()  # a hold that came meanwhile: then all of it again
         if self.stop_reason is not None:
             log.info("supervision ends before the worker starts: %s", self.stop_reason)
             self._finish()

@@ -76,29 +76,28 @@ class StatusRequests:
         return self._push()
 
     def before_start(self) -> bool:
-        """Before a worker starts: a request of the agent's that no cause wants any
-        more (the event off, the node fit again, the node rebooted since) is
-        replaced by ``awake``, so that the worker never gets it at its sign-on.
-        False when such a request may still be pending (the Manager did not take
-        the ``awake``)."""
+        """Before a worker starts: a request of the agent's pending on the Manager
+        (of the run before, the node before its reboot) is replaced by what the
+        causes want now (``awake`` when nothing), so that the worker never gets an
+        older wish at its sign-on. False when the Manager did not take it: an older
+        ``offline`` may still reach the worker."""
         with self._lock:
-            if self._wanted or self._asked is None:
-                return True
-            if worker_id(self.credentials) != self._asked:
-                return True  # an entry this worker no longer signs on as
-            self._sent = None  # whatever was thought sent: awake now
-        cleared = self._push()
+            if self._asked is None or worker_id(self.credentials) != self._asked:
+                return True  # nothing asked, or of an entry this worker no longer signs on as
+            self._sent = None  # whatever was thought sent: the wish of now, again
+            before = self._changes
+        taken = self._push()
         with self._lock:
-            wished = bool(self._wanted)
-        if wished:  # a cause spoke meanwhile: its wish goes after the awake
-            self._push()
-        if not cleared:
+            crossed = self._changes > before + 1  # a cause spoke, or a call crossed
+        if crossed:  # its wish goes after ours
+            taken = self._push()
+        if not taken:
             log.warning(
-                "could not set worker %s awake before its start: an offline or asleep "
-                "the agent asked for earlier may still reach it at its sign-on",
+                "could not set worker %s's status before its start: an offline or "
+                "asleep the agent asked for earlier may still reach it at its sign-on",
                 self._asked,
             )
-        return cleared or wished
+        return taken
 
     def _push(self) -> bool:
         """Send what the causes want now, unless the Manager has it (as ``want``)."""

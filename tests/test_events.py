@@ -18,6 +18,7 @@ from node_agent.events import (
     decide,
     parse_events,
 )
+from node_agent.holds import Holds
 from node_agent.reaction import EventReaction
 
 NOW = 1_000_000.0
@@ -203,8 +204,8 @@ class Recorder:
     def hold(self, reason: str, *, terminate: bool) -> None:
         self.calls.append(f"hold {reason}{' SIGTERM' if terminate else ''}")
 
-    def release(self) -> None:
-        self.calls.append("release")
+    def release(self, *, told: bool = True) -> None:
+        self.calls.append("release" if told else "release (taken back)")
         self.held = False
 
     def forget(self) -> bool:
@@ -359,3 +360,29 @@ def test_an_event_long_past_its_time_when_first_seen_is_never_acted_on() -> None
     assert _decide([stale])[0] is Step.NOTHING
     fresh = _event("Reboot", NOW - 60, "R-NOW")  # past, not long: due at once
     assert _decide([stale, fresh])[:2] == (Step.STOP, "R-NOW")
+
+
+def test_an_offline_taken_back_explains_only_an_exit_soon_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    holds = Holds(lambda: None)
+    holds.started()
+    holds.hold("Reboot event R-1", terminate=False)
+    holds.release(told=False)  # the offline was taken back: set awake again
+    assert holds.exited(0) == "Reboot event R-1"  # one already going offline
+    holds.started()
+    holds.hold("Reboot event R-2", terminate=False)
+    monkeypatch.setattr("node_agent.holds.TOLD_WINDOW", -1.0)
+    holds.release(told=False)
+    assert holds.exited(0) is None  # later: the Manager's, as ever
+    # An older offline the agent could not take back explains an early exit 0 of
+    # the next run only.
+    holds.may_be_told_offline("offline node-agent asked for earlier")
+    holds.started()
+    assert holds.exited(0) is None  # (the window is shut in this test)
+    monkeypatch.setattr("node_agent.holds.TOLD_WINDOW", 60.0)
+    holds.may_be_told_offline("offline node-agent asked for earlier")
+    holds.started()
+    assert holds.exited(0) == "offline node-agent asked for earlier"
+    holds.started()
+    assert holds.exited(0) is None  # one run only

@@ -322,17 +322,28 @@ def test_a_request_nothing_wants_any_more_never_reaches_the_next_worker(
     status = StatusRequests(api, credentials, asked)
     assert status.want("event", "offline")  # a wind-down while no worker ran
     assert asked.read_text() == f"{worker}\n"
-    status.before_start()  # the event still wants it: left pending
+    assert status.before_start()  # the event still wants it: asked again, as it is
     assert manager.worker(worker).status_requested == "offline"
     # The agent (and the node) restarted meanwhile: the event is gone, the request
     # still pending; before the worker starts, it is replaced by awake.
     again = StatusRequests(api, credentials, asked)
-    again.before_start()
+    assert again.before_start()
     assert manager.worker(worker).status_requested == "awake"
     assert not asked.exists()
-    again.before_start()  # nothing asked any more: nothing sent
+    assert again.before_start()  # nothing asked any more: nothing sent
+    offline = {"status": "offline", "is_lazy": True}
     sent = [r.json() for r in manager.server.received("POST", MGT)]
-    assert sent == [{"status": "offline", "is_lazy": True}, {"status": "awake", "is_lazy": False}]
+    assert sent == [offline, offline, {"status": "awake", "is_lazy": False}]
+    # With a wish of now (the node unfit after the reboot), that wish replaces the
+    # older offline instead: the worker signs on into asleep, never offline.
+    assert set_status(api, worker, "offline", lazy=True)
+    asked.write_text(f"{worker}\n")
+    unfit = StatusRequests(api, credentials, asked)
+    manager.fail("worker-mgt", 503)
+    assert not unfit.want("health", "asleep")  # a look while the Manager failed
+    manager.fail("worker-mgt", None)
+    assert unfit.before_start()
+    assert manager.worker(worker).status_requested == "asleep"
 
 
 def test_a_pending_offline_of_the_agents_never_ends_the_nodes_worker(
