@@ -238,8 +238,8 @@ def _before_start(status: StatusRequests, holds: Holds) -> Callable[[], None]:
     any more, and if that fails, read an exit 0 of the run as the agent's doing."""
 
     def before() -> None:
-        if not status.before_start():
-            holds.may_be_told_offline("offline node-agent asked for earlier")
+        taken = status.before_start()
+        holds.may_be_told_offline(None if taken else "offline node-agent asked for earlier")
 
     return before
 

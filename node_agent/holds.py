@@ -78,11 +78,11 @@ class Holds:
         """Whether the worker is kept stopped and no worker process is up."""
         return self.reason is not None and not self.running
 
-    def may_be_told_offline(self, reason: str) -> None:
+    def may_be_told_offline(self, reason: Optional[str]) -> None:
         """The worker about to start may get an ``offline`` of the agent's at its
         sign-on (one nothing wants any more, which the Manager did not let the agent
-        take back): an exit 0 of that run is the agent's doing, not the Manager
-        ending the worker's life."""
+        take back): an early exit 0 of that run is the agent's doing, not the
+        Manager ending the worker's life (None: it will not)."""
         with self._lock:
             self._told = reason
 
