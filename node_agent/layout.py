@@ -7,7 +7,8 @@ node then registers as a new worker):
     <shared>/blender, ffmpeg, ffprobe     symlinks into the current package folders,
                                           or launchers (a package with libraries)
     <shared>/.node-agent/                 the agent's dir: state file, lock, the ids
-                                          the worker has held
+                                          the worker has held, the worker asked off
+                                          new work
     <shared>/.node-agent/libs/            the launchers' folders of library links
     <shared>/.node-agent/worker/          the worker's working dir and config
     <shared>/.node-agent/worker/home/     the worker's data dir: credentials, queue
