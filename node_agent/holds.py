@@ -17,10 +17,13 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-# Seconds within which an exit 0 may still be an offline of the agent's: after a
-# start, one taken at the sign-on; after the offline was taken back, one the worker
-# had already begun. A later one is the Manager's as ever.
-TOLD_WINDOW = 60.0
+# Seconds within which an exit 0 may still be an offline of the agent's, a later one
+# being the Manager's as ever: after the offline was taken back, one the worker had
+# already begun (it exits within seconds); after a start, one taken at its sign-on,
+# which a worker retries every 5 s while the Manager (the very one that would not
+# take the offline back) cannot be reached.
+TAKEN_BACK_WINDOW = 60.0
+TOLD_WINDOW = 600.0
 
 
 class Holds:
@@ -56,7 +59,7 @@ class Holds:
         after (one already going offline) is still the agent's doing."""
         with self._lock:
             if not told:
-                self._expected_until = time.monotonic() + TOLD_WINDOW
+                self._expected_until = time.monotonic() + TAKEN_BACK_WINDOW
             if self.reason is None:
                 return
             self.reason, self.terminate = None, False

@@ -230,6 +230,8 @@ class Supervisor:
         self._await_release()
         while self.stop_reason is None:
             self._await_manager()
+            if self.stop_reason is not None:
+                break
             for tell in self.before_worker_start:
                 tell()
             if self.holds.reason is None:

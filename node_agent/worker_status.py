@@ -86,11 +86,13 @@ class StatusRequests:
                 return True  # nothing asked, or of an entry this worker no longer signs on as
             self._sent = None  # whatever was thought sent: the wish of now, again
             before = self._changes
-        taken = self._push()
+        # No worker runs: what is asked now simply replaces what is pending (the
+        # start that follows makes the next wish look at the Manager again).
+        taken = self._push(look_first=False)
         with self._lock:
             crossed = self._changes > before + 1  # a cause spoke, or a call crossed
         if crossed:  # its wish goes after ours
-            taken = self._push()
+            taken = self._push(look_first=False)
         if not taken:
             log.warning(
                 "could not set worker %s's status before its start: an offline or "
@@ -99,8 +101,10 @@ class StatusRequests:
             )
         return taken
 
-    def _push(self) -> bool:
-        """Send what the causes want now, unless the Manager has it (as ``want``)."""
+    def _push(self, look_first: bool = True) -> bool:
+        """Send what the causes want now, unless the Manager has it (as ``want``);
+        after a worker start, look at its entry first (unless ``look_first`` is
+        off)."""
         with self._lock:
             wanted = set(self._wanted.values())
             target = next((s for s in STRONGEST_FIRST if s in wanted), None)
@@ -114,7 +118,7 @@ class StatusRequests:
                 return True
             if target is not None:
                 self._asked = current
-            check = self._started and target is not None
+            check = look_first and self._started and target is not None
             self._changes += 1
             began = self._changes if self._calls == 0 else None
             self._calls += 1

@@ -372,15 +372,16 @@ def test_an_offline_taken_back_explains_only_an_exit_soon_after(
     assert holds.exited(0) == "Reboot event R-1"  # one already going offline
     holds.started()
     holds.hold("Reboot event R-2", terminate=False)
-    monkeypatch.setattr("node_agent.holds.TOLD_WINDOW", -1.0)
+    monkeypatch.setattr("node_agent.holds.TAKEN_BACK_WINDOW", -1.0)
     holds.release(told=False)
     assert holds.exited(0) is None  # later: the Manager's, as ever
     # An older offline the agent could not take back explains an early exit 0 of
     # the next run only.
+    monkeypatch.setattr("node_agent.holds.TOLD_WINDOW", -1.0)
     holds.may_be_told_offline("offline node-agent asked for earlier")
     holds.started()
     assert holds.exited(0) is None  # (the window is shut in this test)
-    monkeypatch.setattr("node_agent.holds.TOLD_WINDOW", 60.0)
+    monkeypatch.setattr("node_agent.holds.TOLD_WINDOW", 600.0)
     holds.may_be_told_offline("offline node-agent asked for earlier")
     holds.started()
     assert holds.exited(0) == "offline node-agent asked for earlier"

@@ -387,3 +387,19 @@ def test_a_pending_offline_the_agent_cannot_take_back_costs_one_restart(
     wait_until(lambda: manager.worker(worker).status == "awake", 30, "the worker awake")
     assert agent.process.poll() is None
     assert b"worker stopped (exit 0) for the offline node-agent asked for earlier" in (agent.stderr)
+
+
+def test_before_a_start_the_wish_of_now_is_simply_asked(
+    tmp_path: Path, manager: FakeManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    credentials = tmp_path / "credentials.yaml"
+    worker = manager.add_worker(NAME, "s3cret", "asleep")  # the run before, asleep, dead
+    credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
+    status = StatusRequests(ManagerApi(manager.url), credentials, tmp_path / "status-asked")
+    status.worker_started()
+    assert not status.want("health", "asleep")  # the dead run's status: not known held
+    # Before the next start no worker runs: asking is enough, and no doubt is left
+    # that an offline could reach the worker.
+    assert status.before_start()
+    assert manager.worker(worker).status_requested in ("", "asleep")
+    assert "may still reach it" not in caplog.text
