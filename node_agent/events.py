@@ -206,9 +206,10 @@ def _unknown(hold: Optional[Hold], now: float, margin: float) -> Decision:
     return Decision(Step.NOTHING, hold.event)
 
 
-def _sooner(a: ScheduledEvent, b: ScheduledEvent, margin: float) -> bool:
-    """Whether the worker must stop for ``a`` before it must for ``b``."""
-    return (deadline(a, margin) or float("-inf")) < (deadline(b, margin) or float("-inf"))
+def _urgency(event: ScheduledEvent, margin: float) -> float:
+    """When the worker must be stopped for an event: the sooner, the more urgent."""
+    stop_at = deadline(event, margin)
+    return float("-inf") if stop_at is None else stop_at
 
 
 def decide(
@@ -238,11 +239,11 @@ def decide(
         for e in events
         if e.reaction is not Reaction.LOG_ONLY
         and e.event_id not in ignored
-        # An event long past its time, first seen so, is not going to happen either.
+        # An event long past its time (other than the one held) will not happen.
         and (e.event_id == held_id or not _stale(e, now))
     ]
     # The most urgent first: an event due at once before one due later.
-    target = min(wanted, key=lambda e: deadline(e, margin) or float("-inf"), default=None)
+    target = min(wanted, key=lambda e: _urgency(e, margin), default=None)
     if hold is None:
         if target is None:
             return Decision(Step.NOTHING)
@@ -263,7 +264,7 @@ def decide(
             # being set awake and wound down again a second later.
             return Decision(Step.WIND_DOWN, target, why)
         return Decision(Step.RESUME, hold.event, why)
-    if target is not None and _sooner(target, current, margin):
+    if target is not None and _urgency(target, margin) < _urgency(current, margin):
         return Decision(Step.STOP if due(target, now, margin) else Step.WIND_DOWN, target)
     if hold.seen(current).overdue(now):
         late = now - (hold.not_before or hold.since)

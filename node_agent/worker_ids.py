@@ -5,8 +5,8 @@ With node-agent's own worker name (``<pool>-<short node id>``) an entry of that 
 on the Manager is this node's. An operator's ``worker_name`` may be the same on
 every node of a pool; then an entry is this node's only if its id is listed here,
 and nothing else of that name is ever removed. The file lives as long as the
-node's disk: a reimaged node starts a new list (its old entries are the fleet's to
-prune).
+node's disk: a reimaged node starts a new list, and its old entries are left to the
+operator (``fleet prune`` leaves a name several nodes share alone too).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from node_agent.standins.server import Request, Response
 from node_agent.worker_status import StatusRequests
 from tests.agent import Agent
 from tests.helpers import wait_until
+from tests.nodes import TestNode
 from tests.test_one_identity import NAME, STANDIN, _node
 from tests.test_storage import needs_mount_namespace
 
@@ -346,21 +347,28 @@ def test_a_request_nothing_wants_any_more_never_reaches_the_next_worker(
     assert manager.worker(worker).status_requested == "asleep"
 
 
-def test_a_pending_offline_of_the_agents_never_ends_the_nodes_worker(
-    tmp_path: Path, run_agent: Callable[..., Agent], manager: FakeManager
-) -> None:
+def _left_pending(tmp_path: Path, manager: FakeManager) -> tuple[TestNode, str]:
+    """A node as the agent left it before the node's reboot: it had asked its worker
+    (killed without signing off since) to go offline for a Reboot while no worker
+    ran, and recorded that; the offline is still pending on the Manager."""
     node = _node(tmp_path / "node")
     agent_dir = node.shared / ".node-agent"
     (agent_dir / "worker/home").mkdir(parents=True)
-    worker = manager.add_worker(NAME, "s3cret", "error")  # killed without signing off
+    worker = manager.add_worker(NAME, "s3cret", "error")
     (agent_dir / "worker/home/flamenco-worker-credentials.yaml").write_text(
         f"worker_id: {worker}\nworker_secret: s3cret\n"
     )
-    # Left by the agent before the node's reboot: it had asked the worker to go
-    # offline for a Reboot while no worker ran, and the worker never signed on since.
     assert set_status(ManagerApi(manager.url), worker, "offline", lazy=True)
     assert manager.worker(worker).status_requested == "offline"
     (agent_dir / "status-asked").write_text(f"{worker}\n")
+    return node, worker
+
+
+def test_a_pending_offline_of_the_agents_never_ends_the_nodes_worker(
+    tmp_path: Path, run_agent: Callable[..., Agent], manager: FakeManager
+) -> None:
+    node, worker = _left_pending(tmp_path, manager)
+    agent_dir = node.shared / ".node-agent"
     agent = run_agent("", node=node, manager=manager, NODE_AGENT_WATCH_EVENTS="false", **STANDIN)
     wait_until(lambda: manager.worker(worker).status == "awake", 30, "the worker awake")
     assert agent.process.poll() is None and agent.state()["restarts"] == 0
@@ -370,15 +378,7 @@ def test_a_pending_offline_of_the_agents_never_ends_the_nodes_worker(
 def test_a_pending_offline_the_agent_cannot_take_back_costs_one_restart(
     tmp_path: Path, run_agent: Callable[..., Agent], manager: FakeManager
 ) -> None:
-    node = _node(tmp_path / "node")
-    agent_dir = node.shared / ".node-agent"
-    (agent_dir / "worker/home").mkdir(parents=True)
-    worker = manager.add_worker(NAME, "s3cret", "error")
-    (agent_dir / "worker/home/flamenco-worker-credentials.yaml").write_text(
-        f"worker_id: {worker}\nworker_secret: s3cret\n"
-    )
-    assert set_status(ManagerApi(manager.url), worker, "offline", lazy=True)
-    (agent_dir / "status-asked").write_text(f"{worker}\n")
+    node, worker = _left_pending(tmp_path, manager)
     manager.fail("worker-mgt", 503)  # a proxy in front of the Manager's management API
     agent = run_agent("", node=node, manager=manager, NODE_AGENT_WATCH_EVENTS="false", **STANDIN)
     # The first worker gets the offline and exits 0: the agent's doing, so it is
@@ -386,7 +386,7 @@ def test_a_pending_offline_the_agent_cannot_take_back_costs_one_restart(
     wait_until(lambda: agent.state().get("restarts") == 1, 30, "a second start")
     wait_until(lambda: manager.worker(worker).status == "awake", 30, "the worker awake")
     assert agent.process.poll() is None
-    assert b"worker stopped (exit 0) for the offline node-agent asked for earlier" in (agent.stderr)
+    assert b"worker stopped (exit 0) for the offline node-agent asked for earlier" in agent.stderr
 
 
 def test_before_a_start_the_wish_of_now_is_simply_asked(
@@ -403,3 +403,18 @@ def test_before_a_start_the_wish_of_now_is_simply_asked(
     assert status.before_start()
     assert manager.worker(worker).status_requested in ("", "asleep")
     assert "may still reach it" not in caplog.text
+
+
+def test_a_record_that_cannot_be_read_or_written_is_no_reason_to_fail(
+    tmp_path: Path, manager: FakeManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    credentials = tmp_path / "credentials.yaml"
+    worker = manager.add_worker(NAME, "s3cret", "awake")
+    credentials.write_text(f"worker_id: {worker}\nworker_secret: s3cret\n")
+    planted = tmp_path / "status-asked"
+    planted.mkdir()  # a directory where the record goes: neither read nor replaced
+    status = StatusRequests(ManagerApi(manager.url), credentials, planted)
+    assert status.before_start()  # nothing known to have been asked
+    assert status.want("health", "asleep")  # asked all the same; the record is logged
+    assert manager.worker(worker).status_requested == "asleep"
+    assert "cannot record the worker asked in" in caplog.text
