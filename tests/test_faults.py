@@ -166,7 +166,8 @@ def test_a_full_disk_never_stops_supervision(tmp_path: Path, run_agent: Start) -
     filler.unlink()  # space is back: the state tells the truth again
     state = agent.wait_running(starts=2)
     assert state["restarts"] == 1 and state["last_exit_code"] == -signal.SIGKILL
-    assert b"is written again" in agent.stderr
+    # Logged just after the write that the state file shows: wait for the line.
+    wait_until(lambda: b"is written again" in agent.stderr, what="the recovery logged")
     agent.signal(signal.SIGTERM)
     assert agent.wait() == EXIT_OK
     assert b"Traceback" not in agent.stderr
