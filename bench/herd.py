@@ -2,7 +2,7 @@
 ``python -m bench.herd [--nodes N] [--outage S] [--seed N]``.
 
 A simulation, in virtual time, of every node retrying with the agent's own backoff
-(``node_agent.manager.backoff``: full jitter, window doubling from 1 s up to the
+(``node_agent.manager.wait.backoff``: full jitter, window doubling from 1 s up to the
 60 s cap). Prints the requests per second the Manager sees once it is back (peak
 against average) and how long until every node got through, against the cap.
 Baseline in the same run: the same nodes retrying every 5 s in lockstep, as a fixed
@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from node_agent.retry import attempt_state, backoff
+from node_agent.common.retry import attempt_state, backoff
 
 
 @dataclass(frozen=True)

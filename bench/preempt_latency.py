@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from node_agent.preempt import POLL
-from node_agent.standins.imds import EVENTS_PATH, FakeImds
-from node_agent.standins.manager import FakeManager
+from node_agent.imds.watcher import POLL
+from node_agent.sim.standins.imds import EVENTS_PATH, FakeImds
+from node_agent.sim.standins.manager import FakeManager
 from tests.agent import start_agent
 from tests.helpers import wait_until
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Optional
 
 from bench import supervisord
-from node_agent.flavour import Flavour
-from node_agent.layout import Layout
-from node_agent.standins.manager import FakeManager
+from node_agent.node.flavour import Flavour
+from node_agent.node.layout import Layout
+from node_agent.sim.standins.manager import FakeManager
 from tests.agent import worker_node
 from tests.helpers import wait_until
 from tests.nodes import write_executable

@@ -32,8 +32,8 @@ from pathlib import Path
 import psutil
 
 from bench import rest, supervisord
-from node_agent.standins.imds import FakeImds
-from node_agent.standins.manager import FakeManager
+from node_agent.sim.standins.imds import FakeImds
+from node_agent.sim.standins.manager import FakeManager
 from tests.agent import STANDIN, worker_node
 from tests.helpers import wait_until
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from node_agent.standins.manager import FakeManager
+from node_agent.sim.standins.manager import FakeManager
 from tests.helpers import wait_until
 from tests.nodes import make_node, write_executable
 

@@ -20,24 +20,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from node_agent import bootstrap, health_report, proctree
+from node_agent import bootstrap
 from node_agent.bootstrap import Plan
-from node_agent.credentials import worker_id
-from node_agent.env import BatchEnv
-from node_agent.errors import InvalidInput, RuntimeFailure, unexpected
-from node_agent.flavour import Flavour
-from node_agent.health import HealthWatch, disk_floor
-from node_agent.holds import Holds
-from node_agent.identity import IdentityKeeper
-from node_agent.lock import LOCK_FILE, NodeLock
-from node_agent.log import get_logger
-from node_agent.manager import ManagerCheck
-from node_agent.manager_api import ManagerApi, delete_worker
-from node_agent.policy import RestartPolicy
-from node_agent.preempt import EventWatcher
-from node_agent.reaction import EventReaction
-from node_agent.settings import Settings
-from node_agent.state import (
+from node_agent.common.errors import InvalidInput, RuntimeFailure, unexpected
+from node_agent.common.log import get_logger
+from node_agent.config.settings import Settings
+from node_agent.doctor import startup as health_report
+from node_agent.imds.watcher import EventWatcher
+from node_agent.manager.api import ManagerApi, delete_worker
+from node_agent.manager.credentials import worker_id
+from node_agent.manager.identity import IdentityKeeper
+from node_agent.manager.status import StatusRequests
+from node_agent.manager.wait import ManagerCheck
+from node_agent.manager.worker_ids import WorkerIds
+from node_agent.node.env import BatchEnv
+from node_agent.node.flavour import Flavour
+from node_agent.runtime import proctree
+from node_agent.runtime.health import HealthWatch, disk_floor
+from node_agent.runtime.holds import Holds
+from node_agent.runtime.lock import LOCK_FILE, NodeLock
+from node_agent.runtime.policy import RestartPolicy
+from node_agent.runtime.reaction import EventReaction
+from node_agent.runtime.state import (
     STATE_FILE,
     AgentState,
     Phase,
@@ -46,11 +50,9 @@ from node_agent.state import (
     own_create_time,
     read_state,
 )
-from node_agent.storage import StorageCheck, storage_mounts, worker_environment
-from node_agent.supervise import GaveUp, Supervisor
-from node_agent.worker import stop_stale_worker, worker_spec
-from node_agent.worker_ids import WorkerIds
-from node_agent.worker_status import StatusRequests
+from node_agent.runtime.storage import StorageCheck, storage_mounts, worker_environment
+from node_agent.runtime.supervise import GaveUp, Supervisor
+from node_agent.runtime.worker import stop_stale_worker, worker_spec
 
 log = get_logger("agent")
 

@@ -10,11 +10,10 @@ import time
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from node_agent import __version__, agent, bootstrap, stopsignals
-from node_agent.env import BatchEnv
-from node_agent.envfile import overlay
-from node_agent.envview import env_summary, env_to_json
-from node_agent.errors import (
+from node_agent import __version__, agent, bootstrap
+from node_agent.bootstrap.survey import survey
+from node_agent.bootstrap.syspkgs import ensure_system_packages
+from node_agent.common.errors import (
     EXIT_ALREADY_RUNNING,
     EXIT_FAILURE,
     EXIT_INVALID,
@@ -26,21 +25,23 @@ from node_agent.errors import (
     RuntimeFailure,
     unexpected,
 )
-from node_agent.layout import Layout
-from node_agent.lock import AlreadyRunning
-from node_agent.log import get_logger, hide_secrets, scrub, setup_logging
-from node_agent.redact import REDACTED, is_secret, url_password
-from node_agent.setting_specs import SPECS
-from node_agent.settings import Settings, package_config, resolve_settings
-from node_agent.state import (
+from node_agent.common.log import get_logger, hide_secrets, scrub, setup_logging
+from node_agent.common.redact import REDACTED, is_secret, url_password
+from node_agent.config.settings import Settings, package_config, resolve_settings
+from node_agent.config.specs import SPECS
+from node_agent.node.env import BatchEnv
+from node_agent.node.envfile import overlay
+from node_agent.node.envview import env_summary, env_to_json
+from node_agent.node.layout import Layout
+from node_agent.runtime import stopsignals
+from node_agent.runtime.lock import AlreadyRunning
+from node_agent.runtime.state import (
     STATE_FILE,
     AgentState,
     StateProblem,
     process_alive,
     read_state,
 )
-from node_agent.survey import survey
-from node_agent.syspkgs import ensure_system_packages
 
 log = get_logger("cli")
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from node_agent.errors import Problem
-from node_agent.setting_specs import BY_KEY
+from node_agent.common.errors import Problem
+from node_agent.config.specs import BY_KEY
 
 # Ubuntu 24.04 (system python3 3.12); 22.04's Batch support ends on 30 June 2027.
 IMAGE = {

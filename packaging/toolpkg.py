@@ -29,7 +29,7 @@ from typing import Optional
 from archives import ArchiveError, Entry, Kind, Staging, Tree, read_deb, read_folder, read_release
 from zipwriter import Source, UnwritableNames, output_folder, write_zip
 
-from node_agent.libraries import SYSTEM_LIBS_DIR
+from node_agent.bootstrap.libraries import SYSTEM_LIBS_DIR
 
 LINK_HOPS = 40  # as the kernel: a longer chain of links is taken for a loop
 # A link to a folder becomes a copy of its tree, so a few links can multiply a

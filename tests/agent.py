@@ -15,9 +15,9 @@ from typing import IO, Any, Optional
 
 import psutil
 
-from node_agent import proctree
-from node_agent.standins.imds import FakeImds
-from node_agent.standins.manager import FakeManager
+from node_agent.runtime import proctree
+from node_agent.sim.standins.imds import FakeImds
+from node_agent.sim.standins.manager import FakeManager
 from tests.helpers import wait_until
 from tests.nodes import TestNode, make_node, write_executable
 

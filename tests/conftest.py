@@ -9,9 +9,9 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from node_agent.standins.batch import FakeBatch
-from node_agent.standins.imds import FakeImds
-from node_agent.standins.manager import FakeManager
+from node_agent.sim.standins.batch import FakeBatch
+from node_agent.sim.standins.imds import FakeImds
+from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent, start_agent
 from tests.fleet_farm import POOL, Farm
 from tests.packages import STANDIN_WORKER, WITH_BYTECODE, build_package

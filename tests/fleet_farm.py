@@ -13,11 +13,11 @@ import pytest
 import requests
 
 from node_agent.cli import main
-from node_agent.layout import default_worker_name
-from node_agent.standins.batch import FakeBatch
-from node_agent.standins.batch_pool import ComputeNode, StartTaskInfo
-from node_agent.standins.manager import FakeManager
-from node_agent.state import AgentState, Phase, write_state
+from node_agent.node.layout import default_worker_name
+from node_agent.runtime.state import AgentState, Phase, write_state
+from node_agent.sim.standins.batch import FakeBatch
+from node_agent.sim.standins.batch_pool import ComputeNode, StartTaskInfo
+from node_agent.sim.standins.manager import FakeManager
 
 POOL = "render"
 SECRET = "worker-secret-do-not-print"

@@ -13,7 +13,7 @@ from typing import IO, Callable, Optional, TypeVar
 
 import pytest
 
-from node_agent.envfile import load_env_file
+from node_agent.node.envfile import load_env_file
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from node_agent.env import BatchEnv
-from node_agent.simulate import batch_base, extract_like_batch, rebase
+from node_agent.node.env import BatchEnv
+from node_agent.sim.node import batch_base, extract_like_batch, rebase
 from tests.helpers import fixture_env
 
 # The stand-in tools print the first line their real counterparts print.

@@ -8,8 +8,8 @@ from __future__ import annotations
 import signal
 from typing import Callable
 
-from node_agent.errors import EXIT_FAILURE, EXIT_OK
-from node_agent.standins.server import Response, StandinServer
+from node_agent.common.errors import EXIT_FAILURE, EXIT_OK
+from node_agent.sim.standins.server import Response, StandinServer
 from tests.agent import Agent
 from tests.helpers import wait_until
 from tests.nodes import CLOSED_LOOPBACK
@@ -50,20 +50,22 @@ def test_a_manager_url_answering_json_that_is_no_object_is_waited_on(run_agent: 
 
 def test_a_bug_in_a_wait_before_the_start_is_one_more_failed_attempt(run_agent: Start) -> None:
     # The probe of the Manager replaced by None: every attempt fails with a TypeError.
-    agent = run_agent("count,wait", constants={"node_agent.manager.probe": None})
-    wait_until(lambda: agent.stderr.count(b": unexpected TypeError at manager.py:") >= 2)
+    agent = run_agent("count,wait", constants={"node_agent.manager.wait.probe": None})
+    wait_until(lambda: agent.stderr.count(b": unexpected TypeError at manager/wait.py:") >= 2)
     assert agent.process.poll() is None and agent.state()["phase"] == "waiting-for-manager"
     assert b"Traceback" not in agent.stderr
 
 
 def test_a_bug_elsewhere_ends_the_agent_in_one_line(run_agent: Start) -> None:
     # Starting the worker replaced by None: a TypeError where none is expected.
-    agent = run_agent("count,wait", constants={"node_agent.supervise.launch": None})
+    agent = run_agent("count,wait", constants={"node_agent.runtime.supervise.launch": None})
     assert agent.wait() == EXIT_FAILURE
     [line] = agent.stderr.decode().splitlines()[-1:]
-    assert line.startswith("node-agent: ERROR: node-agent failed: TypeError at supervise.py:")
+    assert line.startswith(
+        "node-agent: ERROR: node-agent failed: TypeError at runtime/supervise.py:"
+    )
     assert line.endswith(": 'NoneType' object is not callable")
     assert "Traceback" not in agent.stderr.decode()
     state = agent.state()
     assert state["phase"] == "stopped"
-    assert state["stop_reason"].startswith("node-agent failed: TypeError at supervise.py:")
+    assert state["stop_reason"].startswith("node-agent failed: TypeError at runtime/supervise.py:")

@@ -13,11 +13,11 @@ import yaml
 from pyfakefs import helpers
 from pyfakefs.fake_filesystem import FakeFilesystem
 
-from node_agent import actions, bootstrap
-from node_agent.bootstrap import ActionKind, Plan
-from node_agent.errors import InvalidInput, RuntimeFailure
-from node_agent.settings import Settings, load_settings
-from node_agent.survey import survey
+from node_agent import bootstrap
+from node_agent.bootstrap import ActionKind, Plan, actions
+from node_agent.bootstrap.survey import survey
+from node_agent.common.errors import InvalidInput, RuntimeFailure
+from node_agent.config.settings import Settings, load_settings
 from tests.helpers import AZ_ENV
 from tests.nodes import TestNode, is_executable_mode, make_node
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from node_agent.errors import EXIT_INVALID, EXIT_OK
-from node_agent.layout import WORKER_EXECUTABLE
+from node_agent.common.errors import EXIT_INVALID, EXIT_OK
+from node_agent.node.layout import WORKER_EXECUTABLE
 from tests.nodes import make_node
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 import pytest
 
 from node_agent.cli import build_parser, main
-from node_agent.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+from node_agent.common.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from tests.helpers import AZ_ENV, BROKEN_ENVS
 
 TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.not-a-real-token.c2lnbmF0dXJl"

@@ -13,14 +13,14 @@ from typing import Callable, Optional
 import pytest
 
 from node_agent import bootstrap, doctor
+from node_agent.bootstrap.survey import survey
+from node_agent.common.errors import EXIT_OK, EXIT_UNHEALTHY
+from node_agent.config.settings import load_settings
 from node_agent.doctor import Context, Row, Status, node_checks, service_checks, tool_checks
-from node_agent.errors import EXIT_OK, EXIT_UNHEALTHY
-from node_agent.settings import load_settings
-from node_agent.standins.imds import FakeImds
-from node_agent.standins.manager import FakeManager
-from node_agent.standins.server import Response, StandinServer
-from node_agent.state import AgentState, write_state
-from node_agent.survey import survey
+from node_agent.runtime.state import AgentState, write_state
+from node_agent.sim.standins.imds import FakeImds
+from node_agent.sim.standins.manager import FakeManager
+from node_agent.sim.standins.server import Response, StandinServer
 from tests.nodes import CLOSED_LOOPBACK, TestNode, make_node, write_executable
 
 SECRETS = {

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.env import BatchEnv
-from node_agent.env_model import HostPort, TaskKind, UserIdentity
-from node_agent.envfile import load_env_file
-from node_agent.errors import InvalidInput
+from node_agent.common.errors import InvalidInput
+from node_agent.node.env import BatchEnv
+from node_agent.node.env_model import HostPort, TaskKind, UserIdentity
+from node_agent.node.envfile import load_env_file
 from tests.helpers import BROKEN_ENVS, GOOD_ENVS, ODD_ENVS, fixture_env
 
 

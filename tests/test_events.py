@@ -9,7 +9,7 @@ from typing import Optional
 
 import pytest
 
-from node_agent.events import (
+from node_agent.imds.events import (
     ASK_AGAIN,
     OVERDUE,
     Hold,
@@ -18,8 +18,8 @@ from node_agent.events import (
     decide,
     parse_events,
 )
-from node_agent.holds import Holds
-from node_agent.reaction import EventReaction
+from node_agent.runtime.holds import Holds
+from node_agent.runtime.reaction import EventReaction
 
 NOW = 1_000_000.0
 MARGIN = 45.0
@@ -372,16 +372,16 @@ def test_an_offline_taken_back_explains_only_an_exit_soon_after(
     assert holds.exited(0) == "Reboot event R-1"  # one already going offline
     holds.started()
     holds.hold("Reboot event R-2", terminate=False)
-    monkeypatch.setattr("node_agent.holds.TAKEN_BACK_WINDOW", -1.0)
+    monkeypatch.setattr("node_agent.runtime.holds.TAKEN_BACK_WINDOW", -1.0)
     holds.release(told=False)
     assert holds.exited(0) is None  # later: the Manager's, as ever
     # An older offline the agent could not take back explains an early exit 0 of
     # the next run only.
-    monkeypatch.setattr("node_agent.holds.TOLD_WINDOW", -1.0)
+    monkeypatch.setattr("node_agent.runtime.holds.TOLD_WINDOW", -1.0)
     holds.may_be_told_offline("offline node-agent asked for earlier")
     holds.started()
     assert holds.exited(0) is None  # (the window is shut in this test)
-    monkeypatch.setattr("node_agent.holds.TOLD_WINDOW", 600.0)
+    monkeypatch.setattr("node_agent.runtime.holds.TOLD_WINDOW", 600.0)
     holds.may_be_told_offline("offline node-agent asked for earlier")
     holds.started()
     assert holds.exited(0) == "offline node-agent asked for earlier"

@@ -19,9 +19,8 @@ from typing import Callable
 import psutil
 import pytest
 
-from node_agent import proctree
 from node_agent.cli import main
-from node_agent.errors import (
+from node_agent.common.errors import (
     EXIT_FAILURE,
     EXIT_INVALID,
     EXIT_NOT_RUNNING,
@@ -29,11 +28,12 @@ from node_agent.errors import (
     EXIT_UNHEALTHY,
     InvalidInput,
 )
-from node_agent.manager_http import PROBE_TIMEOUT
-from node_agent.redact import redact_urls
-from node_agent.settings import load_settings
-from node_agent.simulate import rebase
-from node_agent.standins.manager import FakeManager
+from node_agent.common.redact import redact_urls
+from node_agent.config.settings import load_settings
+from node_agent.manager.transport import PROBE_TIMEOUT
+from node_agent.runtime import proctree
+from node_agent.sim.node import rebase
+from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import needs_mount_namespace, wait_until
 from tests.nodes import CLOSED_LOOPBACK, TestNode

@@ -22,9 +22,9 @@ from node_agent.fleet import batch as fleet_batch
 from node_agent.fleet.batch import BatchAccount, BatchService
 from node_agent.fleet.scaler import ScaleSettings, load_memory, run_round
 from node_agent.fleet.scaling import Bounds, Memory
-from node_agent.manager_api import ManagerApi
-from node_agent.standins.batch import FakeBatch
-from node_agent.standins.batch_pool import StartTaskInfo
+from node_agent.manager.api import ManagerApi
+from node_agent.sim.standins.batch import FakeBatch
+from node_agent.sim.standins.batch_pool import StartTaskInfo
 from tests.fleet_farm import POOL, SECRET, Farm, fleet
 from tests.helpers import read_lines, tls_context
 

@@ -30,9 +30,9 @@ from node_agent.fleet.scaling import (
     removable,
 )
 from node_agent.fleet.status import document, join, render, summary
-from node_agent.layout import default_worker_name, is_default_worker_name
-from node_agent.manager_api import ManagerWorker
-from node_agent.state import AgentState
+from node_agent.manager.api import ManagerWorker
+from node_agent.node.layout import default_worker_name, is_default_worker_name
+from node_agent.runtime.state import AgentState
 
 POOL = "render"
 TVMPS = "tvmps_" + "ab12cd34ef56" + "0" * 52 + "_p"

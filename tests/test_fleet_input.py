@@ -15,7 +15,7 @@ from node_agent.cli import main
 from node_agent.fleet.batch import BatchAccount, BatchService
 from node_agent.fleet.scaler import ScaleSettings, run_round
 from node_agent.fleet.scaling import Bounds, Memory
-from node_agent.manager_api import ManagerApi
+from node_agent.manager.api import ManagerApi
 from tests.fleet_farm import POOL, Farm, fleet
 from tests.helpers import AZ_ENV
 

@@ -18,11 +18,11 @@ from typing import Callable, Optional
 import pytest
 import requests
 
-from node_agent.health import MEMORY_FLOOR, RECOVER, HealthWatch, Reading, assess
-from node_agent.manager_api import ManagerApi, set_status
-from node_agent.standins.manager import FakeManager
-from node_agent.standins.server import Request, Response
-from node_agent.worker_status import StatusRequests
+from node_agent.manager.api import ManagerApi, set_status
+from node_agent.manager.status import StatusRequests
+from node_agent.runtime.health import MEMORY_FLOOR, RECOVER, HealthWatch, Reading, assess
+from node_agent.sim.standins.manager import FakeManager
+from node_agent.sim.standins.server import Request, Response
 from tests.agent import Agent
 from tests.helpers import wait_until
 from tests.nodes import TestNode
@@ -78,7 +78,10 @@ def test_a_disk_that_fills_takes_the_worker_off_new_work_until_it_is_freed(
         wrapper=wrapper,
         # Shortened: a look every 0.2 s (really a minute); memory is not looked at
         # here (the machine running the tests may be short of it).
-        constants={"node_agent.health.INTERVAL": 0.2, "node_agent.health.MEMORY_FLOOR": 0},
+        constants={
+            "node_agent.runtime.health.INTERVAL": 0.2,
+            "node_agent.runtime.health.MEMORY_FLOOR": 0,
+        },
         AZ_BATCH_TASK_RESERVED_EPHEMERAL_DISK_SPACE_BYTES=str(16 * MiB),
         NODE_AGENT_WATCH_EVENTS="false",
         **STANDIN,
@@ -215,7 +218,10 @@ def test_a_worker_restarted_on_an_unfit_node_is_taken_off_new_work_again(
         manager=manager,
         # Shortened: a look every 0.2 s (really a minute); a memory floor no machine
         # reaches, so the node is unfit at every look.
-        constants={"node_agent.health.INTERVAL": 0.2, "node_agent.health.MEMORY_FLOOR": 2**62},
+        constants={
+            "node_agent.runtime.health.INTERVAL": 0.2,
+            "node_agent.runtime.health.MEMORY_FLOOR": 2**62,
+        },
         NODE_AGENT_WATCH_EVENTS="false",
         **STANDIN,
     )

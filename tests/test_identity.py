@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.identity import IdentityKeeper, duplicates, match_tags
-from node_agent.manager_api import (
+from node_agent.manager.api import (
     ManagerApi,
     ManagerWorker,
     WorkerTag,
@@ -20,8 +19,9 @@ from node_agent.manager_api import (
     set_status,
     set_tags,
 )
-from node_agent.standins.manager import FakeManager
-from node_agent.worker_ids import KEEP, WorkerIds
+from node_agent.manager.identity import IdentityKeeper, duplicates, match_tags
+from node_agent.manager.worker_ids import KEEP, WorkerIds
+from node_agent.sim.standins.manager import FakeManager
 from tests.helpers import wait_until
 from tests.nodes import CLOSED_LOOPBACK
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from node_agent import bootstrap, doctor
-from node_agent.actions import ActionKind
+from node_agent.bootstrap.actions import ActionKind
+from node_agent.bootstrap.libraries import LIBRARY_PACKAGES, parse_ldd
+from node_agent.bootstrap.survey import survey
 from node_agent.cli import main
+from node_agent.config.settings import load_settings
 from node_agent.doctor import Status
-from node_agent.libraries import LIBRARY_PACKAGES, parse_ldd
-from node_agent.settings import load_settings
-from node_agent.survey import survey
 from tests.nodes import TestNode, make_node, write_executable
 from tests.releases import build_tool, write_tar
 

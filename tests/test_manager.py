@@ -11,13 +11,13 @@ from typing import Optional
 
 import pytest
 
-from node_agent.credentials import worker_id
-from node_agent.flavour import Flavour
-from node_agent.manager import ManagerCheck, ManagerUnavailable, wait_for_manager
-from node_agent.manager_api import ManagerApi
-from node_agent.manager_http import proxies_for
-from node_agent.standins.manager import FakeManager
-from node_agent.standins.server import Request, Response, StandinServer
+from node_agent.manager.api import ManagerApi
+from node_agent.manager.credentials import worker_id
+from node_agent.manager.transport import proxies_for
+from node_agent.manager.wait import ManagerCheck, ManagerUnavailable, wait_for_manager
+from node_agent.node.flavour import Flavour
+from node_agent.sim.standins.manager import FakeManager
+from node_agent.sim.standins.server import Request, Response, StandinServer
 from tests.nodes import CLOSED_LOOPBACK
 
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import pytest
 
-from node_agent.manager_api import (
+from node_agent.manager.api import (
     ManagerApi,
     ManagerWorker,
     WorkerTag,
@@ -20,7 +20,7 @@ from node_agent.manager_api import (
     set_status,
     set_tags,
 )
-from node_agent.standins.server import Response, StandinServer
+from node_agent.sim.standins.server import Response, StandinServer
 
 WORKER = {"id": "w-1", "name": "n", "status": "awake", "version": "3.6"}
 MALFORMED: list[Any] = [

@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 import pytest
 
-from node_agent.errors import EXIT_OK
-from node_agent.standins.imds import EVENTS_PATH, FakeImds, not_before
-from node_agent.standins.manager import FakeManager
+from node_agent.common.errors import EXIT_OK
+from node_agent.sim.standins.imds import EVENTS_PATH, FakeImds, not_before
+from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent, worker_node
 from tests.helpers import wait_until
 from tests.nodes import CLOSED_LOOPBACK, TestNode
@@ -152,7 +152,7 @@ def test_forget_worker_and_ack_events_on_a_preempt(
         run_agent,
         services,
         "count,term-stamp,wait",
-        constants={"node_agent.preempt.POLL": 0.2},
+        constants={"node_agent.imds.watcher.POLL": 0.2},
         AZ_BATCH_NODE_IS_DEDICATED=dedicated,
         **proxies,
         **settings,

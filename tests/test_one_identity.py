@@ -12,8 +12,8 @@ from typing import Callable
 
 import yaml
 
-from node_agent.manager_api import ManagerApi, delete_worker
-from node_agent.standins.manager import FakeManager
+from node_agent.manager.api import ManagerApi, delete_worker
+from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent
 from tests.helpers import wait_until
 from tests.nodes import TestNode, make_node, write_executable

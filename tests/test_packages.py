@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node_agent.packages import choose_package, flatten, group_packages
+from node_agent.node.packages import choose_package, flatten, group_packages
 
 # Batch application ids: letters, digits, '-' and '_'; versions also '.' (and '#',
 # which Batch flattens too).

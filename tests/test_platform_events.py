@@ -9,9 +9,9 @@ import signal
 from pathlib import Path
 from typing import Callable
 
-from node_agent.errors import EXIT_OK
-from node_agent.standins.imds import EVENTS_PATH, FakeImds, not_before
-from node_agent.standins.manager import FakeManager
+from node_agent.common.errors import EXIT_OK
+from node_agent.sim.standins.imds import EVENTS_PATH, FakeImds, not_before
+from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent
 from tests.helpers import wait_until
 from tests.test_node_world import _watching
@@ -93,7 +93,10 @@ def test_the_first_events_request_may_take_long(tmp_path: Path, run_agent: Start
     agent = run_agent(
         "count,term-stamp,wait",
         imds=imds,
-        constants={"node_agent.imds.TIMEOUT": 0.5, "node_agent.preempt.FIRST_TIMEOUT": 4.0},
+        constants={
+            "node_agent.imds.client.TIMEOUT": 0.5,
+            "node_agent.imds.watcher.FIRST_TIMEOUT": 4.0,
+        },
     )
     agent.wait_running()
     wait_until(lambda: b"Scheduled Events answered (" in agent.stderr)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from node_agent.flavour import Flavour
-from node_agent.policy import RestartPolicy, Verdict
+from node_agent.node.flavour import Flavour
+from node_agent.runtime.policy import RestartPolicy, Verdict
 
 
 def _policy(flavour: Flavour = Flavour.V3, clean_restart: bool = False) -> RestartPolicy:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from node_agent.simulate import SimulatedNode, pool_mounts, start_task_command
+from node_agent.sim.node import SimulatedNode, pool_mounts, start_task_command
 from tests.helpers import fixture_env
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from node_agent.events import Reaction, ScheduledEvent, due, parse_events
-from node_agent.imds import API_EVENTS, Closed, ImdsClient, SocketReader, read_answer
-from node_agent.preempt import EventWatcher
-from node_agent.standins.imds import EVENTS_PATH, FakeImds
+from node_agent.imds.client import API_EVENTS, Closed, ImdsClient, SocketReader, read_answer
+from node_agent.imds.events import Reaction, ScheduledEvent, due, parse_events
+from node_agent.imds.watcher import EventWatcher
+from node_agent.sim.standins.imds import EVENTS_PATH, FakeImds
 from tests.helpers import wait_until
 from tests.nodes import CLOSED_LOOPBACK
 

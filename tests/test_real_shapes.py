@@ -14,14 +14,14 @@ from typing import Callable, Optional
 import pytest
 
 from node_agent import bootstrap
+from node_agent.bootstrap.survey import survey
 from node_agent.cli import main
+from node_agent.common.errors import EXIT_OK
+from node_agent.config.settings import load_settings
 from node_agent.doctor import Context, Status
 from node_agent.doctor.setup_checks import check_environment
-from node_agent.envfile import load_env_file
-from node_agent.errors import EXIT_OK
-from node_agent.layout import default_worker_name
-from node_agent.settings import load_settings
-from node_agent.survey import survey
+from node_agent.node.envfile import load_env_file
+from node_agent.node.layout import default_worker_name
 from tests.agent import Agent, worker_node
 from tests.helpers import AZ_ENV
 from tests.nodes import make_node

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from node_agent.retry import attempt_state, backoff, doubling, wait_until_ready
+from node_agent.common.retry import attempt_state, backoff, doubling, wait_until_ready
 
 
 class NotReady(Exception):

@@ -13,15 +13,15 @@ from typing import Optional
 import pytest
 
 from node_agent import bootstrap
-from node_agent.flavour import Flavour
-from node_agent.lock import AlreadyRunning, NodeLock
-from node_agent.logpump import CHUNK, Pump, utc_stamp
-from node_agent.policy import RestartPolicy
-from node_agent.settings import load_settings
-from node_agent.state import AgentState, Phase, StateKeeper
-from node_agent.supervise import Supervisor
-from node_agent.survey import survey
-from node_agent.worker import WorkerSpec, worker_spec
+from node_agent.bootstrap.survey import survey
+from node_agent.config.settings import load_settings
+from node_agent.node.flavour import Flavour
+from node_agent.runtime.lock import AlreadyRunning, NodeLock
+from node_agent.runtime.logpump import CHUNK, Pump, utc_stamp
+from node_agent.runtime.policy import RestartPolicy
+from node_agent.runtime.state import AgentState, Phase, StateKeeper
+from node_agent.runtime.supervise import Supervisor
+from node_agent.runtime.worker import WorkerSpec, worker_spec
 from tests.helpers import wait_until
 from tests.nodes import make_node
 

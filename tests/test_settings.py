@@ -7,9 +7,9 @@ from typing import Optional
 
 import pytest
 
-from node_agent.errors import InvalidInput
-from node_agent.flavour import Flavour, resolve_flavour
-from node_agent.settings import load_settings, resolve_settings
+from node_agent.common.errors import InvalidInput
+from node_agent.config.settings import load_settings, resolve_settings
+from node_agent.node.flavour import Flavour, resolve_flavour
 
 URL = {"FLAMENCO_MANAGER_URL": "http://manager:8080/"}
 

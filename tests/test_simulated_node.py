@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from node_agent.cli import main
-from node_agent.envfile import load_env_file
-from node_agent.simulate import SimulatedNode, tool_packages
-from node_agent.simulate_pool import SimulatedPool
-from node_agent.standins.imds import EVENTS_PATH, FakeImds
-from node_agent.standins.manager import FakeManager
+from node_agent.node.envfile import load_env_file
+from node_agent.sim.node import SimulatedNode, tool_packages
+from node_agent.sim.pool import SimulatedPool
+from node_agent.sim.standins.imds import EVENTS_PATH, FakeImds
+from node_agent.sim.standins.manager import FakeManager
 from tests.helpers import AZ_ENV, wait_until
 from tests.packages import REPO
 

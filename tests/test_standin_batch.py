@@ -19,8 +19,8 @@ from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageO
 from azure.core.credentials import AccessToken, AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from node_agent.standins.batch import FakeBatch
-from node_agent.standins.batch_pool import StartTaskInfo
+from node_agent.sim.standins.batch import FakeBatch
+from node_agent.sim.standins.batch_pool import StartTaskInfo
 from tests.helpers import tls_context
 
 

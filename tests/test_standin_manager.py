@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import requests
 
-from node_agent.standins.manager import FakeManager
+from node_agent.sim.standins.manager import FakeManager
 
 WORKER = "/api/v3/worker"
 MGT = "/api/v3/worker-mgt"

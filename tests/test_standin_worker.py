@@ -18,7 +18,7 @@ from typing import Optional
 import pytest
 import yaml
 
-from node_agent.standins.manager import FakeManager
+from node_agent.sim.standins.manager import FakeManager
 from tests.helpers import wait_until
 from tests.test_manager import _free_port
 

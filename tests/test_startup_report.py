@@ -10,7 +10,7 @@ from typing import Callable
 
 import psutil
 
-from node_agent.errors import EXIT_OK
+from node_agent.common.errors import EXIT_OK
 from tests.agent import Agent, worker_node
 from tests.helpers import wait_until
 from tests.nodes import TestNode, write_executable
@@ -98,7 +98,7 @@ def test_a_stop_during_the_report_is_honoured_at_once_and_leaves_nothing(
     _blocking_blender(node, tmp_path / "never")
     # The report would wait an hour for blender: the stop must not.
     hour = {
-        "node_agent.health_report.CHECK_LIMIT": 3600,
+        "node_agent.doctor.startup.CHECK_LIMIT": 3600,
         "node_agent.doctor.tool_checks.TOOL_TIMEOUT": 3600,
     }
     agent = run_agent("count,wait", node=node, constants=hour)
@@ -117,7 +117,7 @@ def test_a_tool_that_hangs_past_the_reports_limit_is_not_left_behind(
     node = worker_node(tmp_path / "node")
     _blocking_blender(node, tmp_path / "never")
     agent = run_agent(
-        "count,wait", node=node, constants={"node_agent.health_report.CHECK_LIMIT": 1}
+        "count,wait", node=node, constants={"node_agent.doctor.startup.CHECK_LIMIT": 1}
     )
     wait_until(lambda: REPORTED in agent.stderr, what="the report")
     assert b"FAILED   tools                       no result within 1 s" in agent.stderr

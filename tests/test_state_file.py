@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from node_agent.state import (
+from node_agent.runtime.state import (
     MAX_STATE_BYTES,
     AgentState,
     StateProblem,

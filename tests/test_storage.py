@@ -15,12 +15,12 @@ from typing import Callable
 import psutil
 import pytest
 
-from node_agent import storage
+from node_agent.common.errors import InvalidInput
+from node_agent.config.settings import load_settings
 from node_agent.doctor import Context, Status
 from node_agent.doctor.storage_checks import check_storage
-from node_agent.errors import InvalidInput
-from node_agent.settings import load_settings
-from node_agent.storage import (
+from node_agent.runtime import storage
+from node_agent.runtime.storage import (
     STORAGE_VARIABLE,
     Mount,
     StorageCheck,

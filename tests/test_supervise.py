@@ -14,16 +14,16 @@ from typing import Callable
 import psutil
 import pytest
 
-from node_agent.doctor import Context, Status, node_checks
-from node_agent.errors import (
+from node_agent.common.errors import (
     EXIT_ALREADY_RUNNING,
     EXIT_FAILURE,
     EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_UNHEALTHY,
 )
-from node_agent.standins.imds import FakeImds
-from node_agent.standins.manager import FakeManager
+from node_agent.doctor import Context, Status, node_checks
+from node_agent.sim.standins.imds import FakeImds
+from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent, alive, worker_node
 from tests.helpers import wait_until
 from tests.nodes import CLOSED_LOOPBACK

@@ -10,16 +10,16 @@ from typing import Optional
 
 import pytest
 
-from node_agent import syspkgs
-from node_agent.env_model import UserIdentity
-from node_agent.settings import load_settings
-from node_agent.syspkgs import (
+from node_agent.bootstrap import syspkgs
+from node_agent.bootstrap.syspkgs import (
     APT_LOCK_WAIT,
     elevated,
     ensure_system_packages,
     install,
     plan_install,
 )
+from node_agent.config.settings import load_settings
+from node_agent.node.env_model import UserIdentity
 from tests.nodes import make_node, write_executable
 
 APT = ("apt-get", *APT_LOCK_WAIT)

@@ -10,11 +10,10 @@ from typing import Optional
 
 import pytest
 
-from node_agent.actions import ActionKind
-from node_agent.layout import Layout
-from node_agent.libraries import LibraryReport
-from node_agent.survey import Kind, PathState
-from node_agent.toolentry import (
+from node_agent.bootstrap.actions import ActionKind
+from node_agent.bootstrap.libraries import LibraryReport
+from node_agent.bootstrap.survey import Kind, PathState
+from node_agent.bootstrap.toolentry import (
     LAUNCHER_MODE,
     EntryPlan,
     launcher_target,
@@ -22,6 +21,7 @@ from node_agent.toolentry import (
     render_launcher,
     stale_libs_dirs,
 )
+from node_agent.node.layout import Layout
 
 APPS = "/mnt/batch/tasks/applications"
 SHARED = "/mnt/batch/tasks/shared"

@@ -8,8 +8,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node_agent.packages import AppPackage, choose_package
-from node_agent.versions import version_key
+from node_agent.node.packages import AppPackage, choose_package
+from node_agent.node.versions import version_key
 
 numbers = st.lists(st.integers(0, 10**6), min_size=1, max_size=5)
 words = st.sampled_from(["alpha", "beta", "rc", "daily", "dev"])

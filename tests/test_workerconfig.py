@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from node_agent.workerconfig import render_v2, render_v3, v2_credentials
+from node_agent.bootstrap.workerconfig import render_v2, render_v3, v2_credentials
 
 
 def test_v3_config_has_exactly_the_documented_keys() -> None:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, Optional
 
+from node_agent.config.settings import Settings
 from node_agent.doctor.context import Context
 from node_agent.doctor.node_checks import (
     check_agent,
@@ -36,7 +37,6 @@ from node_agent.doctor.tool_checks import (
     check_packages,
     check_tools,
 )
-from node_agent.settings import Settings
 
 __all__ = ["CHECKS", "Context", "Row", "Status", "healthy", "render", "run_checks", "to_json"]
 

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from node_agent.env import BatchEnv
-from node_agent.errors import InvalidInput
-from node_agent.flavour import Flavour, resolve_flavour
-from node_agent.layout import Layout
-from node_agent.settings import Settings, load_settings, package_config
+from node_agent.common.errors import InvalidInput
+from node_agent.config.settings import Settings, load_settings, package_config
+from node_agent.node.env import BatchEnv
+from node_agent.node.flavour import Flavour, resolve_flavour
+from node_agent.node.layout import Layout
 
 NEEDS_ENV = "skipped: the environment does not parse"
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import psutil
 import yaml
 
+from node_agent.bootstrap.survey import unwritable
+from node_agent.common.redact import describe_yaml_error
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
-from node_agent.flavour import Flavour
-from node_agent.health import MEMORY_FLOOR, disk_floor, size
-from node_agent.layout import V2_CONFIG, V3_CONFIG
-from node_agent.redact import describe_yaml_error
-from node_agent.state import STATE_FILE, StateProblem, process_alive, read_state
-from node_agent.survey import unwritable
+from node_agent.node.flavour import Flavour
+from node_agent.node.layout import V2_CONFIG, V3_CONFIG
+from node_agent.runtime.health import MEMORY_FLOOR, disk_floor, size
+from node_agent.runtime.state import STATE_FILE, StateProblem, process_alive, read_state
 
 
 def check_worker_config(ctx: Context) -> list[Row]:

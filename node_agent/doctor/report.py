@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
-from node_agent.redact import printable
+from node_agent.common.redact import printable
 
 JSON_SCHEMA_VERSION = 1
 

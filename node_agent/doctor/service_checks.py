@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from node_agent.config.specs import BY_KEY
 from node_agent.doctor.context import Context
 from node_agent.doctor.report import Row, Status
-from node_agent.imds import ImdsClient, ImdsProblem
-from node_agent.manager import ManagerCheck, ManagerUnavailable, probe
-from node_agent.manager_api import ManagerApi
-from node_agent.manager_http import manager_session
-from node_agent.setting_specs import BY_KEY
+from node_agent.imds.client import ImdsClient, ImdsProblem
+from node_agent.manager.api import ManagerApi
+from node_agent.manager.transport import manager_session
+from node_agent.manager.wait import ManagerCheck, ManagerUnavailable, probe
 
 HTTP_TIMEOUT = 5.0  # seconds for the Manager's answer
 IMDS_TIMEOUT = 2.0  # seconds for the Metadata Service's: off Azure, nothing answers

@@ -6,8 +6,8 @@ import os
 
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
-from node_agent.env_model import TaskKind
-from node_agent.envview import user_text
+from node_agent.node.env_model import TaskKind
+from node_agent.node.envview import user_text
 
 
 def check_environment(ctx: Context) -> list[Row]:

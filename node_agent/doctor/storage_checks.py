@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
-from node_agent.storage import probe_all, storage_mounts
+from node_agent.runtime.storage import probe_all, storage_mounts
 
 LOW_SPACE = 2**30  # bytes: less than this free on the shared storage is a warning
 

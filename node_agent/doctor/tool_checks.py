@@ -11,13 +11,13 @@ import subprocess
 from dataclasses import replace
 from typing import Optional
 
+from node_agent.bootstrap.libraries import package_for, report, with_packages
+from node_agent.bootstrap.survey import TOOL_PACKAGES, locate
+from node_agent.bootstrap.worker_ffmpeg import find_bundled
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
-from node_agent.flavour import Flavour
-from node_agent.layout import WORKER_EXECUTABLE
-from node_agent.libraries import package_for, report, with_packages
-from node_agent.survey import TOOL_PACKAGES, locate
-from node_agent.worker_ffmpeg import find_bundled
+from node_agent.node.flavour import Flavour
+from node_agent.node.layout import WORKER_EXECUTABLE
 
 TOOL_TIMEOUT = 20.0  # seconds for blender --version and friends
 

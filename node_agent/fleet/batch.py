@@ -28,9 +28,9 @@ from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageO
 from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 
-from node_agent.errors import InvalidInput, Problem, RuntimeFailure
+from node_agent.common.errors import InvalidInput, Problem, RuntimeFailure
+from node_agent.common.log import hide_secrets
 from node_agent.fleet.model import NodeView, PoolView, StartTaskView
-from node_agent.log import hide_secrets
 
 ENDPOINT = "AZURE_BATCH_ENDPOINT"
 ACCOUNT = "AZURE_BATCH_ACCOUNT"

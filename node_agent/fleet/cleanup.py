@@ -32,8 +32,8 @@ from node_agent.fleet.model import (
     expected_names,
     node_workers,
 )
-from node_agent.layout import is_default_worker_name
-from node_agent.manager_api import ManagerWorker
+from node_agent.manager.api import ManagerWorker
+from node_agent.node.layout import is_default_worker_name
 
 PRUNABLE = ("offline", "error")  # the only statuses prune removes
 

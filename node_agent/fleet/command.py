@@ -1,6 +1,6 @@
 """``node-agent fleet COMMAND``: the command line of the operator's farm commands.
 Thin: parse, look, decide (the pure modules), print or act. Exit codes as
-``node_agent.errors``: 0 done, 1 Batch or the Manager failed or refused, 2 usage, 3
+``node_agent.common.errors``: 0 done, 1 Batch or the Manager failed or refused, 2 usage, 3
 invalid input (account, bounds)."""
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Optional
 
-from node_agent.errors import EXIT_FAILURE, EXIT_OK, InvalidInput, Problem, RuntimeFailure
+from node_agent.common.errors import EXIT_FAILURE, EXIT_OK, InvalidInput, Problem, RuntimeFailure
+from node_agent.common.log import LOGGER_NAME, get_logger, hide_secrets
+from node_agent.common.redact import is_secret, printable
 from node_agent.fleet.batch import BatchAccount, BatchFailure, BatchService
 from node_agent.fleet.cleanup import heal, stale_workers
 from node_agent.fleet.model import STATE_PATH
@@ -32,9 +34,7 @@ from node_agent.fleet.scaler import (
 )
 from node_agent.fleet.scaling import Bounds
 from node_agent.fleet.status import document, join, render
-from node_agent.log import LOGGER_NAME, get_logger, hide_secrets
-from node_agent.manager_api import ManagerApi, delete_worker
-from node_agent.redact import is_secret, printable
+from node_agent.manager.api import ManagerApi, delete_worker
 
 log = get_logger("fleet")
 MANAGER_URL = "FLAMENCO_MANAGER_URL"

@@ -1,6 +1,6 @@
 """The Flamenco Manager, as fleet reads and changes it: its workers, its queue (the
 jobs API of Manager 3.6 and newer: ``GET /api/v3/jobs``, ``GET /api/v3/jobs/{id}/tasks``)
-and status requests. A thin edge over ``node_agent.manager_api``: every call logs
+and status requests. A thin edge over ``node_agent.manager.api``: every call logs
 what went wrong and returns None or False, never raises.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from node_agent.common.log import get_logger
 from node_agent.fleet.model import Queue
-from node_agent.log import get_logger
-from node_agent.manager_api import ManagerApi, ManagerWorker, get_list, list_workers, set_status
+from node_agent.manager.api import ManagerApi, ManagerWorker, get_list, list_workers, set_status
 
 log = get_logger("fleet")
 

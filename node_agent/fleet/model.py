@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
-from node_agent.layout import default_worker_name
-from node_agent.manager_api import ManagerWorker
-from node_agent.state import AgentState
+from node_agent.manager.api import ManagerWorker
+from node_agent.node.layout import default_worker_name
+from node_agent.runtime.state import AgentState
 
 # Where fleet reads a node's state file through Batch's file API: relative to the
 # node root, under the shared dir where Batch puts it (``<root>/shared``). A pool whose

@@ -10,8 +10,8 @@ from typing import Callable, Optional
 from node_agent.fleet.batch import BatchFailure, BatchService
 from node_agent.fleet.flamenco import read_queue, read_workers
 from node_agent.fleet.model import AgentRead, NodeView, Snapshot
-from node_agent.manager_api import ManagerApi
-from node_agent.state import StateProblem, parse_state
+from node_agent.manager.api import ManagerApi
+from node_agent.runtime.state import StateProblem, parse_state
 
 READERS = 8  # state files read at once
 

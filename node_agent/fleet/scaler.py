@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from node_agent import fsutil
+from node_agent.common import fsutil
+from node_agent.common.log import get_logger
 from node_agent.fleet.batch import BatchFailure, BatchService
 from node_agent.fleet.flamenco import cancel_request, take_offline_lazily
 from node_agent.fleet.model import NodeView, Snapshot, node_workers
 from node_agent.fleet.observe import snapshot
 from node_agent.fleet.scaling import Act, Bounds, Memory, Plan, ScaleView, SpotNode, Step, decide
-from node_agent.log import get_logger
-from node_agent.manager_api import ManagerApi
+from node_agent.manager.api import ManagerApi
 
 log = get_logger("fleet")
 

@@ -33,7 +33,7 @@ from enum import Enum
 from typing import Optional
 
 from node_agent.fleet.model import GONE, READY
-from node_agent.manager_api import ManagerWorker
+from node_agent.manager.api import ManagerWorker
 
 # Batch states of a node that runs no worker.
 DOWN = ("preempted", "unusable", "starttaskfailed")

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
+from node_agent.common.redact import printable
 from node_agent.fleet.cleanup import Repair, Stale, repair_for, stale_workers
 from node_agent.fleet.model import (
     READY,
@@ -18,9 +19,8 @@ from node_agent.fleet.model import (
     node_workers,
     seconds,
 )
-from node_agent.manager_api import ManagerWorker
-from node_agent.redact import printable
-from node_agent.state import Phase
+from node_agent.manager.api import ManagerWorker
+from node_agent.runtime.state import Phase
 
 SCHEMA = 1
 # Batch states of a node on its way into service.

@@ -1,0 +1,79 @@
+"""The agent's own messages: stderr, ``node-agent: LEVEL: message``.
+
+On Batch that is the start task's stderr.txt, next to the worker's own stderr, so
+the prefix is what tells the two apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+
+from node_agent.common.redact import REDACTED, redact_urls
+
+LOGGER_NAME = "node_agent"
+
+
+PREFIX = "node-agent: %(levelname)s: "
+
+
+class _Redactor(logging.Formatter):
+    """Formats records, then scrubs them (``scrub``): a safety net under the rule
+    that no message is ever built with a secret in it."""
+
+    def __init__(self) -> None:
+        super().__init__(PREFIX + "%(message)s")
+        self.secrets: set[str] = set()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+_formatter = _Redactor()
+
+
+def scrub(text: str) -> str:
+    """``text`` without any known secret value or URL password: for every line
+    node-agent prints, log or not. Known secrets first: a URL password among them
+    may hold what ends ``redact_urls``'s match early (a space)."""
+    for secret in _formatter.secrets:
+        text = text.replace(secret, REDACTED)
+    return redact_urls(text)
+
+
+def hide_secrets(values: Iterable[str]) -> None:
+    """Never let these values appear in the agent's log output."""
+    _formatter.secrets.update(v for v in values if len(v) >= 4)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    def handleError(self, record: logging.LogRecord) -> None:
+        # stderr.txt lives on the node's disk: when that is full the line is lost, and
+        # must not be replaced by a traceback (which would be lost too) or worse.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Send the agent's log records to stderr, one flushed line each."""
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(_formatter)
+    root = logging.getLogger(LOGGER_NAME)
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def log_lines(logger: logging.Logger, level: int, lines: Sequence[str]) -> None:
+    """Log ``lines`` as one record, each line with the prefix: it is written at once,
+    so that nothing another process writes to the same file (the agent beside the
+    start-up health report, the worker) lands between them."""
+    joint = "\n" + PREFIX % {"levelname": logging.getLevelName(level)}
+    logger.log(level, "%s", joint.join(lines))
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger under the agent's namespace."""
+    return logging.getLogger(f"{LOGGER_NAME}.{name}")

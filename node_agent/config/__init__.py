@@ -1,0 +1,1 @@
+"""The operator's settings: every setting's sources, parsers and defaults."""

@@ -1,0 +1,1 @@
+"""Everything the agent says to the Flamenco Manager."""

@@ -1,0 +1,3 @@
+"""The worker's supervision for the node's whole life: starting, watching, stopping
+and restarting it.
+"""
