@@ -272,12 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     env = commands.add_parser("env", parents=[common], help="show the parsed Batch environment")
-    env.add_argument("--json", action="store_true", help="print JSON (shape: see README)")
+    env.add_argument(
+        "--json", action="store_true", help="print JSON (shape: see docs/environment.md)"
+    )
     env.set_defaults(func=cmd_env)
 
     settings = argparse.ArgumentParser(add_help=False)
     group = settings.add_argument_group(
-        "settings (override the environment and node-agent.yaml; see README)"
+        "settings (override the environment and node-agent.yaml; see docs/settings.md)"
     )
     for spec in SPECS:
         if spec.switch:  # one form for every boolean: --x is true, --x false switches off
@@ -306,13 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status", parents=[common], help="show the agent's state; exit 5 when it is not running"
     )
-    status.add_argument("--json", action="store_true", help="print JSON (shape: see README)")
+    status.add_argument(
+        "--json", action="store_true", help="print JSON (shape: see docs/state-file.md)"
+    )
     status.set_defaults(func=cmd_status)
 
     diagnose = commands.add_parser(
         "doctor", parents=[common], help="check the node and say how to fix what is wrong"
     )
-    diagnose.add_argument("--json", action="store_true", help="print JSON (shape: see README)")
+    diagnose.add_argument(
+        "--json", action="store_true", help="print JSON (shape: see docs/doctor.md)"
+    )
     diagnose.set_defaults(func=cmd_doctor)
 
     # Its own parser takes every argument after it ('+' prefixes: none of its

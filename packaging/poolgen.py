@@ -1,6 +1,6 @@
 """The operator's pool input, and the pool JSON it becomes (operator side only).
 
-``load_input`` reads the small YAML document described in README ("Creating the
+``load_input`` reads the small YAML document described in docs/pool.md ("Creating the
 pool") and reports every problem at once; ``pool_document`` turns it into the body
 of ``az batch pool create --json-file`` (Batch REST API 2025-06-01, the one
 ``azure-batch`` 15.x speaks). Pure: the storage key comes in as an argument, the

@@ -35,7 +35,7 @@ def user_text(env: BatchEnv) -> str:
 
 
 def env_to_json(env: BatchEnv) -> dict[str, Any]:
-    """The model as the JSON document documented in the README (``schema`` 2)."""
+    """The model as the JSON document documented in docs/environment.md (``schema`` 2)."""
     task = env.task
     multi = task.multi_instance
     return {

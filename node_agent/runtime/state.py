@@ -47,7 +47,7 @@ class Phase:
 
 @dataclass(frozen=True)
 class AgentState:
-    """One snapshot of the agent (the JSON document's fields, documented in README)."""
+    """One snapshot of the agent (the JSON document's fields, documented in docs/state-file.md)."""
 
     agent_pid: int
     agent_create_time: float
