@@ -16,8 +16,8 @@ from node_agent.sim.standins.imds import EVENTS_PATH, FakeImds, not_before
 from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent, worker_node
 from tests.helpers import wait_until
+from tests.manager.test_manager import _free_port
 from tests.nodes import CLOSED_LOOPBACK, TestNode
-from tests.test_manager import _free_port
 
 Start = Callable[..., Agent]
 Services = tuple[FakeManager, FakeImds]

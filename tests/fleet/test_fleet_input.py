@@ -19,7 +19,7 @@ from node_agent.manager.api import ManagerApi
 from tests.fleet_farm import POOL, Farm, fleet
 from tests.helpers import AZ_ENV
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_invalid_input_is_listed_at_once(

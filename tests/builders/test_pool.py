@@ -18,7 +18,7 @@ import yaml
 from node_agent.sim.node import SimulatedNode, pool_mounts, start_task_command
 from tests.helpers import fixture_env
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "packaging"))
 
 import poolcheck  # noqa: E402

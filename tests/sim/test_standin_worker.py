@@ -20,9 +20,9 @@ import yaml
 
 from node_agent.sim.standins.manager import FakeManager
 from tests.helpers import wait_until
-from tests.test_manager import _free_port
+from tests.manager.test_manager import _free_port
 
-WORKER = Path(__file__).resolve().parent.parent / "packaging" / "standin-worker" / "flamenco-worker"
+WORKER = Path(__file__).resolve().parents[2] / "packaging" / "standin-worker" / "flamenco-worker"
 NAME = "node-7"
 SECRET = "s3cret-of-node-7"
 

@@ -26,8 +26,8 @@ from node_agent.sim.standins.server import Request, Response
 from tests.agent import Agent
 from tests.helpers import wait_until
 from tests.nodes import TestNode
+from tests.runtime.test_storage import needs_mount_namespace
 from tests.test_one_identity import NAME, STANDIN, _node
-from tests.test_storage import needs_mount_namespace
 
 MiB = 2**20
 MGT = "/api/v3/worker-mgt/workers"
