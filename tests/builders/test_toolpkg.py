@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from archives import Entry, Kind
-from toolpkg import LinkProblem, resolve, version_from_name
+from links import LinkProblem, resolve
+from toolpkg import version_from_name
 
 from tests.releases import (
     ELF_LIBRARY,
