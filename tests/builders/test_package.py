@@ -3,18 +3,16 @@ flamenco-worker package, what it refuses, and the packaged agent running isolate
 
 from __future__ import annotations
 
-import importlib.machinery
 import json
 import os
 import shutil
 import subprocess
 import sys
-import types
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
+from workerpkg import copy_agent
 
 from tests.helpers import AZ_ENV
 from tests.packages import BUILD, PYTHONS, REPO, STANDIN_WORKER, WITH_BYTECODE
@@ -63,15 +61,6 @@ NODE_AGENT = REPO / "node_agent"
 LIB = "_node_agent/lib/node_agent/"
 
 
-def _builder() -> Any:
-    """packaging/build, loaded as a module (it is a command: no .py suffix)."""
-    loader = importlib.machinery.SourceFileLoader("package_builder", str(BUILD))
-    module = types.ModuleType(loader.name)
-    module.__file__ = str(BUILD)
-    loader.exec_module(module)
-    return module
-
-
 def test_the_zip_holds_every_module_but_the_operators(package: Path) -> None:
     with zipfile.ZipFile(package) as archive:
         shipped = {n[len(LIB) :] for n in archive.namelist() if n.startswith(LIB)}
@@ -82,14 +71,13 @@ def test_the_zip_holds_every_module_but_the_operators(package: Path) -> None:
 
 
 def test_a_new_module_ships_unless_it_is_the_operators(tmp_path: Path) -> None:
-    builder = _builder()
     source = tmp_path / "node_agent"
     shutil.copytree(NODE_AGENT, source, ignore=shutil.ignore_patterns("__pycache__"))
     (source / "runtime" / "new_part.py").write_text('"""A new node-side module."""\n')
     (source / "fleet" / "report.py").write_text('"""An operator-side module."""\n')
     (source / "runtime" / "sim").mkdir()  # a name like an operator folder, deeper down
     (source / "runtime" / "sim" / "__init__.py").write_text("")
-    builder.copy_agent(source, tmp_path / "lib")
+    copy_agent(source, tmp_path / "lib")
     copied = {p.relative_to(tmp_path / "lib").as_posix() for p in (tmp_path / "lib").rglob("*")}
     assert {"runtime/new_part.py", "runtime/sim/__init__.py", "cli.py"} <= copied
     assert not any(c.split("/")[0] in ("fleet", "sim") for c in copied)
