@@ -36,8 +36,11 @@ from progress import Progress, human
 from release import Download, inspect, read_release
 from zipwriter import Member, output_folder, unwritable, write_zip
 
-from node_agent.bootstrap.libraries import SYSTEM_LIBS_DIR
-
+# The package's private folder of libraries, named as the node looks for it
+# (node_agent.bootstrap.libraries.SYSTEM_LIBS_DIR; a test keeps them the same).
+# Not imported: build-tool runs on a bare system python3, and node_agent's
+# packages import what only its virtual environment has (PyYAML).
+SYSTEM_LIBS_DIR = "_system_libs"
 # Executables a package should have besides the one named like it.
 ALSO_EXPECTED = {"ffmpeg": ("ffprobe",)}
 # A shared library where a .deb installs it (/usr/lib/<multiarch>/libX.so.6), or

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,3 +198,19 @@ def test_the_static_build_hint_is_for_ffmpeg_only(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "no blender executable at its top; pass the blender release\n" in result.stderr
     assert "static build" not in result.stderr
+
+
+def test_build_tool_needs_nothing_but_the_standard_library(tmp_path: Path) -> None:
+    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
+    python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
+    result = subprocess.run(
+        # -S: no site-packages at all, whatever the machine has installed.
+        [python, "-S", str(BUILD_TOOL), "blender", str(release), "--out", str(tmp_path / "b.zip")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"built {tmp_path / 'b.zip'}: 21 files" in result.stdout

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from archives import Entry, Kind
 from links import LinkProblem, resolve
-from toolpkg import version_from_name
+from toolpkg import SYSTEM_LIBS_DIR, version_from_name
 
+from node_agent.bootstrap.libraries import SYSTEM_LIBS_DIR as NODE_SYSTEM_LIBS_DIR
 from tests.releases import (
     ELF_LIBRARY,
     Spec,
@@ -324,3 +325,7 @@ def test_resolve_follows_links_like_the_kernel() -> None:
         resolve(entries, "a/through-file")
     with pytest.raises(LinkProblem, match="outside the release's folder a/b/"):
         resolve(entries, "a/up", within="a/b")
+
+
+def test_the_builder_puts_libraries_where_the_node_looks_for_them() -> None:
+    assert SYSTEM_LIBS_DIR == NODE_SYSTEM_LIBS_DIR
