@@ -300,6 +300,8 @@ def read_tar(path: Path, staging: Store, origin: str = "", meter: Optional[Meter
                         if meter is not None:
                             meter(raw.tell(), total)
                     _read_to_the_end(guarded, tree.origin)
+                    if meter is not None:
+                        meter(total, total)
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise ArchiveError(_damaged(tree.origin, exc)) from None
     except OSError as exc:

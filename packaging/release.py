@@ -117,7 +117,8 @@ def inspect(path: Path) -> Download:
     if path.is_dir():
         return Download(path, "folder", 0, None)
     if not path.is_file():
-        raise ArchiveError(f"{path}: no such file or folder")
+        what = "neither a file nor a folder" if path.exists() else "no such file or folder"
+        raise ArchiveError(f"{path}: {what}")
     size = path.stat().st_size
     with path.open("rb") as file:
         head = file.read(8)

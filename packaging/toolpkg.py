@@ -347,6 +347,9 @@ def build(
                 records = packer.finish()
         except PackingFailed as failed:
             raise OSError(failed.error.errno, failed.error.strerror, str(folder)) from None
+        except OSError as error:  # writing staged files (a .deb's): say where
+            error.filename = error.filename or str(folder)
+            raise
         members = {
             name: Member(records[numbers[name]], planned.executable)
             for name, planned in files.items()

@@ -210,6 +210,7 @@ def test_a_link_planted_where_the_zip_is_written_is_not_followed(tmp_path: Path)
     out = tmp_path / "dist" / "blender.zip"
     out.parent.mkdir()
     (out.parent / "blender.zip.tmp").symlink_to(victim)
+    out.symlink_to(victim)
     result = build_tool("blender", release, "--out", out)
     assert result.returncode == 0, result.stderr
     assert victim.read_text() == "not yours\n"
