@@ -14,7 +14,8 @@ Why a folder of links: ``LD_LIBRARY_PATH`` is searched before the system's own
 directories, so the package's whole ``_system_libs/`` there would override
 libraries the node has (an NVIDIA image's ``libGL``, say). The launcher's path is
 instead ``<shared>/.node-agent/libs/<tool>-<hash>/``, holding links to only the
-bundled libraries the loader cannot find on this node. It is named after what it
+bundled libraries the loader cannot find on this node: all of those, including the
+ones the tool loads at run time (``dlopen``) that ``ldd`` never shows. It is named after what it
 holds and made complete before the launcher points at it, so a re-run keeps it,
 a change makes a new one, and the launcher switches over in one rename; folders
 no launcher uses any more are removed.
@@ -127,7 +128,7 @@ def plan_entry(
     package's libraries this node lacks (``libraries``: what the loader said;
     ``libs_dirs``: the folders of links already there)."""
     path = layout.link(tool)
-    needed = libraries.covered if libraries else ()
+    needed = libraries.exposed if libraries else ()
     if not needed:
         plan = _link(layout, tool, executable, state)
         if libraries and libraries.bundled:

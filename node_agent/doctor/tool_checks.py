@@ -216,12 +216,29 @@ def _library_row(tool: str, executable: str) -> Row:
         return Row(name, Status.SKIPPED, "no ldd on this node to ask the loader")
     if not answer.dynamic:
         return Row(name, Status.OK, "not dynamically linked (a static build or a script)")
+    fix = (
+        "bundle them (apt-get download {} on the pool's Ubuntu release, then "
+        f"packaging/build-tool {tool} RELEASE --libs DIR), use an image that has them, or "
+        "set install_system_packages on a pool whose start task runs as admin"
+    )
+    unmet = [(lib, by) for lib, by in answer.unmet if lib not in answer.uncovered]
+    if not answer.uncovered and unmet:
+        needs = ", ".join(f"{lib} (needed by the bundled {by})" for lib, by in unmet)
+        packages = " ".join(sorted({package_for(lib) or lib for lib, _ in unmet}))
+        return Row(
+            name,
+            Status.WARNING,
+            f"neither the system nor the package has {needs}: loading those at run time fails",
+            fix.format(packages),
+        )
+    exposed = f"; the package brings {', '.join(answer.exposed)}" if answer.exposed else ""
     if not answer.missing:
         unused = f"; the package's {len(answer.bundled)} bundled ones are unused"
         return Row(
             name,
             Status.OK,
-            "the system has every library it needs" + (unused if answer.bundled else ""),
+            "the system has every library it links"
+            + (exposed or (unused if answer.bundled else "")),
         )
     found = f"the system lacks {with_packages(answer.missing)}"
     if not answer.uncovered:
@@ -232,9 +249,7 @@ def _library_row(tool: str, executable: str) -> Row:
         name,
         Status.FAILED,
         f"{found}{covered}; not covered: {', '.join(answer.uncovered)}",
-        f"bundle them (apt-get download {lacking} on the pool's Ubuntu release, then "
-        f"packaging/build-tool {tool} RELEASE --libs DIR), use an image that has them, or "
-        "set install_system_packages on a pool whose start task runs as admin",
+        fix.format(lacking),
     )
 
 
