@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+import yaml
+
 from node_agent.common.errors import Problem
 from node_agent.config.specs import BY_KEY
 
@@ -36,6 +38,11 @@ DEFAULT_KEY_VARIABLE = "AZURE_STORAGE_KEY"
 DEFAULT_MOUNT = "flamenco"
 PACKAGES = ("blender", "ffmpeg", "flamenco-worker")
 STORAGE_KINDS = ("azure-files", "nfs", "none")
+
+# The input is three levels deep at most; a document nested deeper is refused before
+# it can exhaust the composer's recursion.
+MAX_DEPTH = 20
+SHOWN = 60  # characters of a value a message quotes
 
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._()-]{0,89}")
@@ -65,6 +72,69 @@ _STORAGE_KEYS = {
     "nfs": ("kind", "mount", "source", "mount_options"),
     "none": ("kind",),
 }
+
+
+class Refused(yaml.MarkedYAMLError):
+    """YAML that make-pool does not take, though YAML allows it (an alias, a
+    duplicate key, nesting past ``MAX_DEPTH``)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``SafeLoader`` without the parts of YAML a page of input never needs and an
+    attacker can abuse: aliases (a few lines expand to gigabytes: "billion
+    laughs"), deep nesting (a recursion error), duplicate keys (the last one would
+    silently win)."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise Refused(
+                problem="a YAML alias (*name) is not accepted here: write the value out",
+                problem_mark=event.start_mark,
+            )
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise Refused(
+                    problem=f"nested more than {MAX_DEPTH} levels deep; the pool input has 3",
+                    problem_mark=event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            line = first.setdefault(key_node.value, key_node.start_mark.line)
+            if line != key_node.start_mark.line:
+                raise Refused(
+                    problem=f"the key {shown(key_node.value)} is given twice (first at line "
+                    f"{line + 1}); YAML would keep only the last: remove one",
+                    problem_mark=key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep)
+
+
+def parse_input(text: str) -> Any:
+    """The operator's YAML document; ``yaml.YAMLError`` (``Refused`` for what YAML
+    allows and make-pool does not) when it cannot be taken."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
+def shown(value: Any) -> str:
+    """A value as a message quotes it: short, whatever the value (a value can be a
+    megabyte of text, or a list of millions)."""
+    if isinstance(value, Mapping):
+        return f"a mapping of {len(value)} key(s)"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item(s)"
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[: SHOWN - 4]}...{text[-1]}"
 
 
 @dataclass(frozen=True)
@@ -129,7 +199,7 @@ class _Reader:
             return default
         text = str(value).strip()
         if pattern is not None and not pattern.fullmatch(text):
-            self.add(key, f"{text!r} is not valid here; expected {pattern.pattern}")
+            self.add(key, f"{shown(text)} is not valid here; expected {pattern.pattern}")
         return text
 
     def optional_text(self, key: str) -> Optional[str]:
@@ -138,21 +208,22 @@ class _Reader:
     def count(self, key: str) -> int:
         value = self.document.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.add(key, f"{value!r}: expected a whole number of nodes, 0 or more")
+            self.add(key, f"{shown(value)}: expected a whole number of nodes, 0 or more")
             return 0
         return value
 
     def flag(self, key: str) -> bool:
         value = self.document.get(key, False)
         if not isinstance(value, bool):
-            self.add(key, f"{value!r}: expected true or false")
+            self.add(key, f"{shown(value)}: expected true or false")
             return False
         return value
 
     def unknown(self, known: tuple[str, ...]) -> None:
         for key in self.document:
             if key not in known:
-                self.add(str(key), f"unknown key; known: {', '.join(known)}")
+                name = key if isinstance(key, str) and len(key) <= SHOWN else shown(key)
+                self.add(name, f"unknown key; known: {', '.join(known)}")
 
 
 def _subnet(reader: _Reader, subscription: str, resource_group: str) -> str:
@@ -178,7 +249,7 @@ def _storage(value: Any, problems: list[Problem]) -> Storage:
     reader = _Reader(value, "storage.", problems)
     kind = reader.text("kind")
     if kind not in STORAGE_KINDS:
-        reader.add("kind", f"{kind!r}: expected one of {', '.join(STORAGE_KINDS)}")
+        reader.add("kind", f"{shown(kind)}: expected one of {', '.join(STORAGE_KINDS)}")
         return Storage("none", "")
     reader.unknown(_STORAGE_KEYS[kind])
     if kind == "none":
@@ -214,9 +285,12 @@ def _packages(value: Any, problems: list[Problem]) -> tuple[tuple[str, Optional[
         return ()
     chosen = []
     for package, version in value.items():
-        if version is not None and (isinstance(version, bool) or not str(version).strip()):
-            problems.append(Problem(f"packages.{package}", "expected a version, or null"))
-        chosen.append((str(package), None if version is None else str(version).strip()))
+        name = package if isinstance(package, str) and len(package) <= SHOWN else shown(package)
+        scalar = isinstance(version, (str, int, float)) and not isinstance(version, bool)
+        if version is not None and (not scalar or not str(version).strip()):
+            problems.append(Problem(f"packages.{name}", "expected a version, or null"))
+            continue
+        chosen.append((str(name), None if version is None else str(version).strip()))
     if "flamenco-worker" not in dict(chosen):
         problems.append(Problem("packages", "must include flamenco-worker (node-agent is in it)"))
     if len(chosen) > 10:
