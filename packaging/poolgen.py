@@ -37,6 +37,46 @@ SMB_OPTIONS = "-o vers=3.0,dir_mode=0777,file_mode=0777"
 DEFAULT_KEY_VARIABLE = "AZURE_STORAGE_KEY"
 DEFAULT_MOUNT = "flamenco"
 PACKAGES = ("blender", "ffmpeg", "flamenco-worker")
+# NVIDIA's driver for GPU pools: the "NVIDIA GPU Driver Extension for Linux", on the
+# list of extensions Batch allows at pool creation (learn.microsoft.com, Batch, "Use
+# extensions with Batch pools"; schema: "NVIDIA GPU Driver Extension for Linux",
+# typeHandlerVersion 1.6, minor versions upgraded automatically).
+DRIVER_EXTENSION = {
+    "name": "NvidiaGpuDriverLinux",
+    "publisher": "Microsoft.HpcCompute",
+    "type": "NvidiaGpuDriverLinux",
+    "typeHandlerVersion": "1.6",
+    "autoUpgradeMinorVersion": True,
+}
+AMD_SIZE = re.compile(r"standard_nv\d+as_v4|standard_ng\d+.*", re.I)  # AMD GPUs: no CUDA
+NVIDIA_SIZE = re.compile(r"standard_n[cdv]\d+.*", re.I)
+
+
+@dataclass(frozen=True)
+class GpuFamily:
+    """An NVIDIA VM family make-pool provisions, and how."""
+
+    family: str  # as NVIDIA's extension names it
+    gpu: str
+    settings: tuple[tuple[str, str], ...]  # the extension's settings
+    cycles_device: str  # Blender's --cycles-device on its nodes
+
+
+# The driver extension's own resource lists (github.com/Azure/azhpc-extensions,
+# NvidiaGPU/resources.json and Nvidia-GPU-Linux-Resources.json, as of April 2026)
+# give Ubuntu 24.04 GRID drivers only, for these families; its CUDA drivers stop at
+# Ubuntu 22.04 (NCv3 V100, NC_A100_v4 are CUDA-only families). On NC sizes GRID is
+# chosen with the runtime setting installGridNC. GRID drivers run CUDA and OptiX.
+GPU_FAMILIES = (
+    (
+        re.compile(r"standard_nc\d+as_t4_v3", re.I),
+        GpuFamily("NCasT4_v3", "NVIDIA T4", (("installGridNC", "true"),), "OPTIX"),
+    ),
+    (
+        re.compile(r"standard_nv\d+ads_a10_v5", re.I),
+        GpuFamily("NVadsA10_v5", "NVIDIA A10", (), "OPTIX"),
+    ),
+)
 STORAGE_KINDS = ("azure-files", "nfs", "none")
 
 # The input is three levels deep at most; a document nested deeper is refused before
@@ -66,6 +106,8 @@ _TOP_KEYS = (
     "storage",
     "packages",
     "short_application_ids",
+    "gpu",
+    "gpu_tags",
 )
 _STORAGE_KEYS = {
     "azure-files": ("kind", "mount", "account", "share", "url", "key_variable", "mount_options"),
@@ -166,6 +208,8 @@ class PoolInput:
     storage: Storage
     packages: tuple[tuple[str, Optional[str]], ...]  # (id, version or None: default)
     short_application_ids: bool
+    gpu: Optional[GpuFamily] = None  # the NVIDIA driver and Cycles on the GPU
+    gpu_tags: tuple[str, ...] = ()  # NODE_AGENT_GPU_TAGS
 
     @property
     def needs_key(self) -> bool:
@@ -298,6 +342,45 @@ def _packages(value: Any, problems: list[Problem]) -> tuple[tuple[str, Optional[
     return tuple(chosen)
 
 
+def _gpu(reader: _Reader, vm_size: str) -> tuple[Optional[GpuFamily], tuple[str, ...]]:
+    """The GPU family to provision (None: a CPU pool), and the tags for its GPU."""
+    document = reader.document
+    gpu = reader.flag("gpu") if "gpu" in document else None
+    nvidia = bool(NVIDIA_SIZE.fullmatch(vm_size)) and not AMD_SIZE.fullmatch(vm_size)
+    known = [f"{f.family} ({f.gpu})" for _, f in GPU_FAMILIES]
+    tags: tuple[str, ...] = ()
+    if "gpu_tags" in document:
+        value = document["gpu_tags"]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        tags = BY_KEY["gpu_tags"].parse(value) if isinstance(value, str) else ()
+        if not tags:
+            reader.add("gpu_tags", "expected tag names, comma separated or a YAML list")
+        elif gpu is not True:
+            reader.add("gpu_tags", "only for a GPU pool (gpu: true)")
+    if gpu is None and nvidia:
+        reader.add(
+            "gpu",
+            f"vm_size {vm_size} has NVIDIA GPUs: set gpu: true so its nodes get NVIDIA's "
+            "driver and Blender renders Cycles on them, or gpu: false to leave them unused",
+        )
+    if not gpu:
+        return None, tags
+    family = next((f for pattern, f in GPU_FAMILIES if pattern.fullmatch(vm_size)), None)
+    if family is None:
+        why = (
+            "NVIDIA's driver extension has no Ubuntu 24.04 driver for its family"
+            if nvidia
+            else "it has no NVIDIA GPU"
+        )
+        reader.add(
+            "gpu",
+            f"vm_size {vm_size}: {why}; make-pool provisions {' and '.join(known)} sizes "
+            "(or use gpu: false, or a custom image with the driver)",
+        )
+    return family, tags
+
+
 def load_input(document: Any) -> tuple[Optional[PoolInput], list[Problem]]:
     """The operator's input, or every problem with it."""
     problems: list[Problem] = []
@@ -312,12 +395,14 @@ def load_input(document: Any) -> tuple[Optional[PoolInput], list[Problem]]:
         BY_KEY["manager_url"].parse(manager_url)
     except ValueError as exc:
         reader.add("manager_url", str(exc))
+    vm_size = reader.text("vm_size")
+    gpu, gpu_tags = _gpu(reader, vm_size)
     pool = PoolInput(
         subscription=subscription,
         resource_group=resource_group,
         batch_account=reader.text("batch_account", re.compile(r"[a-z0-9]{3,24}")),
         pool_id=reader.text("pool_id", _POOL_ID),
-        vm_size=reader.text("vm_size"),
+        vm_size=vm_size,
         dedicated_nodes=reader.count("dedicated_nodes"),
         spot_nodes=reader.count("spot_nodes"),
         subnet_id=_subnet(reader, subscription, resource_group),
@@ -325,6 +410,8 @@ def load_input(document: Any) -> tuple[Optional[PoolInput], list[Problem]]:
         storage=_storage(document.get("storage", {"kind": "none"}), problems),
         packages=_packages(document.get("packages"), problems),
         short_application_ids=reader.flag("short_application_ids"),
+        gpu=gpu,
+        gpu_tags=gpu_tags,
     )
     return (None if problems else pool), problems
 
@@ -365,6 +452,15 @@ def pool_document(pool: PoolInput, key: Optional[str] = None) -> dict[str, Any]:
     settings = [{"name": "FLAMENCO_MANAGER_URL", "value": pool.manager_url}]
     if pool.storage.kind != "none":
         settings.append({"name": "NODE_AGENT_STORAGE_MOUNTS", "value": pool.storage.mount})
+    machine: dict[str, Any] = {"imageReference": dict(IMAGE), "nodeAgentSKUId": NODE_AGENT_SKU}
+    if pool.gpu is not None:
+        extension: dict[str, Any] = dict(DRIVER_EXTENSION)
+        if pool.gpu.settings:
+            extension["settings"] = dict(pool.gpu.settings)
+        machine["extensions"] = [extension]
+        settings.append({"name": "NODE_AGENT_CYCLES_DEVICE", "value": pool.gpu.cycles_device})
+        if pool.gpu_tags:
+            settings.append({"name": "NODE_AGENT_GPU_TAGS", "value": ", ".join(pool.gpu_tags)})
     references = []
     for package, version in pool.packages:
         reference = {"applicationId": application_id(pool, package)}
@@ -374,10 +470,7 @@ def pool_document(pool: PoolInput, key: Optional[str] = None) -> dict[str, Any]:
     document: dict[str, Any] = {
         "id": pool.pool_id,
         "vmSize": pool.vm_size,
-        "virtualMachineConfiguration": {
-            "imageReference": dict(IMAGE),
-            "nodeAgentSKUId": NODE_AGENT_SKU,
-        },
+        "virtualMachineConfiguration": machine,
         "networkConfiguration": {"subnetId": pool.subnet_id},
         "targetDedicatedNodes": pool.dedicated_nodes,
         "targetLowPriorityNodes": pool.spot_nodes,

@@ -399,3 +399,86 @@ def test_help_gives_defaults_exit_codes_and_an_example() -> None:
     assert "(default: <pool_id>.json here)" in out
     assert "exit codes:" in out and "  3  invalid input" in out and "  1  the SDK check" in out
     assert "packaging/make-pool --input pool.yaml --out pool.json" in out
+
+
+GPU_T4 = {**INPUTS["nfs"], "vm_size": "Standard_NC8as_T4_v3", "gpu": True}
+DRIVER = {
+    "name": "NvidiaGpuDriverLinux",
+    "publisher": "Microsoft.HpcCompute",
+    "type": "NvidiaGpuDriverLinux",
+    "typeHandlerVersion": "1.6",
+    "autoUpgradeMinorVersion": True,
+}
+
+
+@pytest.mark.parametrize(
+    "vm_size, settings",
+    [("Standard_NC8as_T4_v3", {"installGridNC": "true"}), ("Standard_NV36ads_A10_v5", None)],
+)
+def test_a_gpu_pool_gets_the_driver_and_renders_cycles_on_the_gpu(
+    vm_size: str, settings: Any
+) -> None:
+    body = _generate({**GPU_T4, "vm_size": vm_size, "gpu_tags": ["Cycles GPU", "EEVEE"]})
+    assert poolcheck.check_pool(body) == []
+    machine = body["virtualMachineConfiguration"]
+    assert machine["imageReference"]["offer"] == "ubuntu-24_04-lts"
+    assert machine["extensions"] == [{**DRIVER, **({"settings": settings} if settings else {})}]
+    env = {s["name"]: s["value"] for s in body["startTask"]["environmentSettings"]}
+    assert env["NODE_AGENT_CYCLES_DEVICE"] == "OPTIX"
+    assert env["NODE_AGENT_GPU_TAGS"] == "Cycles GPU, EEVEE"
+    assert body["startTask"]["userIdentity"]["autoUser"]["elevationLevel"] == "nonadmin"
+
+
+def test_a_cpu_pool_has_no_driver() -> None:
+    body = _generate(copy.deepcopy(INPUTS["nfs"]))
+    assert "extensions" not in body["virtualMachineConfiguration"]
+    names = {s["name"] for s in body["startTask"]["environmentSettings"]}
+    assert not names & {"NODE_AGENT_CYCLES_DEVICE", "NODE_AGENT_GPU_TAGS"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"gpu": None},
+            "gpu: vm_size Standard_NC8as_T4_v3 has NVIDIA GPUs: set gpu: true",
+        ),
+        (
+            {"vm_size": "Standard_NC24ads_A100_v4"},
+            "gpu: vm_size Standard_NC24ads_A100_v4: NVIDIA's driver extension has no Ubuntu "
+            "24.04 driver for its family; make-pool provisions NCasT4_v3 (NVIDIA T4) and "
+            "NVadsA10_v5 (NVIDIA A10) sizes",
+        ),
+        ({"vm_size": "standard_d16s_v5"}, "vm_size standard_d16s_v5: it has no NVIDIA GPU"),
+        ({"vm_size": "Standard_NV8as_v4"}, "vm_size Standard_NV8as_v4: it has no NVIDIA GPU"),
+        ({"gpu": "yes"}, "gpu: 'yes': expected true or false"),
+        ({"gpu": False, "gpu_tags": "Cycles GPU"}, "gpu_tags: only for a GPU pool (gpu: true)"),
+        ({"gpu_tags": [1, 2]}, "gpu_tags: expected tag names"),
+    ],
+)
+def test_gpu_input_mistakes_are_named(change: dict[str, Any], message: str) -> None:
+    document = {**GPU_T4, **change}
+    if change.get("gpu", True) is None:
+        del document["gpu"]
+    pool, problems = load_input(document)
+    assert pool is None
+    assert any(message in str(p) for p in problems), problems
+
+
+def test_make_pool_summarises_a_gpu_pool(tmp_path: Path) -> None:
+    result = _make_pool(tmp_path, {**GPU_T4, "gpu_tags": "Cycles GPU"}, "--out", "gpu.json")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "  GPU: NVIDIA T4 (NCasT4_v3): NVIDIA's driver extension, Cycles on OPTIX, tags "
+        "Cycles GPU where the driver lists a GPU" in result.stdout
+    )
+    assert "checked against azure-batch 15." in result.stdout
+
+
+def test_the_check_reads_extension_settings_as_the_api_types_them() -> None:
+    body = _generate(copy.deepcopy(GPU_T4))
+    body["virtualMachineConfiguration"]["extensions"][0]["settings"] = {"installGridNC": True}
+    assert poolcheck.check_pool(body) == [
+        "pool.virtualMachineConfiguration.extensions[0].settings.installGridNC: True is not "
+        "a JSON str"
+    ]
