@@ -128,7 +128,7 @@ def _lacking(loader: str, executable: str, names: tuple[str, ...]) -> tuple[str,
     extra = {"LD_TRACE_LOADED_OBJECTS": "1", "LD_PRELOAD": " ".join(asked)}
     output = _system_run([loader, executable], extra)
     if output is None:
-        return asked  # cannot tell: the launcher's path holds them all
+        return ()  # cannot tell: only what ldd shows missing goes on the path
     found = found_by_loader(output)
     return tuple(n for n in asked if n not in found)
 
@@ -185,7 +185,7 @@ def report(executable: str) -> Optional[LibraryReport]:
     loader = interpreter_of(first)
     lacking: tuple[str, ...] = ()
     if bundle and dynamic:
-        lacking = _lacking(loader, executable, bundled) if loader else tuple(missing)
+        lacking = _lacking(loader, executable, bundled) if loader else ()
     # A bundled library the loader will take from the package may need others the
     # system lacks too: ask about each one, with the system alone.
     unmet: list[tuple[str, str]] = []
