@@ -238,9 +238,15 @@ class _Guarded:
     block read (where the archive ended), and refuses a read of more than
     ``MAX_READ`` (a header claiming gigabytes would be read into memory)."""
 
-    def __init__(self, stream: Union[BinaryIO, io.BufferedIOBase], origin: str) -> None:
+    def __init__(
+        self,
+        stream: Union[BinaryIO, io.BufferedIOBase],
+        origin: str,
+        after_read: Callable[[], None],
+    ) -> None:
         self.stream = stream
         self.origin = origin
+        self.after_read = after_read
         self.last = b""
 
     def read(self, size: int = -1) -> bytes:
@@ -250,6 +256,7 @@ class _Guarded:
                 "(a real one has a few kB): not a release as published"
             )
         self.last = self.stream.read(size)
+        self.after_read()
         return self.last
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -291,15 +298,15 @@ def read_tar(path: Path, staging: Store, origin: str = "", meter: Optional[Meter
                     "(tar -xf, with zstd installed) and pass the folder"
                 )
             with decompressed(raw, head) or raw as stream:
-                guarded = _Guarded(stream, tree.origin)
+                # Told after every read (a chunk of a large file too): how much of
+                # the archive itself has been read.
+                guarded = _Guarded(
+                    stream, tree.origin, lambda: meter(raw.tell(), total) if meter else None
+                )
                 with tarfile.open(fileobj=guarded, mode="r:") as archive:  # type: ignore[call-overload]
                     for member in archive:
                         _add_member(tree, archive, member, staging)
-                        if meter is not None:
-                            meter(raw.tell(), total)
                     _read_to_the_end(guarded, tree.origin)
-                    if meter is not None:
-                        meter(total, total)
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise ArchiveError(_damaged(tree.origin, exc)) from None
     except OSError as exc:

@@ -225,8 +225,9 @@ def needs(download: Download, unpacked: Optional[int], folder: Path) -> str:
         need = f"up to {human(2 * unpacked)}"
         short = free < 2 * unpacked
     return (
-        f"{download.path.name}: {what}; the build needs {need} in {folder} (the files "
-        f"deflated, then the zip; usually far less), {human(free)} free there"
+        f"{download.path.name}: {what}; the build needs {need} in {folder}, and a copy "
+        "of what its symlinks point to (its files deflated, then the zip; usually far "
+        f"less), {human(free)} free there"
         + (": that may not be enough" if short else "")
     )
 

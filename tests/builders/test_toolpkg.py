@@ -4,12 +4,13 @@ refuse."""
 
 from __future__ import annotations
 
+import os
 import stat
 import zipfile
 from pathlib import Path
 
 import pytest
-from archives import Entry, Kind
+from archives import Entry, Kind, Staging, read_tar
 from links import LinkProblem, resolve
 from toolpkg import SYSTEM_LIBS_DIR, version_from_name
 
@@ -78,7 +79,7 @@ def test_release_becomes_a_flat_reproducible_package(tmp_path: Path) -> None:
     # Up front: what the release is, and how much disk the build needs where.
     assert out.startswith(
         f"{TOP}.tar.xz: {release.stat().st_size} bytes, 10.0 KiB unpacked; the build needs "
-        f"up to 20.0 KiB in {tmp_path} ("
+        f"up to 20.0 KiB in {tmp_path}, and a copy of what its symlinks point to ("
     )
     size = (tmp_path / "one.zip").stat().st_size
     assert f"built {tmp_path / 'one.zip'}: 8 files, {size / 1024:.1f} KiB (" in out
@@ -265,3 +266,16 @@ def test_resolve_follows_links_like_the_kernel() -> None:
 
 def test_the_builder_puts_libraries_where_the_node_looks_for_them() -> None:
     assert SYSTEM_LIBS_DIR == NODE_SYSTEM_LIBS_DIR
+
+
+def test_reading_tells_how_far_it_got_within_a_large_file(tmp_path: Path) -> None:
+    noise = os.urandom(8 << 20)
+    release = write_tar(tmp_path / f"{TOP}.tar.gz", {f"{TOP}/blender": (noise, 0o755)})
+    total = release.stat().st_size
+    told: list[tuple[int, int]] = []
+    (tmp_path / "staging").mkdir()
+    tree = read_tar(release, Staging(tmp_path / "staging"), meter=lambda *m: told.append(m))
+    assert tree.entries[f"{TOP}/blender"].size == len(noise)
+    # Told as each chunk of the one file was read, not only once it was whole.
+    assert len({done for done, _ in told if done < total}) >= 4
+    assert told[-1] == (total, total)
