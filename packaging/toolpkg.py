@@ -260,6 +260,9 @@ def build(
     # Staged beside the output: a Blender release deflated is more than /tmp may hold.
     with workspace(folder, out, ".build-tool-") as staged:
         try:
+            # The libraries first: small, and a mistake in them is better said at once
+            # than after minutes of unpacking.
+            libraries, notes = collect_libraries(libs, Staging(staged))
             with Packer(staged / "packed") as packer:
                 if download.kind != "folder":
                     say(needs(download, download.unpacked, folder))
@@ -268,9 +271,8 @@ def build(
                 tree = read_release(download, packer, meter)
                 if download.kind == "folder":
                     say(needs(download, tree.bytes, folder))
-                files, top, links, notes = package_files(package_id, release, tree)
-                libraries, skipped = collect_libraries(libs, Staging(staged))
-                notes += skipped
+                files, top, links, release_notes = package_files(package_id, release, tree)
+                notes = release_notes + notes
                 for library, found in libraries.items():
                     files[f"{SYSTEM_LIBS_DIR}/{library}"] = Planned(
                         Entry(Kind.FILE, found.source), False

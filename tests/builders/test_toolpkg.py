@@ -279,3 +279,14 @@ def test_reading_tells_how_far_it_got_within_a_large_file(tmp_path: Path) -> Non
     # Told as each chunk of the one file was read, not only once it was whole.
     assert len({done for done, _ in told if done < total}) >= 4
     assert told[-1] == (total, total)
+
+
+def test_a_mistake_in_the_libraries_is_said_before_the_release_is_unpacked(
+    tmp_path: Path,
+) -> None:
+    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
+    notes = write_folder(tmp_path / "notes", {"README.txt": b"not a library\n"})
+    result = build_tool("blender", release, "--libs", notes, "--out", tmp_path / "b.zip")
+    assert result.returncode == 3
+    assert f"--libs {notes}: " in result.stderr
+    assert result.stdout == ""  # not even the line said before unpacking
