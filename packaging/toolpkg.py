@@ -227,8 +227,7 @@ def needs(download: Download, unpacked: Optional[int], folder: Path) -> str:
     return (
         f"{download.path.name}: {what}; the build needs {need} in {folder}, and a copy "
         "of what its symlinks point to (its files deflated, then the zip; usually far "
-        f"less), {human(free)} free there"
-        + (": that may not be enough" if short else "")
+        f"less), {human(free)} free there" + (": that may not be enough" if short else "")
     )
 
 
