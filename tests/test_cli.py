@@ -12,7 +12,7 @@ import pytest
 
 from node_agent.cli import build_parser, main
 from node_agent.common.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
-from tests.helpers import AZ_ENV, BROKEN_ENVS
+from tests.helpers import AGENT_LINE, AZ_ENV, BROKEN_ENVS
 
 TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.not-a-real-token.c2lnbmF0dXJl"
 
@@ -106,7 +106,9 @@ def test_broken_env_through_the_real_command(path: Path) -> None:
     result = _run("env", "--env-file", str(path))
     assert result.returncode == EXIT_INVALID
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("node-agent: ERROR: invalid Batch environment")
+    first = AGENT_LINE.match(result.stderr.encode())
+    assert first is not None and first.group(2) == b"ERROR", result.stderr
+    assert result.stderr[first.end() :].startswith("invalid Batch environment")
     assert result.stdout == ""
 
 
