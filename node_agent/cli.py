@@ -279,7 +279,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         # only the package was copied), the fix is the same install.
         raise InvalidInput(
             "node-agent fleet is not installed here",
-            [Problem("fleet", f"needs {exc.name}: {usage.INSTALL_FLEET}")],
+            [Problem("fleet", f"needs {exc.name}: {usage.install_fleet()}")],
         ) from None
     return fleet_main(args.rest, verbose=args.verbose)
 

@@ -3,7 +3,10 @@ spec, never written twice), the exit codes, and one example per command."""
 
 from __future__ import annotations
 
+import shlex
+import sys
 import textwrap
+from pathlib import Path
 from typing import Any, Callable
 
 from node_agent.common.errors import (
@@ -18,10 +21,22 @@ from node_agent.common.errors import (
 from node_agent.config import values
 from node_agent.config.specs import Spec
 
-# The operator's tools are installed from a checkout (the distribution is not on the
-# package index, where anyone could take its name): README, "Installing the
-# operator's tools".
-INSTALL_FLEET = "pip install './[fleet]' in a node-agent checkout (see its README, Installing)"
+
+
+def install_fleet() -> str:
+    """The command that installs ``node-agent fleet`` into the Python running this.
+
+    From a checkout (README, "Installing the operator's tools"): node-agent is not
+    on the package index, where anyone could take its name. The checkout this code
+    runs from when it does (an editable install, the checkout's .venv), else the
+    operator's own."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        source = str(checkout)
+    else:
+        source = "<your node-agent checkout>"
+    command = f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(source + '[fleet]')}"
+    return f"{command} (README: Installing the operator's tools)"
 
 EXIT_MEANINGS = {
     EXIT_OK: "success",

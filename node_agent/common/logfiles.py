@@ -206,8 +206,7 @@ class CappedOutput(Output):
         elif now - self._waiting_since > SLOW_WARNING and not self._warned:
             self._warned = True
             log.warning(
-                "%s is past its cap of %s but %s holds it too: it is cut once that "
-                "process lets go",
+                "%s is past its cap of %s but %s holds it too: it is cut once that process lets go",
                 self.path,
                 megabytes(self.cap),
                 ", ".join(holders),

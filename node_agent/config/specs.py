@@ -254,8 +254,7 @@ SPECS = (
         "--storage-mounts",
         values.mount_names,
         (),
-        "mounts the worker needs, relative to AZ_BATCH_NODE_MOUNTS_DIR, space or comma "
-        "separated",
+        "mounts the worker needs, relative to AZ_BATCH_NODE_MOUNTS_DIR, space or comma separated",
         many=True,
     ),
     Spec(
