@@ -22,7 +22,6 @@ from node_agent.config import values
 from node_agent.config.specs import Spec
 
 
-
 def install_fleet() -> str:
     """The command that installs ``node-agent fleet`` into the Python running this.
 
@@ -37,6 +36,7 @@ def install_fleet() -> str:
         source = "<your node-agent checkout>"
     command = f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(source + '[fleet]')}"
     return f"{command} (README: Installing the operator's tools)"
+
 
 EXIT_MEANINGS = {
     EXIT_OK: "success",
