@@ -27,10 +27,8 @@ BROKEN_ENVS = sorted((AZ_ENV / "broken").glob("*.env"))  # faults run cannot wor
 
 # The start of every line the agent logs: its time (RFC 3339, UTC, milliseconds),
 # then its name and level.
-AGENT_LINE = re.compile(
-    rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) node-agent: (DEBUG|INFO|WARNING|ERROR): ",
-    re.MULTILINE,
-)
+STAMP = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+AGENT_LINE = re.compile(rb"^(" + STAMP + rb") node-agent: (DEBUG|INFO|WARNING|ERROR): ", re.M)
 
 
 def fixture_env(name: str) -> dict[str, str]:
