@@ -93,15 +93,16 @@ class CappedOutput(Output):
         self.backups = backups
         self.keep = min(KEEP, cap // 4)
         self.size = os.fstat(fd).st_size  # known size: what was there plus our writes
-        self._lock = threading.RLock()  # re-entrant: a writer's own log line while writing
-        self._cutting = False  # one cut at a time (another pump just writes on)
+        self._lock = threading.RLock()  # held by every write, and by the cut's last step
+        self._cutting = threading.Lock()  # one cut at a time (another pump writes on)
         self._retry_at = 0.0
         self._waiting_since: Optional[float] = None
         self._warned = False
 
     def new_lock(self) -> None:
-        """A free lock, for a forked child (``_after_fork``)."""
+        """Free locks, for a forked child (``_after_fork``)."""
         self._lock = threading.RLock()
+        self._cutting = threading.Lock()
 
     def write(self, data: Union[bytes, memoryview]) -> int:
         with self._lock:
@@ -115,13 +116,15 @@ class CappedOutput(Output):
             yield
 
     def written(self) -> None:
-        if self.size <= self.cap or self._cutting or time.monotonic() < self._retry_at:
+        if self.size <= self.cap or time.monotonic() < self._retry_at:
             return
-        self._cutting = True
+        if not self._cutting.acquire(blocking=False):
+            return  # another pump is cutting it
         try:
-            self._cut()
+            if self.size > self.cap:  # not just cut by the other one
+                self._cut()
         finally:
-            self._cutting = False
+            self._cutting.release()
 
     def _cut(self) -> None:
         holders = _other_holders(os.fstat(self.fd))

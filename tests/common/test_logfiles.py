@@ -7,6 +7,7 @@ import gzip
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +184,24 @@ def test_a_file_that_cannot_be_read_back_is_not_capped(tmp_path: Path) -> None:
 def test_no_cap_at_all_when_switched_off() -> None:
     assert logfiles.configure(None, 5) == ["stdout and stderr: not capped (log_max_size is off)"]
     assert type(logfiles.output(1)) is logfiles.Output
+
+
+def test_two_writers_at_once_one_cut_at_a_time_nothing_lost(opened: tuple[Path, int]) -> None:
+    path, fd = opened
+    output = CappedOutput(fd, str(path), CAP, backups=100)  # keep it all, to count it
+    lines = 20 * CAP // LINE
+
+    def write(mark: bytes) -> None:
+        for number in range(lines):
+            _write_all(output, mark + _line(number)[1:])
+
+    writers = [threading.Thread(target=write, args=(mark,)) for mark in (b"A", b"B")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    kept = _kept(path, 100).splitlines(keepends=True)
+    for mark in (b"A", b"B"):
+        own = [line for line in kept if line.startswith(mark)]
+        assert own == [mark + _line(n)[1:] for n in range(lines)]
+    assert len(kept) == 2 * lines
