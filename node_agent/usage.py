@@ -76,6 +76,7 @@ _METAVARS: dict[Callable[[str], Any], str] = {
     values.count: "N",
     values.backups: "N",
     values.size: "SIZE",
+    values.cycles_device: "DEVICE",
 }
 
 # One example each, as an operator runs it; `python3 "$AZ_BATCH_APP_PACKAGE_..."`
