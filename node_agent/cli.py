@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from node_agent import __version__, agent, bootstrap
-from node_agent.bootstrap.survey import survey
-from node_agent.bootstrap.syspkgs import ensure_system_packages
+# Only what parsing the command line needs, at the top: `--version` and `--help`
+# answer without loading the agent (requests, psutil); each command imports its own.
+from node_agent import __version__, usage
 from node_agent.common.errors import (
     EXIT_ALREADY_RUNNING,
     EXIT_FAILURE,
@@ -25,23 +26,16 @@ from node_agent.common.errors import (
     RuntimeFailure,
     unexpected,
 )
-from node_agent.common.log import get_logger, hide_secrets, scrub, setup_logging
+from node_agent.common.log import get_logger, hide_secrets, log_lines, scrub, setup_logging
 from node_agent.common.redact import REDACTED, is_secret, url_password
-from node_agent.config.settings import Settings, package_config, resolve_settings
 from node_agent.config.specs import SPECS
-from node_agent.node.env import BatchEnv
-from node_agent.node.envfile import overlay
-from node_agent.node.envview import env_summary, env_to_json
-from node_agent.node.layout import Layout
-from node_agent.runtime import stopsignals
 from node_agent.runtime.lock import AlreadyRunning
-from node_agent.runtime.state import (
-    STATE_FILE,
-    AgentState,
-    StateProblem,
-    process_alive,
-    read_state,
-)
+
+if TYPE_CHECKING:
+    from node_agent import bootstrap
+    from node_agent.config.settings import Settings
+    from node_agent.node.env import BatchEnv
+    from node_agent.runtime.state import AgentState
 
 log = get_logger("cli")
 
@@ -52,6 +46,8 @@ def _print(text: str) -> None:
 
 
 def _environ(args: argparse.Namespace) -> dict[str, str]:
+    from node_agent.node.envfile import overlay  # noqa: PLC0415
+
     environ = overlay(os.environ, args.env_file)
     hide_secrets(v for k, v in environ.items() if is_secret(k))
     hide_secrets(filter(None, map(url_password, environ.values())))
@@ -61,6 +57,9 @@ def _environ(args: argparse.Namespace) -> dict[str, str]:
 def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settings]:
     """The merged environment, the Batch model and the settings, each validated
     (the problems of both at once)."""
+    from node_agent.config.settings import package_config, resolve_settings  # noqa: PLC0415
+    from node_agent.node.env import BatchEnv  # noqa: PLC0415
+
     environ = _environ(args)
     problems: list[Problem] = []
     env: Optional[BatchEnv] = None
@@ -81,11 +80,18 @@ def _prepare(args: argparse.Namespace) -> tuple[dict[str, str], BatchEnv, Settin
     return environ, env, settings
 
 
+def _plan(env: BatchEnv, settings: Settings) -> bootstrap.Plan:
+    from node_agent import bootstrap  # noqa: PLC0415
+    from node_agent.bootstrap.survey import survey  # noqa: PLC0415
+
+    return bootstrap.plan(env, settings, survey(env, settings))
+
+
 def _plan_problems(env: BatchEnv, settings: Settings) -> tuple[Problem, ...]:
     """The plan's own problems, planned with the settings that failed at their
     defaults, to be listed with theirs: the operator fixes both in one round."""
     try:
-        bootstrap.plan(env, settings, survey(env, settings))
+        _plan(env, settings)
     except InvalidInput as exc:
         return exc.problems
     except RuntimeFailure:  # a node that cannot be surveyed is said once the input is right
@@ -108,10 +114,13 @@ def plan_lines(plan: bootstrap.Plan) -> list[str]:
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Link the tools and write the worker config; print the plan and the changes."""
+    from node_agent import bootstrap  # noqa: PLC0415
+    from node_agent.bootstrap.syspkgs import ensure_system_packages  # noqa: PLC0415
+
     environ, env, settings = _prepare(args)
     if not args.dry_run:
         ensure_system_packages(env, settings, environ)
-    plan = bootstrap.plan(env, settings, survey(env, settings))
+    plan = _plan(env, settings)
     for line in plan_lines(plan):
         _print(line)
     if args.dry_run:
@@ -127,27 +136,47 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Bootstrap the node, then supervise the worker for the node's whole life."""
+    from node_agent.runtime import stopsignals  # noqa: PLC0415
+
     early_stops = stopsignals.hold()  # first: a stop is never a silent death
+    from node_agent import agent  # noqa: PLC0415
+    from node_agent.bootstrap.syspkgs import ensure_system_packages  # noqa: PLC0415
+    from node_agent.common import logfiles  # noqa: PLC0415
+
     environ, env, settings = _prepare(args)
+    log_lines(log, logging.INFO, logfiles.configure(settings.log_max_size, settings.log_backups))
     ensure_system_packages(env, settings, environ)
-    plan = bootstrap.plan(env, settings, survey(env, settings))
+    plan = _plan(env, settings)
     for line in plan_lines(plan):
         log.info("%s", line.strip())
     return agent.run(environ, env, settings, plan, early_stops)
 
 
-_NO_STATE = {"agent_alive": False, "worker_alive": False}
+def _status_document(**fields: object) -> str:
+    from node_agent.runtime.state import STATE_SCHEMA  # noqa: PLC0415
+
+    return json.dumps({"schema": STATE_SCHEMA, **fields}, indent=2, sort_keys=True)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the agent's state file and whether its processes are alive."""
+    from node_agent.node.env import BatchEnv  # noqa: PLC0415
+    from node_agent.node.layout import Layout  # noqa: PLC0415
+    from node_agent.runtime.state import (  # noqa: PLC0415
+        STATE_FILE,
+        StateProblem,
+        process_alive,
+        read_state,
+    )
+
     env = BatchEnv.from_environ(_environ(args))
     path = os.path.join(Layout.for_env(env).agent_dir, STATE_FILE)
+    dead = {"agent_alive": False, "worker_alive": False, "state_file": path}
     try:
         state = read_state(path)
     except StateProblem as exc:
         if args.json:
-            _print(json.dumps({**_NO_STATE, "state_file": path, "state_problem": str(exc)}))
+            _print(_status_document(**dead, state_problem=str(exc)))
         else:
             _print(
                 f"the state file {path} {exc}; node-agent rewrites it at its next start "
@@ -156,7 +185,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_NOT_RUNNING
     if state is None:
         if args.json:
-            _print(json.dumps({**_NO_STATE, "state_file": path}))
+            _print(_status_document(**dead))
         else:
             _print(f"node-agent has not run on this node (no state file at {path})")
         return EXIT_NOT_RUNNING
@@ -216,7 +245,7 @@ def status_text(state: AgentState, agent_alive: bool, worker_alive: bool) -> str
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Run every check; print one row each (or JSON); exit 6 if any failed."""
-    from node_agent import doctor  # noqa: PLC0415 (not on the worker's start path)
+    from node_agent import doctor  # noqa: PLC0415
 
     rows = doctor.run_checks(_environ(args))
     if args.json:
@@ -228,15 +257,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print the parsed environment."""
+    from node_agent.node.env import BatchEnv  # noqa: PLC0415
+    from node_agent.node.envview import env_summary, env_to_json  # noqa: PLC0415
+
     env = BatchEnv.from_environ(_environ(args))
     if args.json:
         _print(json.dumps(env_to_json(env), indent=2, sort_keys=True))
     else:
         _print(env_summary(env))
     return EXIT_OK
-
-
-FLEET_EXTRA = "node-agent[fleet]"
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
@@ -246,20 +275,55 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     try:
         from node_agent.fleet.command import main as fleet_main  # noqa: PLC0415
     except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith(("azure", "node_agent.fleet")):
-            raise
+        # Whatever it lacks (the Azure SDK, or node-agent's own dependencies where
+        # only the package was copied), the fix is the same install.
         raise InvalidInput(
             "node-agent fleet is not installed here",
-            [Problem("fleet", f"needs {exc.name}: pip install '{FLEET_EXTRA}'")],
+            [Problem("fleet", f"needs {exc.name}: {usage.install_fleet()}")],
         ) from None
     return fleet_main(args.rest, verbose=args.verbose)
+
+
+def _command(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    summary: str,
+    parents: Sequence[argparse.ArgumentParser],
+    shape: str = "",
+) -> argparse.ArgumentParser:
+    return commands.add_parser(  # type: ignore[no-any-return]
+        name,
+        parents=parents,
+        usage=f"node-agent {name} [--env-file FILE]{shape}" if shape else None,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog=usage.epilog(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _settings_parser() -> argparse.ArgumentParser:
+    """The settings' options, each with its default and variable from its spec."""
+    settings = argparse.ArgumentParser(add_help=False)
+    group = settings.add_argument_group(usage.SETTINGS_TITLE, usage.SETTINGS_DESCRIPTION)
+    for spec in SPECS:
+        text, shape = usage.setting_help(spec), usage.metavar(spec)
+        if spec.switch:  # alone it means true
+            group.add_argument(
+                spec.flag, dest=spec.key, nargs="?", const="true", metavar=shape, help=text
+            )
+        else:
+            group.add_argument(spec.flag, dest=spec.key, metavar=shape, help=text)
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(
         prog="node-agent",
-        description="Turn an Azure Batch node into a supervised Flamenco worker.",
+        description="Turn an Azure Batch node into a supervised Flamenco worker (docs/cli.md).",
+        epilog=usage.epilog(""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"node-agent {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -267,58 +331,52 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--env-file",
         metavar="FILE",
-        help="read KEY=VALUE lines from FILE over the process environment (the file wins)",
+        help="read KEY=VALUE lines from FILE over the process environment (the file "
+        "wins; default: the process environment alone)",
     )
+    json_help = "print JSON (its shape: docs/%s)"
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    env = commands.add_parser("env", parents=[common], help="show the parsed Batch environment")
-    env.add_argument(
-        "--json", action="store_true", help="print JSON (shape: see docs/environment.md)"
-    )
+    env = _command(commands, "env", "show the parsed Batch environment", [common])
+    env.add_argument("--json", action="store_true", help=json_help % "environment.md")
     env.set_defaults(func=cmd_env)
 
-    settings = argparse.ArgumentParser(add_help=False)
-    group = settings.add_argument_group(
-        "settings (override the environment and node-agent.yaml; see docs/settings.md)"
-    )
-    for spec in SPECS:
-        if spec.switch:  # one form for every boolean: --x is true, --x false switches off
-            values = "auto|true|false" if spec.default is None else "true|false"
-            group.add_argument(
-                spec.flag, dest=spec.key, nargs="?", const="true", metavar=values, help=spec.help
-            )
-        else:
-            group.add_argument(spec.flag, dest=spec.key, metavar="VALUE", help=spec.help)
-
-    boot = commands.add_parser(
+    settings = _settings_parser()
+    boot = _command(
+        commands,
         "bootstrap",
-        parents=[common, settings],
-        help="link blender/ffmpeg onto PATH and write the worker config",
+        "link blender/ffmpeg onto PATH and write the worker config",
+        [common, settings],
+        " [--dry-run] [SETTINGS]",
     )
     boot.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     boot.set_defaults(func=cmd_bootstrap)
 
-    run = commands.add_parser(
+    run = _command(
+        commands,
         "run",
-        parents=[common, settings],
-        help="bootstrap, then run and supervise the worker (the start task)",
+        "bootstrap, then run and supervise the worker (the start task)",
+        [common, settings],
+        " [SETTINGS]",
     )
     run.set_defaults(func=cmd_run)
 
-    status = commands.add_parser(
-        "status", parents=[common], help="show the agent's state; exit 5 when it is not running"
+    status = _command(
+        commands,
+        "status",
+        "show the agent's state from its state file",
+        [common],
     )
-    status.add_argument(
-        "--json", action="store_true", help="print JSON (shape: see docs/state-file.md)"
-    )
+    status.add_argument("--json", action="store_true", help=json_help % "state-file.md")
     status.set_defaults(func=cmd_status)
 
-    diagnose = commands.add_parser(
-        "doctor", parents=[common], help="check the node and say how to fix what is wrong"
+    diagnose = _command(
+        commands,
+        "doctor",
+        "check the node and say how to fix what is wrong",
+        [common],
     )
-    diagnose.add_argument(
-        "--json", action="store_true", help="print JSON (shape: see docs/doctor.md)"
-    )
+    diagnose.add_argument("--json", action="store_true", help=json_help % "doctor.md")
     diagnose.set_defaults(func=cmd_doctor)
 
     # Its own parser takes every argument after it ('+' prefixes: none of its
@@ -327,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fleet",
         add_help=False,
         prefix_chars="+",
-        help=f"the farm as a whole, from the operator's machine ({FLEET_EXTRA}): "
+        help="the farm as a whole, from the operator's machine (the fleet extra): "
         "status, prune, heal, scale; `node-agent fleet --help`",
     )
     fleet.add_argument("rest", nargs=argparse.REMAINDER)

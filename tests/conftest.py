@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent, start_agent
 from tests.fleet_farm import POOL, Farm
 from tests.packages import STANDIN_WORKER, WITH_BYTECODE, build_package
+
+pytest_plugins = ["tests.optional_tools"]  # a skip, not an error, without lzma
 
 
 @pytest.fixture
@@ -53,6 +56,10 @@ def manager() -> Iterator[FakeManager]:
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate and key for 127.0.0.1, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip(
+            "no openssl command to make a certificate (Debian/Ubuntu: apt-get install openssl)"
+        )
     where = tmp_path_factory.mktemp("tls")
     cert, key = where / "cert.pem", where / "key.pem"
     command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import select
 import ssl
 import subprocess
@@ -22,6 +23,12 @@ AZ_ENV = FIXTURES / "az_env"
 GOOD_ENVS = sorted(AZ_ENV.glob("*.env"))  # real shapes: run works on each
 ODD_ENVS = sorted((AZ_ENV / "odd").glob("*.env"))  # faults run works around, with warnings
 BROKEN_ENVS = sorted((AZ_ENV / "broken").glob("*.env"))  # faults run cannot work with
+
+
+# The start of every line the agent logs: its time (RFC 3339, UTC, milliseconds),
+# then its name and level.
+STAMP = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+AGENT_LINE = re.compile(rb"^(" + STAMP + rb") node-agent: (DEBUG|INFO|WARNING|ERROR): ", re.M)
 
 
 def fixture_env(name: str) -> dict[str, str]:

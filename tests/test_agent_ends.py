@@ -11,7 +11,7 @@ from typing import Callable
 from node_agent.common.errors import EXIT_FAILURE, EXIT_OK
 from node_agent.sim.standins.server import Response, StandinServer
 from tests.agent import Agent
-from tests.helpers import wait_until
+from tests.helpers import AGENT_LINE, wait_until
 from tests.nodes import CLOSED_LOOPBACK
 
 Start = Callable[..., Agent]
@@ -61,9 +61,9 @@ def test_a_bug_elsewhere_ends_the_agent_in_one_line(run_agent: Start) -> None:
     agent = run_agent("count,wait", constants={"node_agent.runtime.supervise.launch": None})
     assert agent.wait() == EXIT_FAILURE
     [line] = agent.stderr.decode().splitlines()[-1:]
-    assert line.startswith(
-        "node-agent: ERROR: node-agent failed: TypeError at runtime/supervise.py:"
-    )
+    stamp = AGENT_LINE.match(line.encode())
+    assert stamp is not None and stamp.group(2) == b"ERROR", line
+    assert line[stamp.end() :].startswith("node-agent failed: TypeError at runtime/supervise.py:")
     assert line.endswith(": 'NoneType' object is not callable")
     assert "Traceback" not in agent.stderr.decode()
     state = agent.state()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +12,14 @@ from typing import Optional
 
 import pytest
 
+from node_agent import __version__, usage
 from node_agent.cli import build_parser, main
-from node_agent.common.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE
-from tests.helpers import AZ_ENV, BROKEN_ENVS
+from node_agent.common.errors import EXIT_INVALID, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
+from node_agent.config.specs import SPECS
+from node_agent.runtime.state import STATE_SCHEMA, AgentState, write_state
+from tests.helpers import AGENT_LINE, AZ_ENV, BROKEN_ENVS
 
+REPO = Path(__file__).resolve().parent.parent
 TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.not-a-real-token.c2lnbmF0dXJl"
 
 
@@ -106,7 +112,9 @@ def test_broken_env_through_the_real_command(path: Path) -> None:
     result = _run("env", "--env-file", str(path))
     assert result.returncode == EXIT_INVALID
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("node-agent: ERROR: invalid Batch environment")
+    first = AGENT_LINE.match(result.stderr.encode())
+    assert first is not None and first.group(2) == b"ERROR", result.stderr
+    assert result.stderr[first.end() :].startswith("invalid Batch environment")
     assert result.stdout == ""
 
 
@@ -143,3 +151,93 @@ def test_every_boolean_option_takes_its_value_optionally(
     args = build_parser().parse_args(["run", *argv])
     flag = argv[0] if argv else "--timestamps"
     assert getattr(args, flag[2:].replace("-", "_")) == value
+
+
+def _help(*command: str) -> str:
+    """A command's --help, its whitespace made single spaces (argparse wraps lines)."""
+    result = _run(*command, "--help")
+    assert result.returncode == EXIT_OK and "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("command", ["run", "bootstrap"])
+def test_settings_help_shows_every_default_and_variable_from_the_specs(command: str) -> None:
+    text = _flat(_help(command))
+    for spec in SPECS:
+        assert f"{spec.flag} " in text, spec.key
+        assert f"(default: {spec.default_text()}; env {spec.env})" in text, spec.key
+    assert "an option given twice counts once, the last one" in text
+    assert "--manager-url URL" in text and "--log-max-size SIZE" in text
+    assert "--forget-worker [auto|true|false]" in text
+
+
+@pytest.mark.parametrize("command", ["", "env", "bootstrap", "run", "status", "doctor"])
+def test_every_command_help_ends_with_its_exit_codes_and_a_working_example(
+    command: str,
+) -> None:
+    text = _help(*([command] if command else []))
+    codes_part, _, example_part = text.partition("\nexample:\n")
+    listed = [int(code) for code in re.findall(r"^  (\d)  ", codes_part, re.M)]
+    assert listed == list(usage.EXITS[command]), text
+    documented = re.findall(r"^\| (\d) \|", (REPO / "docs" / "cli.md").read_text(), re.M)
+    assert {str(code) for code in listed} <= set(documented)
+    (example,) = [line.strip() for line in example_part.splitlines() if line.strip()]
+    argv = shlex.split(example)
+    argv = argv[argv.index("node-agent") + 1 :] if "node-agent" in argv else argv[2:]
+    args = build_parser().parse_args(argv)  # argparse's exit 2 would fail the test
+    assert args.command == (command or argv[0])
+
+
+def test_version_answers_without_loading_the_agent() -> None:
+    script = (
+        "import sys\n"
+        "from node_agent.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "heavy = ('requests', 'urllib3', 'psutil', 'node_agent.agent')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"node-agent {__version__}\n[]\n"
+
+
+def test_status_json_always_carries_its_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZ_BATCH_NODE_ROOT_DIR", str(tmp_path))
+    monkeypatch.setenv("AZ_BATCH_NODE_SHARED_DIR", str(tmp_path / "shared"))
+    assert main(["status", "--json"]) == EXIT_NOT_RUNNING
+    nothing = json.loads(capsys.readouterr().out)
+    assert nothing == {
+        "schema": STATE_SCHEMA,
+        "state_file": str(tmp_path / "shared" / ".node-agent" / "state.json"),
+        "agent_alive": False,
+        "worker_alive": False,
+    }
+    (tmp_path / "shared" / ".node-agent").mkdir(parents=True)
+    (tmp_path / "shared" / ".node-agent" / "state.json").write_text("{}")
+    assert main(["status", "--json"]) == EXIT_NOT_RUNNING
+    problem = json.loads(capsys.readouterr().out)
+    assert (
+        problem["schema"] == STATE_SCHEMA
+        and "does not hold a valid state" in (problem["state_problem"])
+    )
+    write_state(
+        str(tmp_path / "shared" / ".node-agent" / "state.json"),
+        AgentState(1, 1.5, "running", 1_700_000_000.25, "v3", "w", "/x", "/w", "/w/c"),
+    )
+    assert main(["status", "--json"]) == EXIT_NOT_RUNNING  # pid 1 is not that agent
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["schema"] == STATE_SCHEMA
+    assert shown["started_at"] == "2023-11-14T22:13:20.250000Z"
+    assert shown["agent_create_time"] == "1970-01-01T00:00:01.500000Z"
+    assert not any(isinstance(value, float) for value in shown.values())

@@ -35,7 +35,7 @@ from node_agent.runtime import proctree
 from node_agent.sim.node import rebase
 from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent, alive, worker_node
-from tests.helpers import needs_mount_namespace, wait_until
+from tests.helpers import STAMP, needs_mount_namespace, wait_until
 from tests.nodes import CLOSED_LOOPBACK, TestNode
 
 Start = Callable[..., Agent]
@@ -475,7 +475,7 @@ def test_hundreds_of_leftovers_make_one_short_line(run_agent: Start) -> None:
     agent.wait_running(starts=2)
     (line,) = [line for line in agent.stderr.splitlines() if b"left by the worker" in line]
     assert re.fullmatch(
-        rb"node-agent: WARNING: stopping 40 process\(es\) left by the worker: "
+        STAMP + rb" node-agent: WARNING: stopping 40 process\(es\) left by the worker: "
         rb"(\d+, ){9}\d+ and 30 more",
         line,
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from node_agent.common.errors import EXIT_OK
+from node_agent.runtime.state import utc_seconds
 from node_agent.sim.standins.imds import EVENTS_PATH, FakeImds, not_before
 from node_agent.sim.standins.manager import FakeManager
 from tests.agent import Agent
@@ -157,7 +158,7 @@ def test_an_operators_reboot_is_approved_once_the_worker_went_offline(
     [setstatus] = manager.server.received("POST", MGT)
     assert setstatus.json() == {"status": "offline", "is_lazy": True}
     [ack] = imds.server.received("POST", EVENTS_PATH)
-    assert ack.at >= state["last_exit_at"]
+    assert ack.at >= utc_seconds(state["last_exit_at"])
     _stop(agent)
 
 

@@ -1,33 +1,49 @@
-"""The agent's own messages: stderr, ``node-agent: LEVEL: message``.
+"""The agent's own messages: stderr, ``<RFC 3339 UTC time> node-agent: LEVEL: message``.
 
 On Batch that is the start task's stderr.txt, next to the worker's own stderr, so
-the prefix is what tells the two apart.
+the prefix is what tells the two apart, and the time (UTC, to the millisecond, as
+RFC 3339 allows; the v3 worker stamps its own lines RFC 3339 to the second) is what
+answers "when did it restart?" over a node's days-long life.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable, Sequence
+from typing import Optional, TextIO
 
+from node_agent.common import logfiles
 from node_agent.common.redact import REDACTED, redact_urls
 
 LOGGER_NAME = "node_agent"
 
-
 PREFIX = "node-agent: %(levelname)s: "
 
 
+def rfc3339(when: float) -> str:
+    """``when`` (Unix seconds) as an RFC 3339 UTC time to the millisecond:
+    ``2025-01-31T23:59:59.123Z``."""
+    whole = int(when)
+    millis = int((when - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
 class _Redactor(logging.Formatter):
-    """Formats records, then scrubs them (``scrub``): a safety net under the rule
-    that no message is ever built with a secret in it."""
+    """Formats records with their time and level, then scrubs them (``scrub``): a
+    safety net under the rule that no message is ever built with a secret in it."""
 
     def __init__(self) -> None:
-        super().__init__(PREFIX + "%(message)s")
+        super().__init__("%(message)s")
         self.secrets: set[str] = set()
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        prefix = f"{rfc3339(record.created)} {PREFIX % {'levelname': record.levelname}}"
+        text = super().format(record)
+        if getattr(record, "each_line", False):
+            text = text.replace("\n", "\n" + prefix)
+        return scrub(prefix + text)
 
 
 _formatter = _Redactor()
@@ -48,6 +64,21 @@ def hide_secrets(values: Iterable[str]) -> None:
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        try:
+            self.fd: Optional[int] = stream.fileno()
+        except (OSError, ValueError):  # a stream without a file (a test's capture)
+            self.fd = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.fd is None:
+            super().emit(record)
+            return
+        # Never while the file is being cut (``logfiles``): the line would be lost.
+        with logfiles.locked(self.fd):
+            super().emit(record)
+
     def handleError(self, record: logging.LogRecord) -> None:
         # stderr.txt lives on the node's disk: when that is full the line is lost, and
         # must not be replaced by a traceback (which would be lost too) or worse.
@@ -67,11 +98,10 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def log_lines(logger: logging.Logger, level: int, lines: Sequence[str]) -> None:
-    """Log ``lines`` as one record, each line with the prefix: it is written at once,
-    so that nothing another process writes to the same file (the agent beside the
-    start-up health report, the worker) lands between them."""
-    joint = "\n" + PREFIX % {"levelname": logging.getLevelName(level)}
-    logger.log(level, "%s", joint.join(lines))
+    """Log ``lines`` as one record, each line with the prefix (one time for all): it
+    is written at once, so that nothing another process writes to the same file (the
+    agent beside the start-up health report, the worker) lands between them."""
+    logger.log(level, "%s", "\n".join(lines), extra={"each_line": True})
 
 
 def get_logger(name: str) -> logging.Logger:

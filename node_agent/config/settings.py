@@ -60,6 +60,8 @@ class Settings:
     install_system_packages: bool
     gpu_tags: tuple[str, ...]  # added to worker_tags when the node has a usable GPU
     cycles_device: Optional[str]  # Blender's --cycles-device override (None: the .blend's)
+    log_max_size: Optional[int]  # bytes; None: stdout.txt and stderr.txt are not capped
+    log_backups: int
     sources: tuple[tuple[str, str], ...]
 
     def source(self, key: str) -> str:

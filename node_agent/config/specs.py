@@ -1,5 +1,6 @@
 """Every setting: its YAML key, environment variable, command-line option, value
-parser (in ``setting_values``) and default."""
+parser (in ``values``), default and help. The command line's help and the settings
+page (docs/settings.md, checked against these) come from here."""
 
 from __future__ import annotations
 
@@ -19,11 +20,30 @@ class Spec:
     default: Any
     help: str
     many: bool = False  # takes a list (a YAML list, or names separated on one line)
+    unset: str = "none"  # what a default of None means, as the operator reads it
 
     @property
     def switch(self) -> bool:
         """Whether it is a boolean: as an option, alone it means true."""
         return self.parse in (values.boolean, values.auto_boolean)
+
+    def default_text(self) -> str:
+        """The default as the operator would write it: ``30``, ``true``, ``blender
+        ffmpeg ffprobe``, ``64M``, or what its absence means."""
+        default = self.default
+        if default is None:
+            return self.unset
+        if isinstance(default, bool):
+            return "true" if default else "false"
+        if isinstance(default, tuple):
+            return " ".join(default) if default else "none"
+        if isinstance(default, Flavour):
+            return default.value
+        if self.parse is values.size:
+            return values.size_text(default)
+        if isinstance(default, float):
+            return f"{default:g}"
+        return str(default)
 
 
 SPECS = (
@@ -33,7 +53,8 @@ SPECS = (
         "--manager-url",
         values.url,
         None,
-        "the Flamenco Manager's URL (required)",
+        "the Flamenco Manager's URL",
+        unset="required",
     ),
     Spec(
         "task_types",
@@ -41,8 +62,9 @@ SPECS = (
         "--task-types",
         values.words,
         None,
-        "task types the worker accepts (default: the worker's own)",
+        "task types the worker accepts, space or comma separated",
         many=True,
+        unset="the worker's own",
     ),
     Spec(
         "worker_name",
@@ -50,7 +72,8 @@ SPECS = (
         "--worker-name",
         values.name,
         None,
-        "the worker's name (default: <pool id>-<short node id>)",
+        "the worker's name on the Manager",
+        unset="<pool id>-<short node id>",
     ),
     Spec(
         "flavour",
@@ -74,7 +97,7 @@ SPECS = (
         "--worker-tags",
         values.tag_names,
         (),
-        "v3: names of Manager tags to give every new registration (comma separated)",
+        "v3: names of Manager tags to give every new registration, comma separated",
         many=True,
     ),
     Spec(
@@ -91,7 +114,7 @@ SPECS = (
         "--worker-args",
         values.worker_args,
         (),
-        "extra command-line arguments for the worker, e.g. -debug",
+        "extra command-line arguments for the worker, split as a shell would, e.g. -debug",
         many=True,
     ),
     Spec(
@@ -108,7 +131,7 @@ SPECS = (
         "--tools",
         values.words,
         ("blender", "ffmpeg", "ffprobe"),
-        "executables to link into the shared dir",
+        "executables to link into the shared dir, space or comma separated",
         many=True,
     ),
     Spec(
@@ -190,6 +213,7 @@ SPECS = (
         values.deadline,
         None,
         "seconds to wait for the Manager before giving up (0: never give up)",
+        unset="0 (never)",
     ),
     Spec(
         "watch_events",
@@ -214,6 +238,7 @@ SPECS = (
         values.auto_boolean,
         None,
         "v3: remove the worker from the Manager before preemption (auto: on Spot nodes)",
+        unset="auto",
     ),
     Spec(
         "imds_url",
@@ -229,7 +254,7 @@ SPECS = (
         "--storage-mounts",
         values.mount_names,
         (),
-        "mounts the worker needs, relative to AZ_BATCH_NODE_MOUNTS_DIR (default: none)",
+        "mounts the worker needs, relative to AZ_BATCH_NODE_MOUNTS_DIR, space or comma separated",
         many=True,
     ),
     Spec(
@@ -264,6 +289,24 @@ SPECS = (
         values.cycles_device,
         None,
         "render Cycles on this device whatever the .blend says: OPTIX, CUDA, HIP, ONEAPI, CPU",
+    ),
+    Spec(
+        "log_max_size",
+        "NODE_AGENT_LOG_MAX_SIZE",
+        "--log-max-size",
+        values.size,
+        64 << 20,
+        "cap of stdout.txt and stderr.txt each: past it, the older output is compressed "
+        "into a backup beside it (bytes, or K, M, G; 0: no cap)",
+        unset="0 (no cap)",
+    ),
+    Spec(
+        "log_backups",
+        "NODE_AGENT_LOG_BACKUPS",
+        "--log-backups",
+        values.backups,
+        5,
+        "compressed backups kept of each of stdout.txt and stderr.txt (1-100)",
     ),
 )
 

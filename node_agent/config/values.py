@@ -153,6 +153,43 @@ def count(text: str) -> int:
     return value
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+SMALLEST_CAP = 64 << 10  # a cap below this would cut the file at every few lines
+
+
+def size(text: str) -> Optional[int]:
+    """Bytes, or a number with K, M or G (KiB, MiB, GiB); 0 (or none, off): None."""
+    cleaned = text.strip().upper().replace("IB", "").replace("B", "")
+    if cleaned in ("0", "NONE", "OFF"):
+        return None
+    expected = "expected a size such as 64M (bytes, or K, M, G), or 0 for no cap"
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]?)", cleaned)
+    if match is None:
+        raise ValueError(expected)
+    value = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if not SMALLEST_CAP <= value <= 1 << 40:
+        raise ValueError(f"{expected}; from 64K to 1024G")
+    return value
+
+
+def size_text(value: int) -> str:
+    """A size the way ``size`` reads it, in the largest unit that divides it."""
+    for unit in ("G", "M", "K"):
+        if value % _UNITS[unit] == 0:
+            return f"{value // _UNITS[unit]}{unit}"
+    return str(value)
+
+
+def backups(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number from 1 to 100") from None
+    if not 1 <= value <= 100:
+        raise ValueError("expected a whole number from 1 to 100")
+    return value
+
+
 def boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("true", "yes", "on", "1"):

@@ -11,9 +11,11 @@ valid state is reported (``StateProblem``) so callers can warn and carry on.
 
 from __future__ import annotations
 
+import calendar
 import json
 import math
 import os
+import re
 import time
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any, Callable, Optional
@@ -27,7 +29,10 @@ from node_agent.common.redact import REDACTED, is_secret
 log = get_logger("state")
 
 STATE_FILE = "state.json"
-STATE_SCHEMA = 1
+# 2: times are RFC 3339 UTC text (``2025-01-31T23:59:59.123456Z``); 1 (node-agent
+# 0.1.0 before that): Unix seconds. Both are read: nodes run older packages.
+STATE_SCHEMA = 2
+READ_SCHEMAS = (1, 2)
 MAX_STATE_BYTES = 1 << 20  # a real one is under 2 KiB
 WRITE_RETRY = 2.0  # seconds between attempts to write the state while that fails
 
@@ -76,16 +81,53 @@ class AgentState:
     updated_at: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """The document written to disk (every field a plain value: no deep copy)."""
-        return {"schema": STATE_SCHEMA, **{name: getattr(self, name) for name in _FIELD_NAMES}}
+        """The document written to disk (every field a plain value: no deep copy),
+        every time as RFC 3339 UTC text to the microsecond."""
+        document: dict[str, Any] = {"schema": STATE_SCHEMA}
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            document[name] = utc_text(value) if name in TIME_FIELDS and value is not None else value
+        return document
 
 
 _FIELD_NAMES = tuple(field.name for field in fields(AgentState))
+# Every float is a time (Unix seconds in the model).
+TIME_FIELDS = frozenset(f.name for f in fields(AgentState) if "float" in str(f.type))
+_UTC_TEXT = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z")
+
+
+def utc_text(when: float) -> str:
+    """Unix seconds as RFC 3339 UTC text to the microsecond (``...T23:59:59.123456Z``)."""
+    micros = round(when * 1_000_000)
+    seconds, fraction = divmod(micros, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:06d}Z"
+
+
+def utc_seconds(text: str) -> float:
+    """``utc_text``'s text (or RFC 3339 UTC text with fewer digits) as Unix seconds;
+    ``ValueError`` for anything else."""
+    match = _UTC_TEXT.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    whole = calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
+    micros = int((match.group(2) or "0").ljust(6, "0"))
+    return (whole * 1_000_000 + micros) / 1_000_000
+
+
+def _to_the_microsecond(state: AgentState) -> AgentState:
+    """The state with its times as the file holds them, so that what is read back
+    equals what was written."""
+    changes: dict[str, Any] = {
+        name: utc_seconds(utc_text(getattr(state, name)))
+        for name in TIME_FIELDS
+        if getattr(state, name) is not None
+    }
+    return replace(state, **changes)
 
 
 def write_state(path: str, state: AgentState) -> AgentState:
     """Stamp and write the state atomically; returns what was written."""
-    state = replace(state, updated_at=time.time())
+    state = _to_the_microsecond(replace(state, updated_at=time.time()))
     # One line: the C encoder (an indented document takes the pure-Python one, three
     # times the CPU of the rest of the write, at every start and exit).
     data = json.dumps(state.to_json(), sort_keys=True).encode() + b"\n"
@@ -155,10 +197,20 @@ def _seconds(value: Any) -> bool:
     return number and math.isfinite(value) and value >= 0
 
 
+def _time_text(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        utc_seconds(value)
+    except ValueError:
+        return False
+    return True
+
+
 # What each field type must hold, by the dataclass's annotation (and a few by name).
 _TYPE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "int": (_whole, "a whole number"),
-    "float": (_seconds, "a number of seconds, 0 or more"),
+    "float": (_seconds, "a number of seconds, 0 or more"),  # schema 1's times
     "str": (lambda v: isinstance(v, str), "text"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
 }
@@ -182,10 +234,11 @@ def _from_document(document: Any) -> AgentState:
     if not isinstance(document, dict):
         raise StateProblem(f"holds {_found('', document)}, not a state (a JSON object)")
     problems = []
-    if document.get("schema") != STATE_SCHEMA:
-        problems.append(
-            f"schema: expected {STATE_SCHEMA}, found {_found('', document.get('schema'))}"
-        )
+    schema = document.get("schema")
+    if schema not in READ_SCHEMAS or isinstance(schema, bool):
+        expected = " or ".join(map(str, READ_SCHEMAS))
+        problems.append(f"schema: expected {expected}, found {_found('', schema)}")
+    text_times = schema != 1
     values: dict[str, Any] = {}
     for field in fields(AgentState):
         if field.name not in document:
@@ -199,10 +252,14 @@ def _from_document(document: Any) -> AgentState:
             continue
         kind = str(field.type)[len("Optional[") : -1] if optional else str(field.type)
         check, expected = _NAME_CHECKS.get(field.name, _TYPE_CHECKS[kind])
+        if kind == "float" and text_times:
+            check, expected = _time_text, "an RFC 3339 UTC time (2025-01-31T23:59:59.123456Z)"
         if not check(value):
             problems.append(f"{field.name}: expected {expected}, found {_found(field.name, value)}")
             continue
-        values[field.name] = float(value) if kind == "float" else value
+        if kind == "float":
+            value = utc_seconds(value) if text_times else float(value)
+        values[field.name] = value
     if problems:
         raise StateProblem("does not hold a valid state: " + "; ".join(problems))
     return AgentState(**values)

@@ -147,7 +147,8 @@ def test_packaged_agent_runs_isolated(package: Path, tmp_path: Path, python: str
         timeout=60,
         check=False,
     )
-    assert fleet.returncode == 3 and "pip install 'node-agent[fleet]'" in fleet.stderr
+    assert fleet.returncode == 3, fleet.stderr
+    assert f"{python} -m pip install '<your node-agent checkout>[fleet]'" in fleet.stderr
     assert "Traceback" not in fleet.stderr
 
 

@@ -12,7 +12,7 @@ import psutil
 
 from node_agent.common.errors import EXIT_OK
 from tests.agent import Agent, worker_node
-from tests.helpers import wait_until
+from tests.helpers import AGENT_LINE, wait_until
 from tests.nodes import TestNode, write_executable
 
 Start = Callable[..., Agent]
@@ -60,9 +60,14 @@ def test_the_worker_starts_while_the_report_runs_and_the_report_still_lands(
     wait_until(lambda: REPORTED in agent.stderr, what="the report")
     report = agent.stderr[agent.stderr.index(REPORTED) :]
     assert REPORTED + b"all checks passed\n" in agent.stderr
-    # One block: every line of it together, each with the agent's prefix.
+    # One block: every line of it together, each with the agent's prefix and one time.
     lines = report.splitlines()[1:15]
-    assert all(line.startswith(b"node-agent: INFO:   ") for line in lines), lines
+    matches = [AGENT_LINE.match(line) for line in lines]
+    assert all(
+        m and m.group(2) == b"INFO" and line[m.end() : m.end() + 2] == b"  "
+        for m, line in zip(matches, lines)
+    ), lines
+    assert len({m.group(1) for m in matches if m}) == 1, lines
     assert b"node-agent: INFO:   OK       blender --version           Blender 4.2.3" in report
 
 

@@ -16,6 +16,7 @@ from node_agent.fleet.batch import BatchAccount, BatchService
 from node_agent.fleet.scaler import ScaleSettings, run_round
 from node_agent.fleet.scaling import Bounds, Memory
 from node_agent.manager.api import ManagerApi
+from node_agent.usage import install_fleet
 from tests.fleet_farm import POOL, Farm, fleet
 from tests.helpers import AZ_ENV
 
@@ -106,4 +107,4 @@ def test_the_node_never_loads_fleet_and_says_which_extra_is_missing() -> None:
         [sys.executable, "-c", without], capture_output=True, text=True, cwd=REPO, check=False
     )
     assert result.returncode == 3, result.stderr
-    assert "pip install 'node-agent[fleet]'" in result.stderr and "Traceback" not in result.stderr
+    assert install_fleet() in result.stderr and "Traceback" not in result.stderr
