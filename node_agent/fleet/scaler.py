@@ -16,18 +16,29 @@ from typing import Optional
 from node_agent.common import fsutil
 from node_agent.common.log import get_logger
 from node_agent.fleet.batch import BatchFailure, BatchService
+from node_agent.fleet.demand import assess
 from node_agent.fleet.flamenco import cancel_request, take_offline_lazily
-from node_agent.fleet.model import NodeView, Snapshot, node_workers
+from node_agent.fleet.model import GONE, READY, NodeView, Snapshot, node_workers
 from node_agent.fleet.observe import snapshot
-from node_agent.fleet.scaling import Act, Bounds, Memory, Plan, ScaleView, SpotNode, Step, decide
+from node_agent.fleet.scaling import (
+    DOWN,
+    Act,
+    Bounds,
+    Memory,
+    Plan,
+    ScaleView,
+    SpotNode,
+    Step,
+    decide,
+)
 from node_agent.manager.api import ManagerApi
 
 log = get_logger("fleet")
 
 # A memory holds a line or two per Spot node: a pool of thousands fits in far less.
 MAX_MEMORY_BYTES = 1 << 20
-# Nodes whose state file is worth reading for their worker's name: Spot nodes that
-# are up (a custom ``worker_name`` is only known from there).
+# Nodes whose state file is worth reading for their worker's name: nodes that are
+# up (a custom ``worker_name`` is only known from there).
 _NO_FILES = ("creating", "starting", "preempted", "leavingpool")
 
 
@@ -84,22 +95,55 @@ def save_memory(path: Path, memory: Memory) -> None:
 
 
 def spot_view(look: Snapshot, now: float) -> ScaleView:
-    """What ``decide`` needs from a snapshot: the Spot nodes and their workers."""
+    """What ``decide`` needs from a snapshot: the demand on this pool's workers, the
+    dedicated nodes that meet it first, and the Spot nodes and their workers."""
     queue = look.queue
     assert queue is not None and look.workers is not None
-    workers = node_workers(look.pool.id, look.nodes, look.agents, look.workers)
+    match = node_workers(look.pool.id, look.nodes, look.agents, look.workers)
+    running = queue.running()
+    live = [n for n in look.nodes if n.state != "leavingpool"]
+    idle = {
+        w.id: w.status in READY and w.id not in running and not w.requested
+        for n in live
+        if (w := match.of(n.id)) is not None
+    }
+    demand = assess(queue, idle)
+
+    def can_work(node: NodeView) -> bool:
+        worker = match.of(node.id)
+        down = node.state in DOWN or node.start_task.failed
+        gone = worker is not None and worker.status in GONE and worker.id not in running
+        return not (down or gone or (worker is not None and worker.id in demand.unfit))
+
     nodes = tuple(
         SpotNode(
-            n.id, n.state, workers[n.id], look.busy(workers[n.id]) is not None, n.start_task.failed
+            n.id,
+            n.state,
+            worker,
+            worker is not None and worker.id in running,
+            n.start_task.failed,
+            worker is not None and worker.id in demand.unfit,
         )
-        for n in look.nodes
-        if not n.dedicated and n.state != "leavingpool"
+        for n in live
+        if not n.dedicated
+        for worker in (match.of(n.id),)
     )
+    dedicated = sum(can_work(n) for n in live if n.dedicated)
     pool = look.pool
-    return ScaleView(now, pool.target_spot, pool.steady, pool.auto_scale, queue.demand, nodes)
+    return ScaleView(
+        now,
+        pool.target_spot,
+        pool.steady,
+        pool.auto_scale,
+        demand.total,
+        nodes,
+        dedicated,
+        demand.held,
+    )
 
 
-def _describe(step: Step) -> str:
+def describe(step: Step) -> str:
+    """A step as the plan and the log say it."""
     if step.act is Act.RESIZE:
         return f"resize the pool to {step.target} Spot node(s): {step.reason}"
     if step.act in (Act.WAIT, Act.KEEP):
@@ -146,6 +190,9 @@ class Round:
     plan: Optional[Plan]  # None: the Manager did not say enough to decide
     memory: Memory  # for the next round
     ok: bool  # every step was done (or, without --apply, the plan was made)
+    view: Optional[ScaleView] = None  # what the round saw
+    failed: frozenset[str] = frozenset()  # nodes a step could not be done for
+    why: Optional[str] = None  # why no plan
 
 
 def run_round(
@@ -158,27 +205,26 @@ def run_round(
     """One round. Raises ``BatchFailure`` when Batch cannot be asked at all."""
 
     def worth_reading(node: NodeView) -> bool:
-        return not node.dedicated and node.state not in _NO_FILES
+        return node.state not in _NO_FILES
 
-    look = snapshot(batch, api, settings.state_path, worth_reading)
+    look = snapshot(batch, api, settings.state_path, worth_reading, detail=True)
     if look.workers is None or look.queue is None:
         log.warning("scale: no decision this round: %s", look.manager_problem)
-        return Round(None, memory, False)
+        return Round(None, memory, False, why=look.manager_problem)
     view = spot_view(look, time.time() if now is None else now)
     plan = decide(view, settings.bounds, memory)
     if not settings.apply:
-        for step in plan.steps:
-            print(f"would {_describe(step)}" if step.nodes or step.target else _describe(step))
-        return Round(plan, plan.memory, True)
-    draining, ok = set(plan.memory.draining), True
+        return Round(plan, plan.memory, True, view)
+    draining, ok, not_done = set(plan.memory.draining), True, set()
     for step in plan.steps:
-        log.info("scale: %s", _describe(step))
+        log.info("scale: %s", describe(step))
         try:
             failed = _carry_out(step, view, look.pool.target_dedicated, batch, api)
         except BatchFailure as exc:
             log.error("scale: %s", exc)
             failed, ok = set(step.nodes), False
         ok = ok and not failed
+        not_done |= failed
         # A change that did not happen is not remembered as done.
         if step.act is Act.DRAIN:
             draining -= failed
@@ -191,4 +237,4 @@ def run_round(
         # The actions are done: a loop (--every) carries the memory on in this process.
         log.error("scale: cannot keep what this round did in %s: %s", settings.memory_file, exc)
         ok = False
-    return Round(plan, after, ok)
+    return Round(plan, after, ok, view, frozenset(not_done))

@@ -8,16 +8,18 @@ from typing import Optional
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node_agent.fleet.agentfile import AgentView
 from node_agent.fleet.cleanup import heal, repair_for, stale_workers
 from node_agent.fleet.model import (
     AgentRead,
+    JobRead,
     NodeView,
     PoolView,
-    Queue,
+    QueueRead,
     Snapshot,
     StartTaskView,
+    TaskRead,
     current_entry,
-    seconds,
 )
 from node_agent.fleet.scaling import (
     Act,
@@ -30,9 +32,9 @@ from node_agent.fleet.scaling import (
     removable,
 )
 from node_agent.fleet.status import document, join, render, summary
+from node_agent.fleet.times import seconds
 from node_agent.manager.api import ManagerWorker
 from node_agent.node.layout import default_worker_name, is_default_worker_name
-from node_agent.runtime.state import AgentState
 
 POOL = "render"
 TVMPS = "tvmps_" + "ab12cd34ef56" + "0" * 52 + "_p"
@@ -46,13 +48,22 @@ def worker(
     )
 
 
-def agent(name: str, **changes: object) -> AgentRead:
-    state = AgentState(1, 1.0, "running", 1.0, "v3", name, "/w", "/d", "/c")
-    return AgentRead(state=AgentState(**{**state.__dict__, **changes}))  # type: ignore[arg-type]
+def agent(name: str, ids: Optional[frozenset[str]] = None, **changes: object) -> AgentRead:
+    state = AgentView("running", name, 1.0, 1.0)
+    return AgentRead(state=AgentView(**{**state.__dict__, **changes}), worker_ids=ids)  # type: ignore[arg-type]
 
 
 def pool(spot: int = 0) -> PoolView:
     return PoolView(POOL, "steady", 0, spot, 0, spot, False)
+
+
+def running(busy: dict[str, str]) -> QueueRead:
+    """A queue in which each worker of ``busy`` runs the task named there."""
+    tasks = tuple(
+        TaskRead(f"t-{worker}", name, "active", "blender", i, worker)
+        for i, (worker, name) in enumerate(busy.items())
+    )
+    return QueueRead((JobRead("job", "a job", "active", None, tasks),))
 
 
 def look(
@@ -61,7 +72,7 @@ def look(
     agents: Optional[dict[str, AgentRead]] = None,
     busy: Optional[dict[str, str]] = None,
 ) -> Snapshot:
-    queue = Queue(len(busy or {}), busy or {})
+    queue = running(busy or {})
     return Snapshot(pool(len(nodes)), tuple(nodes), agents or {}, tuple(workers), queue)
 
 
@@ -139,7 +150,7 @@ def test_stale_entries_gone_nodes_and_duplicates() -> None:
     assert not stale[gone_live.id].removable and "left" in stale[gone_live.id].reason
 
 
-def test_heal_reboots_failed_start_tasks_and_reimages_unusable_nodes() -> None:
+def test_heal_reboots_failed_start_tasks_and_removes_what_batch_cannot_reboot() -> None:
     failed = NodeView("a", False, "idle", StartTaskView("completed", 1, "exit code failure"))
     stuck = NodeView("b", True, "starttaskfailed", StartTaskView("completed", 2))
     unusable = NodeView("c", False, "unusable", errors=("DiskFull: the disk is full",))
@@ -157,10 +168,11 @@ def test_heal_reboots_failed_start_tasks_and_reimages_unusable_nodes() -> None:
         busy={"w-d": "frame 7"},
     )
     repairs, skipped = heal(snapshot)
+    # Batch reboots (and reimages) only idle or running nodes: the others are removed.
     assert [(r.node_id, r.action) for r in repairs] == [
         ("a", "reboot"),
-        ("b", "reboot"),
-        ("c", "reimage"),
+        ("b", "remove"),
+        ("c", "remove"),
         ("e", "reboot"),
     ]
     assert "DiskFull" in repairs[2].reason and "gave up" in repairs[3].reason
@@ -208,7 +220,7 @@ def test_status_shows_nodes_held_for_an_event_and_unfit_nodes() -> None:
     )
     status = join(snapshot)
     assert [r.health for r in status.rows] == ["held", "unfit"]
-    text = render(status)
+    text = render(status, wide=True)
     assert f"held: {ids[0]}: the worker is stopped for Preempt P-1" in text
     assert f"unfit: {ids[1]}: disk: 0.2 GiB free" in text
     assert "1 held, 1 unfit" in summary(status)
