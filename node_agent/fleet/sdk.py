@@ -14,7 +14,8 @@ PLACES = ("azure.batch.models", "azure.batch.models._models")
 
 def sdk_model(name: str, places: tuple[str, ...] = PLACES) -> Any:
     """The SDK's model class ``name``, from the first of ``places`` that has it;
-    ``ImportError`` naming them when none does."""
+    ``ModuleNotFoundError`` naming them when none does (``node-agent fleet`` then
+    says which extra to install)."""
     for place in places:
         try:
             found = getattr(importlib.import_module(place), name, None)
@@ -22,7 +23,9 @@ def sdk_model(name: str, places: tuple[str, ...] = PLACES) -> Any:
             continue
         if found is not None:
             return found
-    raise ImportError(f"azure-batch has no {name} in {', '.join(places)}", name="azure.batch")
+    raise ModuleNotFoundError(
+        f"azure-batch has no {name} in {', '.join(places)}", name="azure.batch"
+    )
 
 
 BatchNodeRebootOptions = sdk_model("BatchNodeRebootOptions")
