@@ -302,26 +302,43 @@ class SimulatedNode:
                 output.close()
         return self.process
 
+    def processes(self) -> list[psutil.Process]:
+        """Every process of this node: the start task, its descendants, and any
+        process that left them (a worker whose agent was killed) but carries the
+        node's id in its environment, as everything the start task starts does."""
+        found: dict[int, psutil.Process] = {}
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                start = psutil.Process(self.process.pid)
+                found.update({p.pid: p for p in [start, *start.children(recursive=True)]})
+        node_id = self.overrides.get("AZ_BATCH_NODE_ID")
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if (
+                    process.pid not in found
+                    and process.environ().get("AZ_BATCH_NODE_ID") == node_id
+                ):
+                    found[process.pid] = process
+        return list(found.values())
+
     def power_off(self, grace: float = POWER_OFF_GRACE) -> None:
         """Every process of the node stopped as a shutdown stops them: SIGTERM to all
         at once, SIGKILL to what is left after ``grace`` seconds (a reboot, a
         reimage, a node removed)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.Error:
-            children = []
-        self.process.send_signal(signal.SIGTERM)
-        proctree.send(children, signal.SIGTERM)
+        processes = self.processes()
+        start = self.process.pid if self.process is not None else None
+        others = [p for p in processes if p.pid != start]
+        proctree.send(processes, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(grace)
-        _, alive = psutil.wait_procs(children, timeout=max(0.0, deadline - time.monotonic()))
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(grace)
+        _, alive = psutil.wait_procs(others, timeout=max(0.0, deadline - time.monotonic()))
         proctree.send(alive, signal.SIGKILL)
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
 
     def stop(self, timeout: float = 60.0) -> Optional[int]:
         """SIGTERM to the start task, as when the node is deleted; its exit code."""

@@ -27,7 +27,7 @@ def task(name: str, status: str, kind: str, index: int, worker: Optional[str] = 
     return TaskRead(f"id-{name}", name, status, kind, index, worker)
 
 
-def render_job(
+def render_job(  # noqa: PLR0917
     status: str = "active",
     frames: tuple[str, ...] = ("queued", "queued"),
     video: str = "queued",

@@ -34,7 +34,7 @@ def test_without_an_answer_from_the_manager_healthy_nodes_are_unknown(
     assert _rows(out)[node.id].endswith("unknown") and "starting" not in _rows(out)[node.id]
     monkeypatch.setenv("FLAMENCO_MANAGER_URL", farm.manager.url)
     farm.manager.stop()  # the Manager is down
-    code, out, err = fleet(capsys, "status", "--wide")
+    code, out, _ = fleet(capsys, "status", "--wide")
     assert code == 6 and _rows(out)[node.id].endswith("unknown")
     assert "Manager unknown" in out.splitlines()[-1]
     code, out, _ = fleet(capsys, "status", "--json")
@@ -166,13 +166,13 @@ def test_one_worker_name_on_every_node_is_told_apart_by_worker_ids(
     workers = [Worker(farm.manager, "blender").wake() for _ in nodes]
     farm.manager.add_task("frame 1", "misc")
     workers[1].take_task()
-    code, out, _ = fleet(capsys, "status", "--wide")
+    _, out, _ = fleet(capsys, "status", "--wide")
     rows = _rows(out)
     assert all(rows[n.id].endswith("unknown") for n in nodes), out
     assert "3 idle" not in out and "worker-ids file could not be read" in out
     for node, worker in zip(nodes, workers):
         _ids_file(node, "0b3f8d16-0000-4000-8000-000000000000", worker.id)
-    code, out, _ = fleet(capsys, "status", "--wide")
+    _, out, _ = fleet(capsys, "status", "--wide")
     rows = _rows(out)
     assert rows[nodes[1].id].endswith("frame 1  rendering")
     assert rows[nodes[0].id].endswith("idle") and rows[nodes[2].id].endswith("idle")

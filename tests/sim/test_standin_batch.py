@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import datetime
 import os
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from node_agent.fleet.sdk import sdk_model
 from node_agent.sim.standins.batch import FakeBatch
 from node_agent.sim.standins.batch_pool import StartTaskInfo
-from tests.helpers import tls_context
+from tests.helpers import tls_context, wait_until
 
 BatchNodeRebootOptions = sdk_model("BatchNodeRebootOptions")
 BatchNodeReimageOptions = sdk_model("BatchNodeReimageOptions")
@@ -145,16 +147,14 @@ def test_reboot_and_reimage_only_idle_or_running_nodes(batch: FakeBatch) -> None
     }
     for state, code in refusals.items():
         node = batch.add_node("render", state=state)
-        for call in (
-            lambda: sdk.begin_reboot_node(
-                "render", node.id, BatchNodeRebootOptions(node_reboot_kind="requeue")
-            ),
-            lambda: sdk.begin_reimage_node(
-                "render", node.id, BatchNodeReimageOptions(node_reimage_option="requeue")
-            ),
-        ):
+        for how in ("reboot", "reimage"):
             with pytest.raises(HttpResponseError) as refused:
-                call()
+                if how == "reboot":
+                    options = BatchNodeRebootOptions(node_reboot_kind="requeue")
+                    sdk.begin_reboot_node("render", node.id, options)
+                else:
+                    options = BatchNodeReimageOptions(node_reimage_option="requeue")
+                    sdk.begin_reimage_node("render", node.id, options)
             assert (refused.value.status_code, _code(refused.value)) == (409, code), state
         assert node.state == state  # nothing changed
     for blocked in ("creating", "rebooting", "preempted"):
@@ -238,3 +238,22 @@ def test_entra_bearer_tokens_over_tls(certificate: tuple[Path, Path]) -> None:
         assert sent.headers["Authorization"] == "Bearer entra-token"
     finally:
         batch.stop()
+
+
+def test_a_client_that_vanishes_mid_request_prints_no_traceback(
+    batch: FakeBatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A killed node resets its connections: the stand-in shrugs, as a real server
+    does, instead of printing socketserver's ConnectionResetError traceback."""
+    port = int(batch.url.rsplit(":", 1)[1])
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /pools/render?api-version=2025-06-01 HTTP/1.1\r\nHost: x\r\n")
+            # Closed with a reset (SO_LINGER 0), as the kernel does for a killed process
+            # whose socket had unread data.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    answer = requests.get(f"{batch.url}/pools/render", timeout=5)  # still serving
+    assert answer.status_code == 403
+    wait_until(lambda: len(batch.received("GET", "/pools/render")) == 1, 10)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ConnectionResetError" not in err

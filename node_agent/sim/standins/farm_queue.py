@@ -32,7 +32,6 @@ from node_agent.sim.standins.farm_model import (
     valid_uuid,
 )
 
-
 # The scheduler's (``task_scheduler.go``): tasks it hands out, of jobs in these statuses.
 SCHEDULABLE_TASKS = ("queued", "soft-failed")
 SCHEDULABLE_JOBS = ("active", "queued")
