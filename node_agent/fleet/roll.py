@@ -179,7 +179,7 @@ def decide_roll(view: RollView, memory: RollMemory, at_once: int, timeout: float
     if reboot:
         reason = "its worker is offline: the reboot deploys the pool's packages"
         steps.append(RollStep(RollAct.REBOOT, tuple(reboot), reason))
-    left = len(todo) + len(draining) + len(rebooting)
+    left = len(todo) - len(start) + len(draining) + len(rebooting)
     waiting = [i for i in draining if i not in drain and i not in again]
     if waiting:
         reason = "waiting for these workers to finish their task and go offline"

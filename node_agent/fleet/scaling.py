@@ -7,9 +7,10 @@ The rules:
 - **Target.** The demand (``demand.Demand``: the tasks the Manager would hand this
   pool's workers, and those they run) needs ``ceil(tasks / per_node)`` nodes. The
   dedicated nodes that can work meet that first; the Spot target is the rest, plus
-  the Spot nodes whose idle workers may take none of the waiting tasks (a new node's
-  worker would), never below ``minimum`` nor above ``maximum`` (bounds on Spot
-  nodes). Dedicated nodes are left as they are.
+  the Spot nodes that failed (until heal replaces them) and those whose idle
+  workers may take none of the waiting tasks (a new node's worker would), never
+  below ``minimum`` nor above ``maximum`` (bounds on Spot nodes). Dedicated nodes
+  are left as they are.
 - **Growing** resizes the pool to the target (only while Batch accepts a resize:
   allocation state ``steady``).
 - **Shrinking** takes out only nodes that run no task and have run none for
@@ -42,6 +43,7 @@ from node_agent.manager.api import ManagerWorker
 
 # Batch states of a node that runs no worker.
 DOWN = ("preempted", "unusable", "starttaskfailed")
+FAILED = ("unusable", "starttaskfailed")
 # Batch states of a node whose start task has not begun: no worker yet.
 NOT_YET = ("creating", "starting")
 
@@ -66,6 +68,12 @@ class SpotNode:
     busy: bool  # its worker runs a task
     start_failed: bool = False  # its start task failed: node-agent is not running
     unfit: bool = False  # its worker is idle but may take none of the waiting tasks
+
+    @property
+    def failed(self) -> bool:
+        """Whether it failed (unusable, start task failed): it takes no work until
+        heal replaces it (a preempted node comes back by itself)."""
+        return self.state in FAILED or self.start_failed
 
     @property
     def down(self) -> bool:
@@ -182,7 +190,7 @@ def _why(view: ScaleView, bounds: Bounds, needed: int, unfit: int) -> str:
     if view.dedicated:
         why += f", {min(needed, view.dedicated)} of them dedicated"
     if unfit:
-        why += f"; {unfit} idle Spot worker(s) may take none of the waiting tasks"
+        why += f"; {unfit} Spot node(s) failed or may take none of the waiting tasks"
     held = ", ".join(f"{count} {reason}" for reason, count in sorted(view.held.items()))
     if held:
         why += f"; not counted: {held}"
@@ -192,7 +200,7 @@ def _why(view: ScaleView, bounds: Bounds, needed: int, unfit: int) -> str:
 def decide(view: ScaleView, bounds: Bounds, memory: Memory) -> Plan:
     """The round's plan (see the module docstring for the rules)."""
     needed = -(-view.demand // bounds.per_node)
-    unfit = sum(n.unfit for n in view.nodes)
+    unfit = sum(n.unfit or n.failed for n in view.nodes)
     spot_needed = max(0, needed - view.dedicated) + unfit
     desired = min(max(spot_needed, bounds.minimum), bounds.maximum)
     why = _why(view, bounds, needed, unfit)

@@ -334,3 +334,31 @@ def test_microsoft_entra_id_over_tls(
         )
     finally:
         batch.stop()
+
+
+def test_prune_heal_and_scale_print_json(farm: Farm, capsys: pytest.CaptureFixture[str]) -> None:
+    """One JSON document each, with its schema, command, time (ISO 8601 UTC) and pool."""
+    failed = farm.node(start_task=StartTaskInfo("completed", 1), agent={})
+    farm.manager.add_worker("render-0123456789ab", "s", "offline")  # its node is gone
+    farm.manager.add_task("frame 1", "misc")
+    documents = {}
+    for command in ("prune", "heal", "scale"):
+        extra = ("--min", "0", "--max", "3") if command == "scale" else ()
+        code, out, err = fleet(capsys, command, *extra, "--json")
+        assert code == 0, err
+        [line] = out.splitlines()
+        documents[command] = document = json.loads(line)
+        assert document["schema"] == 1 and document["command"] == command
+        assert document["pool"] == POOL and document["at"].endswith("Z")
+        assert document["applied"] is False
+    [stale] = documents["prune"]["stale"]
+    assert (
+        stale["name"] == "render-0123456789ab" and stale["removable"] and stale["removed"] is None
+    )
+    [repair] = documents["heal"]["repairs"]
+    assert repair["node"] == failed.id and repair["action"] == "reboot" and repair["error"] is None
+    scale = documents["scale"]
+    # One task, and the pool grows past its failed node.
+    assert scale["demand"] == 1 and scale["desired"] == 2 and scale["steps"][0]["act"] == "resize"
+    code, out, _ = fleet(capsys, "prune", "--apply", "--json")
+    assert json.loads(out)["stale"][0]["removed"] is True

@@ -107,3 +107,23 @@ def test_the_node_never_loads_fleet_and_says_which_extra_is_missing() -> None:
     )
     assert result.returncode == 3, result.stderr
     assert "pip install 'node-agent[fleet]'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "prune", "heal", "scale", "roll"])
+def test_each_commands_help_gives_defaults_environment_exit_codes_and_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["fleet", command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    flat = " ".join(text.split())
+    assert "environment:" in text and "AZURE_BATCH_ACCESS_KEY" in text
+    assert "FLAMENCO_MANAGER_URL" in text and "exit codes:" in text
+    assert f"example:\n  node-agent fleet {command} --pool render" in text
+    assert "(30; Batch calls are tried 2 more times)" in flat  # --timeout's default
+    if command == "status":
+        assert "6  some node needs attention" in text
+    if command == "scale":
+        assert "never fewer Spot nodes than N (dedicated nodes are not counted)" in flat
+        assert "XDG_STATE_HOME" in text and "(10)" in text
