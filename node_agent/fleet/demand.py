@@ -57,12 +57,19 @@ class Demand:
         return self.waiting + self.running
 
 
-def _blocked_by_order(job: JobRead, task: TaskRead) -> bool:
-    """Whether a task of another type earlier in the job is unfinished."""
-    return any(
-        other.index < task.index and other.type != task.type and other.status != FINISHED
-        for other in job.tasks
-    )
+def _first_unfinished(job: JobRead) -> dict[str, int]:
+    """Per task type, the lowest index of an unfinished task of that type."""
+    first: dict[str, int] = {}
+    for task in job.tasks:
+        if task.status != FINISHED and task.index < first.get(task.type, task.index + 1):
+            first[task.type] = task.index
+    return first
+
+
+def _blocked_by_order(first: Mapping[str, int], task: TaskRead) -> bool:
+    """Whether a task of another type earlier in the job is unfinished (``first``:
+    the job's ``_first_unfinished``)."""
+    return any(index < task.index for kind, index in first.items() if kind != task.type)
 
 
 def _may_take(worker_id: str, tags: Collection[str], job: JobRead, task: TaskRead) -> bool:
@@ -81,6 +88,7 @@ def assess(queue: QueueRead, pool_workers: Mapping[str, bool]) -> Demand:
     waiting: list[tuple[JobRead, TaskRead]] = []
     running = 0
     for job in queue.jobs:
+        first = _first_unfinished(job)
         for task in job.tasks:
             if task.status == "active" and task.worker_id in pool_workers:
                 running += 1
@@ -88,7 +96,7 @@ def assess(queue: QueueRead, pool_workers: Mapping[str, bool]) -> Demand:
                 continue
             if job.tag_id is not None and job.tag_id not in tags_of_pool:
                 why = f"of a job tagged {job.tag_id} (no worker of this pool has the tag)"
-            elif _blocked_by_order(job, task):
+            elif _blocked_by_order(first, task):
                 why = "waiting for the tasks before them in their job"
             else:
                 waiting.append((job, task))

@@ -78,7 +78,12 @@ def load_memory(path: Path) -> Memory:
     try:
         document = json.loads(raw)
         unused = {str(k): float(v) for k, v in document.get("unused_since", {}).items()}
-        return Memory(unused, frozenset(str(i) for i in document.get("draining", ())))
+        surplus = document.get("surplus_since")
+        return Memory(
+            unused,
+            frozenset(str(i) for i in document.get("draining", ())),
+            None if surplus is None else float(surplus),
+        )
     except (ValueError, TypeError, AttributeError) as exc:
         log.warning("scale: %s is unreadable (%s); starting afresh", path, exc)
         return Memory()
@@ -89,6 +94,7 @@ def save_memory(path: Path, memory: Memory) -> None:
     document = {
         "unused_since": dict(sorted(memory.unused_since.items())),
         "draining": sorted(memory.draining),
+        "surplus_since": memory.surplus_since,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fsutil.atomic_write(str(path), json.dumps(document, indent=2).encode() + b"\n", 0o644)
@@ -230,7 +236,7 @@ def run_round(
             draining -= failed
         elif step.act in (Act.UNDRAIN, Act.REBOOT, Act.REMOVE):
             draining |= failed & memory.draining
-    after = Memory(plan.memory.unused_since, frozenset(draining))
+    after = Memory(plan.memory.unused_since, frozenset(draining), plan.memory.surplus_since)
     try:
         save_memory(settings.memory_file, after)
     except OSError as exc:

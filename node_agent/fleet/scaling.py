@@ -15,8 +15,9 @@ The rules:
   allocation state ``steady``).
 - **Shrinking** takes out only nodes that run no task and have run none for
   ``idle_minutes`` (each node's idle time counts from the first round that saw it
-  idle, so with ``minimum`` 0 the pool reaches zero that long after the last task
-  finished), and never more than the surplus: first nodes that cannot work anyway
+  idle), or once the pool has had more nodes than needed for ``idle_minutes`` any
+  node that runs out of work (the queue is draining, not between two jobs of a
+  burst), and never more than the surplus: first nodes that cannot work anyway
   (preempted, unusable, start task failed, worker offline or in error, still being
   created), then nodes whose idle workers it took offline lazily in an earlier
   round, once those workers are ``offline``. Idle workers (``awake`` or ``asleep``,
@@ -98,10 +99,12 @@ class ScaleView:
 @dataclass(frozen=True)
 class Memory:
     """What rounds hand on: since when each node has been unused (idle, or unable to
-    work), and the nodes whose workers this scaler asked to go offline."""
+    work), the nodes whose workers this scaler asked to go offline, and since when
+    the pool has had more nodes than needed (None: it has not)."""
 
     unused_since: Mapping[str, float] = field(default_factory=dict)
     draining: frozenset[str] = frozenset()
+    surplus_since: Optional[float] = None
 
 
 class Act(Enum):
@@ -217,8 +220,14 @@ def decide(view: ScaleView, bounds: Bounds, memory: Memory) -> Plan:
         n.id: memory.unused_since.get(n.id, view.now) for n in others if removable(n) or idle(n)
     }
     limit = bounds.idle_minutes * 60
-    ripe = [n for n in others if n.id in since and view.now - since[n.id] >= limit]
     surplus = max(0, view.target - desired)
+    surplus_since = None
+    if surplus:
+        surplus_since = view.now if memory.surplus_since is None else memory.surplus_since
+    # A surplus that lasted the idle time is no burst between two jobs: a node that
+    # runs out of work after that goes at once, not idle_minutes later.
+    lasting = surplus_since is not None and view.now - surplus_since >= limit
+    ripe = [n for n in others if n.id in since and (lasting or view.now - since[n.id] >= limit)]
 
     remove = drained[:surplus]
     revive = drained[surplus:]  # offline for a scale-in that needs fewer nodes now
@@ -255,7 +264,8 @@ def decide(view: ScaleView, bounds: Bounds, memory: Memory) -> Plan:
         if kept:
             reason = f"waiting for the workers of {len(kept)} node(s) to go offline"
         elif since:
-            first = min(limit - (view.now - t) for t in since.values()) / 60
+            starts = [*since.values(), *([surplus_since] if surplus_since is not None else [])]
+            first = min(limit - (view.now - t) for t in starts) / 60
             reason = f"none unused for {bounds.idle_minutes:g} min yet (next in {first:.1f} min)"
         else:
             reason = "each runs a task or is not idle"
@@ -270,4 +280,4 @@ def decide(view: ScaleView, bounds: Bounds, memory: Memory) -> Plan:
     draining_after = frozenset(left_draining | set(_ids(drain)))
     # A node drained now keeps its time: should the Manager refuse, it is ripe still.
     unused = {i: t for i, t in since.items() if i not in gone}
-    return Plan(desired, tuple(steps), Memory(unused, draining_after))
+    return Plan(desired, tuple(steps), Memory(unused, draining_after, surplus_since))
