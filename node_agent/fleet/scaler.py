@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from node_agent.common import fsutil
 from node_agent.common.log import get_logger
@@ -31,6 +31,7 @@ from node_agent.fleet.scaling import (
     Step,
     decide,
 )
+from node_agent.fleet.times import iso, seconds
 from node_agent.manager.api import ManagerApi
 
 log = get_logger("fleet")
@@ -77,24 +78,35 @@ def load_memory(path: Path) -> Memory:
         raise MemoryUnusable(f"{path}: cannot read: {exc.strerror}") from None
     try:
         document = json.loads(raw)
-        unused = {str(k): float(v) for k, v in document.get("unused_since", {}).items()}
+        unused = {str(k): _when(v) for k, v in document.get("unused_since", {}).items()}
         surplus = document.get("surplus_since")
         return Memory(
             unused,
             frozenset(str(i) for i in document.get("draining", ())),
-            None if surplus is None else float(surplus),
+            None if surplus is None else _when(surplus),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         log.warning("scale: %s is unreadable (%s); starting afresh", path, exc)
         return Memory()
 
 
+def _when(value: Any) -> float:
+    """A time in a memory file: ISO 8601, or Unix seconds (files of older fleets)."""
+    if isinstance(value, str):
+        found = seconds(value)
+        if found is None:
+            raise ValueError(f"{value!r} is not an ISO 8601 time")
+        return found
+    return float(value)
+
+
 def save_memory(path: Path, memory: Memory) -> None:
-    """Write the memory atomically."""
+    """Write the memory atomically (times in ISO 8601 UTC)."""
     document = {
-        "unused_since": dict(sorted(memory.unused_since.items())),
+        "schema": 1,
+        "unused_since": {k: iso(v) for k, v in sorted(memory.unused_since.items())},
         "draining": sorted(memory.draining),
-        "surplus_since": memory.surplus_since,
+        "surplus_since": iso(memory.surplus_since),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fsutil.atomic_write(str(path), json.dumps(document, indent=2).encode() + b"\n", 0o644)

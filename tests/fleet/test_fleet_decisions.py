@@ -304,6 +304,20 @@ def test_changing_course_withdraws_lazy_stops_and_revives_drained_nodes() -> Non
     assert plan.memory == Memory()
 
 
+def test_after_a_lasting_surplus_a_node_that_runs_out_of_work_goes_at_once() -> None:
+    """The queue is draining: the pool has had too many nodes for the idle time, so a
+    node that has just finished its last task is not kept idle another idle time."""
+    nodes = [spot(0, busy=True), spot(1), spot(2, busy=True)]
+    first = decide(view(nodes, demand=2), BOUNDS, Memory())
+    assert first.memory.surplus_since == NOW and first.memory.unused_since == {"node-1": NOW}
+    later = [spot(0), spot(1), spot(2, busy=True)]  # node-0 just finished
+    plan = decide(ScaleView(NOW + 600, 3, True, False, 1, tuple(later)), BOUNDS, first.memory)
+    assert acts(plan.steps) == [("drain", ("node-0", "node-1"), None)]
+    # Work came back between: the clock starts again.
+    busy = decide(ScaleView(NOW + 300, 3, True, False, 3, tuple(later)), BOUNDS, first.memory)
+    assert busy.memory.surplus_since is None
+
+
 def test_an_autoscale_pool_is_left_alone() -> None:
     plan = decide(view([spot(0)], demand=0, auto_scale=True), BOUNDS, Memory({"node-0": 0.0}))
     assert [s.act for s in plan.steps] == [Act.WAIT] and "autoscale" in plan.steps[0].reason
@@ -334,7 +348,8 @@ def rounds(draw: st.DrawFn) -> tuple[ScaleView, Bounds, Memory]:
     unused = draw(st.dictionaries(ids, st.floats(NOW - 3600, NOW), min_size=4))
     draining = draw(st.sets(ids, max_size=4))
     scale = view(nodes, draw(st.integers(0, 16)), target, steady=draw(st.booleans()))
-    return scale, bounds, Memory(unused, frozenset(draining))
+    surplus_since = draw(st.one_of(st.none(), st.floats(NOW - 3600, NOW)))
+    return scale, bounds, Memory(unused, frozenset(draining), surplus_since)
 
 
 @settings(max_examples=300, deadline=None)
@@ -359,14 +374,24 @@ def test_never_beyond_the_bounds_and_never_a_render(case: tuple[ScaleView, Bound
     surplus = max(0, scale.target - plan.desired)
     assert len(removed) + len(drained) <= surplus
     assert len(plan.memory.draining) <= surplus
-    # Only nodes unused for the idle time leave, or nodes drained earlier that are
-    # out of service now.
+    # Only nodes unused for the idle time leave (or any unused one once the pool has
+    # had too many nodes for that long), or nodes drained earlier that are out of
+    # service now.
+    limit = bounds.idle_minutes * 60
+    lasting = memory.surplus_since is not None and scale.now - memory.surplus_since >= limit
     for node_id in [*removed, *drained]:
         if node_id in memory.draining:
             assert node_id in removed and out_of_service(by_id[node_id])
         else:
             since = memory.unused_since.get(node_id, scale.now)
-            assert scale.now - since >= bounds.idle_minutes * 60
+            assert lasting or scale.now - since >= limit
+    # The surplus clock runs only while there is a surplus, from its first round.
+    if surplus:
+        assert plan.memory.surplus_since == (
+            scale.now if memory.surplus_since is None else memory.surplus_since
+        )
+    else:
+        assert plan.memory.surplus_since is None
 
 
 def test_a_name_several_nodes_share_is_left_alone() -> None:

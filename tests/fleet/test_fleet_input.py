@@ -3,6 +3,7 @@ at once, before anything is done (exit 3), and the node that never loads fleet."
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -127,3 +128,21 @@ def test_each_commands_help_gives_defaults_environment_exit_codes_and_an_example
     if command == "scale":
         assert "never fewer Spot nodes than N (dedicated nodes are not counted)" in flat
         assert "XDG_STATE_HOME" in text and "(10)" in text
+
+
+def test_the_scale_memory_is_kept_in_iso_8601_and_older_files_still_read(tmp_path: Path) -> None:
+    from node_agent.fleet.scaler import load_memory, save_memory
+
+    path = tmp_path / "memory.json"
+    memory = Memory({"node-1": 1_800_000_000.25}, frozenset({"node-2"}), 1_800_000_100.5)
+    save_memory(path, memory)
+    document = json.loads(path.read_text())
+    assert document == {
+        "schema": 1,
+        "unused_since": {"node-1": "2027-01-15T08:00:00.250Z"},
+        "draining": ["node-2"],
+        "surplus_since": "2027-01-15T08:01:40.500Z",
+    }
+    assert load_memory(path) == memory
+    path.write_text(json.dumps({"unused_since": {"node-1": 1_800_000_000.25}, "draining": []}))
+    assert load_memory(path) == Memory({"node-1": 1_800_000_000.25})  # a file of an older fleet
