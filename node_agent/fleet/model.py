@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Optional
 
 from node_agent.fleet.agentfile import AgentView
@@ -138,6 +139,7 @@ class QueueRead:
     worker_tags: Mapping[str, frozenset[str]] = field(default_factory=dict)  # id -> tag ids
     pool_tags: frozenset[str] = frozenset()  # tag ids the pool's start task gives new workers
 
+    @cached_property
     def running(self) -> dict[str, str]:
         """Worker id -> the name of the task it runs (an active task, in whatever job:
         a paused or canceled job's task runs to its end)."""
@@ -166,7 +168,7 @@ class Snapshot:
         """The task this worker runs, if any."""
         if worker is None or self.queue is None:
             return None
-        return self.queue.running().get(worker.id)
+        return self.queue.running.get(worker.id)
 
 
 def expected_names(pool_id: str, node: NodeView, agent: Optional[AgentRead]) -> tuple[str, ...]:

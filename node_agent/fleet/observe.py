@@ -37,11 +37,12 @@ R = TypeVar("R")
 
 def in_parallel(work: Callable[[T], R], items: Sequence[T], threads: int = READERS) -> list[R]:
     """``work`` on every item, ``threads`` at a time, in daemon threads; the results
-    in the items' order. ``work`` must not raise."""
+    in the items' order (what ``work`` raised is raised here)."""
     todo: queue.Queue[int] = queue.Queue()
     for index in range(len(items)):
         todo.put(index)
     results: dict[int, R] = {}
+    failures: list[BaseException] = []
     done = threading.Semaphore(0)
 
     def run() -> None:
@@ -50,13 +51,19 @@ def in_parallel(work: Callable[[T], R], items: Sequence[T], threads: int = READE
                 index = todo.get_nowait()
             except queue.Empty:
                 return
-            results[index] = work(items[index])
-            done.release()
+            try:
+                results[index] = work(items[index])
+            except BaseException as exc:  # noqa: BLE001 (handed to the caller below)
+                failures.append(exc)
+            finally:
+                done.release()
 
     for _ in range(min(threads, len(items))):
         threading.Thread(target=run, daemon=True).start()
     for _ in items:
         done.acquire()
+    if failures:
+        raise failures[0]
     return [results[i] for i in range(len(items))]
 
 

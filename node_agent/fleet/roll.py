@@ -151,7 +151,10 @@ def decide_roll(view: RollView, memory: RollMemory, at_once: int, timeout: float
         elif node.state == "preempted":
             left_alone[node.id] = "preempted: it comes back as a new node"
         elif node.unknown:
-            left_alone[node.id] = "its worker cannot be told from another node's"
+            left_alone[node.id] = (
+                "whether its worker renders is unknown (a worker name several nodes share, "
+                "or a state file fleet cannot read)"
+            )
         elif node.state not in UP:
             left_alone[node.id] = f"{node.state}: later"
         else:

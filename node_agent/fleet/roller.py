@@ -130,7 +130,7 @@ def roll_view(look: Snapshot, now: float) -> RollView:
     """What ``decide_roll`` needs from a snapshot."""
     assert look.workers is not None and look.queue is not None
     match = node_workers(look.pool.id, look.nodes, look.agents, look.workers)
-    running = look.queue.running()
+    running = look.queue.running
     nodes = []
     for node in look.nodes:
         worker = match.of(node.id)

@@ -118,7 +118,7 @@ def spot_view(look: Snapshot, now: float) -> ScaleView:
     queue = look.queue
     assert queue is not None and look.workers is not None
     match = node_workers(look.pool.id, look.nodes, look.agents, look.workers)
-    running = queue.running()
+    running = queue.running
     live = [n for n in look.nodes if n.state != "leavingpool"]
     idle = {
         w.id: w.status in READY and w.id not in running and not w.requested

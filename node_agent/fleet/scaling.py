@@ -280,4 +280,6 @@ def decide(view: ScaleView, bounds: Bounds, memory: Memory) -> Plan:
     draining_after = frozenset(left_draining | set(_ids(drain)))
     # A node drained now keeps its time: should the Manager refuse, it is ripe still.
     unused = {i: t for i, t in since.items() if i not in gone}
-    return Plan(desired, tuple(steps), Memory(unused, draining_after, surplus_since))
+    # A surplus this round's removals end is over: the next one starts its own clock.
+    surplus_after = surplus_since if surplus > len(gone) else None
+    return Plan(desired, tuple(steps), Memory(unused, draining_after, surplus_after))

@@ -151,3 +151,19 @@ def test_the_sdk_shim_takes_the_public_class_first(monkeypatch: pytest.MonkeyPat
     assert missing.value.name == "azure.batch"
     reboot: Any = sdk_model("BatchNodeRebootOptions")
     assert reboot(node_reboot_kind="requeue")["nodeRebootOption"] == "requeue"
+
+
+def test_fleet_takes_the_reboot_options_from_the_public_namespace_when_it_has_them() -> None:
+    """An SDK release that exports the option classes publicly and keeps them out of
+    its private module (as it may once it fixes 15.1.0's omission) still works."""
+    moved = (
+        "import azure.batch.models as public, azure.batch.models._models as private; "
+        "public.BatchNodeRebootOptions = private.BatchNodeRebootOptions; "
+        "del private.BatchNodeRebootOptions; "
+        "import node_agent.fleet.batch as batch; "
+        "print(batch.BatchNodeRebootOptions is public.BatchNodeRebootOptions)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", moved], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr

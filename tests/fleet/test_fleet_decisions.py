@@ -385,8 +385,9 @@ def test_never_beyond_the_bounds_and_never_a_render(case: tuple[ScaleView, Bound
         else:
             since = memory.unused_since.get(node_id, scale.now)
             assert lasting or scale.now - since >= limit
-    # The surplus clock runs only while there is a surplus, from its first round.
-    if surplus:
+    # The surplus clock runs only while there is a surplus, from its first round, and
+    # stops when the round's removals end it.
+    if surplus > (len(removed) if scale.steady else 0):
         assert plan.memory.surplus_since == (
             scale.now if memory.surplus_since is None else memory.surplus_since
         )

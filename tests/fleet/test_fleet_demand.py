@@ -71,7 +71,7 @@ def test_a_video_is_demand_once_its_renders_are_done() -> None:
 def test_a_paused_jobs_running_task_keeps_its_worker_busy() -> None:
     paused = render_job("pause-requested", frames=("active", "paused", "paused"), video="paused")
     queue = QueueRead((paused,))
-    assert queue.running() == {"w1": "render-0"}
+    assert queue.running == {"w1": "render-0"}
     demand = assess(queue, {"w1": False})
     assert (demand.waiting, demand.running, demand.total) == (0, 1, 1)
     # A worker of another pool renders it: not this pool's demand.
