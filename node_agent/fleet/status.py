@@ -102,13 +102,14 @@ def stale_agent(node: NodeView, state: Optional[AgentView], now: float) -> Optio
         return None
     start = node.start_task
     if start.state == "completed":
-        return f"node-agent ended (start task exit {start.exit_code}) while saying {state.phase}"
+        why = f"start task exit {start.exit_code}"
+        return f"the last word of a node-agent that ended ({why}) while {state.phase}"
     if (
         start.started is not None
         and state.updated_at < start.started
         and now - start.started > FIRST_WRITE
     ):
-        return "written by an earlier run of the start task"
+        return "from an earlier run of the start task"
     return None
 
 

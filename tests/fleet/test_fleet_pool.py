@@ -104,9 +104,14 @@ def test_heal_reboots_a_node_whose_agent_died_and_its_worker_comes_back(  # noqa
         wait_until(lambda: _fleet(fleet_env, pool, "status").returncode == 0, 120, "a healthy pool")
         after = json.loads(_fleet(fleet_env, pool, "status", "--json").stdout)
         assert [n["health"] for n in after["nodes"]] == ["idle", "idle"]
+        # A node a resize adds joins as Batch's would: laid out, its start task run.
+        with pool.batch.lock:
+            pool.batch.account.resize(pool.pool_id, None, 2)
+        pool.batch.settle()
+        wait_until(lambda: _awake(manager, 3), 90, "the new node's worker")
     finally:
         codes = pool.stop()
-    assert codes == [0, 0]
+    assert codes == [0, 0, 0]
     assert "Traceback" not in capfd.readouterr().err  # the stand-ins too, as nodes died
 
 

@@ -51,7 +51,8 @@ def test_a_killed_agent_is_stale_not_running(
     _, out, _ = fleet(capsys, "status", "--wide")
     row = _rows(out)[killed.id]
     assert "stale: running, " in row and " old" in row and row.endswith("failed")
-    assert f"stale: {killed.id}: its state file is node-agent ended (start task exit -9)" in out
+    note = f"stale: {killed.id}: its state file is the last word of a node-agent that ended"
+    assert f"{note} (start task exit -9) while running" in out
     earlier = farm.node()  # its start task ran again since the file was written
     assert earlier.root is not None and earlier.start_task is not None
     _iso_state(earlier.root, farm.name(earlier), updated_at=iso(time.time() - 3600))
@@ -59,10 +60,10 @@ def test_a_killed_agent_is_stale_not_running(
     farm.worker(earlier)
     code, out, _ = fleet(capsys, "status", "--wide")
     assert code == 6 and _rows(out)[earlier.id].endswith("stale")
-    assert "written by an earlier run of the start task" in out
+    assert "its state file is from an earlier run of the start task" in out
     document = json.loads(fleet(capsys, "status", "--json")[1])
     nodes = {n["id"]: n for n in document["nodes"]}
-    assert nodes[killed.id]["agent"]["stale"].startswith("node-agent ended")
+    assert nodes[killed.id]["agent"]["stale"].startswith("the last word of a node-agent")
     assert f"{earlier.id}: stale" in document["attention"]
 
 
