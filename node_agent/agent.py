@@ -35,6 +35,7 @@ from node_agent.manager.wait import ManagerCheck
 from node_agent.manager.worker_ids import WorkerIds
 from node_agent.node.env import BatchEnv
 from node_agent.node.flavour import Flavour
+from node_agent.node.gpus import effective_worker_tags
 from node_agent.runtime import proctree
 from node_agent.runtime.health import HealthWatch, disk_floor
 from node_agent.runtime.holds import Holds
@@ -105,9 +106,10 @@ def run(
                 ids = None
                 if settings.worker_name is not None:  # other nodes may have it too
                     ids = WorkerIds(plan.layout.worker_ids())
-                keeper = IdentityKeeper(
-                    api, credentials, plan.worker_name, settings.worker_tags, ids=ids
-                ).start()
+                tags = effective_worker_tags(
+                    settings.worker_tags, settings.gpu_tags, environ.get("PATH", os.defpath)
+                )
+                keeper = IdentityKeeper(api, credentials, plan.worker_name, tags, ids=ids).start()
             status = None
             if plan.flavour.flavour is Flavour.V3:
                 status = StatusRequests(

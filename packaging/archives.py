@@ -15,11 +15,9 @@ import lzma
 import os
 import shutil
 import stat
-import subprocess
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -233,67 +231,3 @@ def read_release(path: Path, staging: Staging) -> Tree:
         f"{path}: neither a tar archive (.tar.xz, .tar.gz, .tar.bz2) nor a .zip; pass "
         "the release as downloaded, or the folder it unpacks to"
     )
-
-
-def _ar_members(deb: IO[bytes], origin: str) -> Iterator[tuple[str, int]]:
-    """The (name, size) of each member of an ar archive, the stream left at the
-    member's data. The format: a magic line, then per member a 60-byte header
-    (name 16, dates and ids 32, size 10, then a backquote and a newline) and the
-    data, padded to an even length."""
-    if deb.read(8) != b"!<arch>\n":
-        raise ArchiveError(f"{origin}: not a .deb (no ar archive header)")
-    while True:
-        header = deb.read(60)
-        if not header:
-            return
-        try:
-            if len(header) < 60 or header[58:60] != b"`\n":
-                raise ValueError("bad header")
-            size = int(header[48:58])
-        except ValueError:
-            raise ArchiveError(f"{origin}: a damaged .deb; download it again") from None
-        start = deb.tell()
-        yield header[:16].decode("ascii", "replace").strip().rstrip("/"), size
-        deb.seek(start + size + size % 2)
-
-
-def read_deb(path: Path, staging: Staging) -> Tree:
-    """The files a ``.deb`` installs (its ``data.tar.*``), read without dpkg. A
-    zstd-compressed one (Ubuntu since 21.10) needs the ``zstd`` command."""
-    with path.open("rb") as deb:
-        for name, size in _ar_members(deb, str(path)):
-            if not name.startswith("data.tar"):
-                continue
-            kept = staging.folder / f"{path.name}.{name}"
-            with kept.open("xb") as out:
-                remaining = size
-                while remaining:
-                    chunk = deb.read(min(CHUNK, remaining))
-                    if not chunk:
-                        raise ArchiveError(f"{path}: truncated; download it again")
-                    out.write(chunk)
-                    remaining -= len(chunk)
-            if name.endswith(".zst"):
-                kept = _unzstd(kept, path)
-            return read_tar(kept, staging, f"{path}:{name}")
-    raise ArchiveError(f"{path}: a .deb without data.tar; download it again")
-
-
-def _unzstd(compressed: Path, deb: Path) -> Path:
-    zstd = shutil.which("zstd")
-    if zstd is None:
-        raise ArchiveError(
-            f"{deb}: its files are zstd-compressed and there is no zstd command here: "
-            "install zstd (apt-get install zstd, brew install zstd), or unpack the .deb "
-            "with dpkg-deb -x and pass the folder holding its libraries"
-        )
-    plain = compressed.with_suffix("")
-    result = subprocess.run(
-        [zstd, "-q", "-d", "-o", str(plain), str(compressed)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ArchiveError(f"{deb}: zstd cannot decompress it ({result.stderr.strip()})")
-    return plain

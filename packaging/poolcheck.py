@@ -61,7 +61,12 @@ def _check_value(hint: Any, value: Any, where: str) -> list[str]:
             p for i, item in enumerate(value) for p in _check_value(args[0], item, f"{where}[{i}]")
         ]
     if origin is dict:
-        return [] if isinstance(value, dict) else [f"{where}: expected an object"]
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object"]
+        # The values too: VMExtension.settings is dict[str, str] in the API's models.
+        return [
+            p for k, item in value.items() for p in _check_value(args[-1], item, f"{where}.{k}")
+        ]
     if isinstance(hint, type) and issubclass(hint, MODEL_BASE):
         return check_model(hint, value, where)
     if hint is datetime.timedelta:

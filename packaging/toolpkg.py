@@ -18,7 +18,6 @@ users download it: what ``packaging/build-tool`` does.
 
 from __future__ import annotations
 
-import filecmp
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from archives import ArchiveError, Entry, Kind, Staging, Tree, read_deb, read_folder, read_release
+from archives import ArchiveError, Entry, Kind, Staging, Tree, read_release
+from syslibs import collect_libraries
 from zipwriter import Source, UnwritableNames, output_folder, write_zip
 
 from node_agent.bootstrap.libraries import SYSTEM_LIBS_DIR
@@ -41,13 +41,7 @@ MIN_FILES = 10_000  # ... and this many in any case
 MAX_BYTES = 16 << 30  # the package's files, uncompressed
 # Executables a package should have besides the one named like it.
 ALSO_EXPECTED = {"ffmpeg": ("ffprobe",)}
-# A shared library where a .deb installs it (/usr/lib/<multiarch>/libX.so.6), or
-# at the top of a folder of libraries.
-LIBRARY = re.compile(
-    r"(?:(?:usr/)?lib(?:32|64)?(?:/[a-z0-9_]+-linux-gnu[a-z0-9_]*)?/)?(lib[^/]*\.so(?:\.\d+)*)"
-)
 ARCHIVE_SUFFIX = re.compile(r"(?:\.tar)?\.(?:xz|gz|bz2|zst)$|\.(?:tgz|txz|tbz2?|zip|tar)$")
-ELF_MAGIC = b"\x7fELF"
 
 
 class LinkProblem(Exception):
@@ -179,69 +173,6 @@ def version_from_name(package_id: str, *names: str) -> Optional[str]:
         if match:
             return match.group(1)
     return None
-
-
-@dataclass(frozen=True)
-class Library:
-    """A shared library to bundle: its bytes, and where it came from."""
-
-    source: Path
-    origin: str
-
-
-def libraries_in(tree: Tree, from_deb: bool) -> tuple[dict[str, Library], list[str]]:
-    """The shared libraries a ``.deb`` installs, or that lie at the top of a folder
-    (or in its lib folders); notes for entries skipped."""
-    found: dict[str, Library] = {}
-    notes: list[str] = []
-    for path, entry in sorted(tree.entries.items()):
-        match = LIBRARY.fullmatch(path)
-        if match is None or entry.is_dir:
-            continue
-        try:
-            real = resolve(tree.entries, path, absolute_from_top=from_deb)
-        except LinkProblem as problem:
-            notes.append(f"{tree.origin}: {path} skipped: it {problem}")
-            continue
-        source = tree.entries[real].source
-        if source is None:
-            continue
-        with source.open("rb") as data:
-            if data.read(4) != ELF_MAGIC:
-                notes.append(f"{tree.origin}: {path} skipped: not an ELF shared library")
-                continue
-        found[match.group(1)] = Library(source, f"{tree.origin}: {path}")
-    return found, notes
-
-
-def collect_libraries(
-    inputs: Sequence[Path], staging: Staging
-) -> tuple[dict[str, Library], list[str]]:
-    """Every library from the ``--libs`` inputs (``.deb`` files, folders of libraries
-    or of ``.deb`` files), by file name; the same name twice with different bytes
-    is refused."""
-    found: dict[str, Library] = {}
-    notes: list[str] = []
-    trees: list[tuple[Tree, bool]] = []
-    for given in inputs:
-        if given.is_dir():
-            trees.append((read_folder(given), False))
-            trees += [(read_deb(deb, staging), True) for deb in sorted(given.glob("*.deb"))]
-        elif given.suffix == ".deb" and given.is_file():
-            trees.append((read_deb(given, staging), True))
-        else:
-            raise ArchiveError(f"--libs {given}: neither a .deb file nor a folder")
-    for tree, from_deb in trees:
-        libraries, skipped = libraries_in(tree, from_deb)
-        notes += skipped
-        for name, library in libraries.items():
-            known = found.setdefault(name, library)
-            if known != library and not filecmp.cmp(known.source, library.source, shallow=False):
-                raise ArchiveError(
-                    f"two different libraries named {name}: {known.origin} and "
-                    f"{library.origin}; give the libraries of one Ubuntu release only"
-                )
-    return found, notes
 
 
 @dataclass(frozen=True)

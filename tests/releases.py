@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -21,6 +22,32 @@ Spec = Union[bytes, tuple[bytes, int], str, None]
 
 ELF_LIBRARY = b"\x7fELF" + b"\0" * 60  # enough of an ELF header for the builder's check
 BUILD_TOOL = Path(__file__).resolve().parent.parent / "packaging" / "build-tool"
+
+
+def elf_library(
+    soname: Union[str, None], payload: bytes = b"", needed: tuple[str, ...] = ()
+) -> bytes:
+    """A small ELF64 shared object as the loader reads one: a header, a PT_LOAD
+    and a PT_DYNAMIC segment whose entries name its soname (none when None) and
+    the libraries it needs; ``payload`` after it tells copies apart."""
+    names = [*needed, *([soname] if soname else [])]
+    strtab = b"\0" + b"".join(n.encode() + b"\0" for n in names)
+    offsets = [1 + sum(len(n.encode()) + 1 for n in names[:i]) for i in range(len(names))]
+    dynamic_at = 64 + 2 * 56
+    entries = [(1, offset) for offset in offsets[: len(needed)]]  # DT_NEEDED
+    if soname:
+        entries.append((14, offsets[-1]))  # DT_SONAME
+    strtab_at = dynamic_at + (len(entries) + 3) * 16
+    entries += [(5, strtab_at), (10, len(strtab)), (0, 0)]  # DT_STRTAB, DT_STRSZ, DT_NULL
+    dynamic = b"".join(struct.pack("<qQ", tag, value) for tag, value in entries)
+    size = strtab_at + len(strtab) + len(payload)
+    header = b"\x7fELF\x02\x01\x01" + b"\0" * 9
+    header += struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, 64, 0, 0, 64, 56, 2, 64, 0, 0)
+    load = struct.pack("<IIQQQQQQ", 1, 4, 0, 0, 0, size, size, 0x1000)
+    dyn = struct.pack(
+        "<IIQQQQQQ", 2, 6, dynamic_at, dynamic_at, dynamic_at, len(dynamic), len(dynamic), 8
+    )
+    return header + load + dyn + dynamic + strtab + payload
 
 
 def build_tool(*args: object) -> subprocess.CompletedProcess[str]:

@@ -173,7 +173,13 @@ class _Planner:
         state = self.node.at(self.layout.link(tool))
         libraries = self.node.libraries.get(target)
         entry = plan_entry(
-            self.layout, tool, target, state, libraries=libraries, libs_dirs=self.node.libs_dirs
+            self.layout,
+            tool,
+            target,
+            state,
+            libraries=libraries,
+            libs_dirs=self.node.libs_dirs,
+            cycles_device=self.settings.cycles_device if tool == "blender" else None,
         )
         self.actions += entry.actions
         self.notes += entry.notes

@@ -14,7 +14,8 @@ Why a folder of links: ``LD_LIBRARY_PATH`` is searched before the system's own
 directories, so the package's whole ``_system_libs/`` there would override
 libraries the node has (an NVIDIA image's ``libGL``, say). The launcher's path is
 instead ``<shared>/.node-agent/libs/<tool>-<hash>/``, holding links to only the
-bundled libraries the loader cannot find on this node. It is named after what it
+bundled libraries the loader cannot find on this node: all of those, including the
+ones the tool loads at run time (``dlopen``) that ``ldd`` never shows. It is named after what it
 holds and made complete before the launcher points at it, so a re-run keeps it,
 a change makes a new one, and the launcher switches over in one rename; folders
 no launcher uses any more are removed.
@@ -41,17 +42,40 @@ LAUNCHER_MODE = 0o755
 _LIBS_DIR_NAME = re.compile(r"(.+)-[0-9a-f]{12}")
 
 
-def render_launcher(tool: str, executable: str, libs_dir: str) -> bytes:
-    """The launcher script for ``tool``."""
-    return (
-        "#!/bin/sh\n"
-        f"{LAUNCHER_MARK} for {tool}: runs the package's own binary (so it finds its\n"
-        "# data beside it) with the package's libraries that this node's system lacks.\n"
-        "# Written by node-agent bootstrap, rewritten on every deployment.\n"
-        f"LD_LIBRARY_PATH={shlex.quote(libs_dir)}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n"
-        "export LD_LIBRARY_PATH\n"
-        f'exec {shlex.quote(executable)} "$@"\n'
-    ).encode()
+def render_launcher(
+    tool: str, executable: str, libs_dir: Optional[str], cycles_device: Optional[str] = None
+) -> bytes:
+    """The launcher script for ``tool``: the package's libraries on the loader's
+    path (``libs_dir``), and for Blender the Cycles device override, if any."""
+    why = []
+    lines = []
+    if libs_dir is not None:
+        why.append("with the package's libraries that this node's system lacks")
+        lines += [
+            f"LD_LIBRARY_PATH={shlex.quote(libs_dir)}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}",
+            "export LD_LIBRARY_PATH",
+        ]
+    exe = shlex.quote(executable)
+    if cycles_device is not None:
+        # Cycles reads its own arguments after the first "--" (Blender's manual,
+        # "Command Line Rendering"): add one only if the caller gave none.
+        why.append(f"rendering Cycles on {cycles_device} (cycles_device)")
+        device = shlex.quote(cycles_device)
+        lines += [
+            "for arg do",
+            f'    if [ "$arg" = -- ]; then exec {exe} "$@" --cycles-device {device}; fi',
+            "done",
+            f'exec {exe} "$@" -- --cycles-device {device}',
+        ]
+    else:
+        lines.append(f'exec {exe} "$@"')
+    head = [
+        "#!/bin/sh",
+        f"{LAUNCHER_MARK} for {tool}: runs the package's own binary (so it finds its",
+        f"# data beside it) {' and '.join(why)}.",
+        "# Written by node-agent bootstrap, rewritten on every deployment.",
+    ]
+    return "".join(f"{line}\n" for line in (*head, *lines)).encode()
 
 
 def launcher_target(content: Optional[bytes]) -> Optional[str]:
@@ -122,27 +146,38 @@ def plan_entry(
     *,
     libraries: Optional[LibraryReport],
     libs_dirs: Collection[str],
+    cycles_device: Optional[str] = None,
 ) -> EntryPlan:
     """The entry for ``tool``: a link to ``executable``, or a launcher with the
     package's libraries this node lacks (``libraries``: what the loader said;
-    ``libs_dirs``: the folders of links already there)."""
+    ``libs_dirs``: the folders of links already there) and, for Blender, the
+    Cycles device to render on (``cycles_device``)."""
     path = layout.link(tool)
-    needed = libraries.covered if libraries else ()
-    if not needed:
-        plan = _link(layout, tool, executable, state)
-        if libraries and libraries.bundled:
-            note = f"{tool}: the system has every library it needs; the bundled ones are unused"
-            plan = replace(plan, notes=(note,))
-        return plan
-    assert libraries is not None and libraries.bundle_dir is not None
-    links = tuple((lib, posixpath.join(libraries.bundle_dir, lib)) for lib in needed)
-    name = libs_dir_name(tool, executable, links)
-    libs_dir = posixpath.join(layout.libs_dir, name)
-    if name in libs_dirs:
-        libs = Action(ActionKind.KEEP, libs_dir, "already holds these libraries")
-    else:
-        libs = Action(ActionKind.LINK_LIBRARIES, libs_dir, ", ".join(needed), links=links)
-    content = render_launcher(tool, executable, libs_dir)
+    needed = libraries.exposed if libraries else ()
+    notes: list[str] = []
+    if not needed and libraries and libraries.bundled:
+        notes.append(f"{tool}: the system has every library it needs; the bundled ones are unused")
+    if not needed and cycles_device is None:
+        return replace(_link(layout, tool, executable, state), notes=tuple(notes))
+    actions: list[Action] = []
+    libs_dir = None
+    if needed:
+        assert libraries is not None and libraries.bundle_dir is not None
+        links = tuple((lib, posixpath.join(libraries.bundle_dir, lib)) for lib in needed)
+        name = libs_dir_name(tool, executable, links)
+        libs_dir = posixpath.join(layout.libs_dir, name)
+        if name in libs_dirs:
+            actions.append(Action(ActionKind.KEEP, libs_dir, "already holds these libraries"))
+        else:
+            actions.append(
+                Action(ActionKind.LINK_LIBRARIES, libs_dir, ", ".join(needed), links=links)
+            )
+        notes.append(
+            f"{tool}: runs with the package's {', '.join(needed)} (not on this node's system)"
+        )
+    if cycles_device is not None:
+        notes.append(f"{tool}: renders Cycles on {cycles_device} (cycles_device)")
+    content = render_launcher(tool, executable, libs_dir, cycles_device)
     reason = _replaceable(layout, state)
     if state.kind is Kind.FILE and state.content == content and state.mode == LAUNCHER_MODE:
         entry = Action(ActionKind.KEEP, path, f"launcher for {executable}")
@@ -151,8 +186,7 @@ def plan_entry(
         entry = Action(ActionKind.WRITE_FILE, path, reason, content=content, mode=LAUNCHER_MODE)
     else:
         return _foreign(path, tool, state)
-    note = f"{tool}: runs with the package's {', '.join(needed)} (not on this node's system)"
-    return EntryPlan((libs, entry), (note,), (), libs_dir)
+    return EntryPlan((*actions, entry), tuple(notes), (), libs_dir)
 
 
 def stale_libs_dirs(

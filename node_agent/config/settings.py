@@ -58,6 +58,8 @@ class Settings:
     storage_mounts: tuple[str, ...]  # relative to AZ_BATCH_NODE_MOUNTS_DIR
     storage_wait_cap: float
     install_system_packages: bool
+    gpu_tags: tuple[str, ...]  # added to worker_tags when the node has a usable GPU
+    cycles_device: Optional[str]  # Blender's --cycles-device override (None: the .blend's)
     sources: tuple[tuple[str, str], ...]
 
     def source(self, key: str) -> str:

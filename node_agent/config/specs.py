@@ -248,6 +248,23 @@ SPECS = (
         False,
         "admin start tasks only: apt-get install the system libraries the tools lack",
     ),
+    Spec(
+        "gpu_tags",
+        "NODE_AGENT_GPU_TAGS",
+        "--gpu-tags",
+        values.tag_names,
+        (),
+        "v3: Manager tags added to worker_tags when nvidia-smi finds a GPU (comma separated)",
+        many=True,
+    ),
+    Spec(
+        "cycles_device",
+        "NODE_AGENT_CYCLES_DEVICE",
+        "--cycles-device",
+        values.cycles_device,
+        None,
+        "render Cycles on this device whatever the .blend says: OPTIX, CUDA, HIP, ONEAPI, CPU",
+    ),
 )
 
 

@@ -69,6 +69,23 @@ def tag_names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in re.split(r"[,\n]", text) if n.strip()))
 
 
+# Blender's --cycles-device values (docs.blender.org, "Command Line Rendering",
+# Cycles); "+CPU" after a GPU type renders on the CPU too.
+CYCLES_DEVICES = ("CPU", "CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
+
+
+def cycles_device(text: str) -> Optional[str]:
+    value = text.strip().upper()
+    if value in ("", "NONE", "OFF"):
+        return None
+    device, _, plus = value.partition("+")
+    if device not in CYCLES_DEVICES or plus not in ("", "CPU") or (plus and device == "CPU"):
+        raise ValueError(
+            f"expected one of {', '.join(CYCLES_DEVICES)} (a GPU type may add +CPU), or none"
+        )
+    return value
+
+
 def oom_score_adjust(text: str) -> Optional[int]:
     if text.strip().lower() in ("none", "off"):
         return None

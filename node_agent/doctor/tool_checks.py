@@ -1,6 +1,6 @@
 """Checks of the packages and the executables in them: present, executable, the
-shared libraries they need, and really running (blender, ffmpeg, ffprobe,
-nvidia-smi)."""
+shared libraries they need, and really running (blender, ffmpeg, ffprobe); the
+GPUs, as the driver and as Blender's Cycles see them."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from node_agent.bootstrap.worker_ffmpeg import find_bundled
 from node_agent.doctor.context import NEEDS_ENV, Context
 from node_agent.doctor.report import Row, Status
 from node_agent.node.flavour import Flavour
+from node_agent.node.gpus import nvidia_gpus, with_gpu_tags
 from node_agent.node.layout import WORKER_EXECUTABLE
 
 TOOL_TIMEOUT = 20.0  # seconds for blender --version and friends
@@ -216,12 +217,29 @@ def _library_row(tool: str, executable: str) -> Row:
         return Row(name, Status.SKIPPED, "no ldd on this node to ask the loader")
     if not answer.dynamic:
         return Row(name, Status.OK, "not dynamically linked (a static build or a script)")
+    fix = (
+        "bundle them (apt-get download {} on the pool's Ubuntu release, then "
+        f"packaging/build-tool {tool} RELEASE --libs DIR), use an image that has them, or "
+        "set install_system_packages on a pool whose start task runs as admin"
+    )
+    unmet = [(lib, by) for lib, by in answer.unmet if lib not in answer.uncovered]
+    if not answer.uncovered and unmet:
+        needs = ", ".join(f"{lib} (needed by the bundled {by})" for lib, by in unmet)
+        packages = " ".join(sorted({package_for(lib) or lib for lib, _ in unmet}))
+        return Row(
+            name,
+            Status.WARNING,
+            f"neither the system nor the package has {needs}: loading those at run time fails",
+            fix.format(packages),
+        )
+    exposed = f"; the package brings {', '.join(answer.exposed)}" if answer.exposed else ""
     if not answer.missing:
         unused = f"; the package's {len(answer.bundled)} bundled ones are unused"
         return Row(
             name,
             Status.OK,
-            "the system has every library it needs" + (unused if answer.bundled else ""),
+            "the system has every library it links"
+            + (exposed or (unused if answer.bundled else "")),
         )
     found = f"the system lacks {with_packages(answer.missing)}"
     if not answer.uncovered:
@@ -232,43 +250,115 @@ def _library_row(tool: str, executable: str) -> Row:
         name,
         Status.FAILED,
         f"{found}{covered}; not covered: {', '.join(answer.uncovered)}",
-        f"bundle them (apt-get download {lacking} on the pool's Ubuntu release, then "
-        f"packaging/build-tool {tool} RELEASE --libs DIR), use an image that has them, or "
-        "set install_system_packages on a pool whose start task runs as admin",
+        fix.format(lacking),
     )
 
 
-def check_gpus(ctx: Context) -> list[Row]:
-    """GPUs visible to the node (GPU pools)."""
-    smi = shutil.which("nvidia-smi", path=ctx.environ.get("PATH", os.defpath))
-    if smi is None:
-        return [Row("gpus", Status.SKIPPED, "no nvidia-smi: not a GPU pool")]
+# What Cycles would render on, asked of Blender itself through the tool's entry on
+# PATH (its launcher, libraries and all): the devices of each GPU type the Cycles
+# add-on's preferences list on this node.
+BLENDER_DEVICES = """
+import bpy
+prefs = bpy.context.preferences.addons["cycles"].preferences
+for kind in ("CUDA", "OPTIX"):
+    try:
+        names = [d.name for d in prefs.get_devices_for_type(kind) if d.type == kind]
+    except Exception as exc:
+        names = ["?" + type(exc).__name__]
+    print("node-agent-devices", kind, "|".join(names))
+"""
+DRIVER_FIX = (
+    "create the pool with make-pool's gpu: true (the NVIDIA driver extension), and check "
+    "the node's extension status (az batch node show ... --query 'extensions' or "
+    "/var/log/azure/nvidia-vmext-status)"
+)
+
+
+def _wants_gpu(ctx: Context) -> bool:
+    settings = ctx.settings
+    device = (settings.cycles_device or "") if settings else ""
+    return bool(settings and settings.gpu_tags) or device.split("+")[0] not in ("", "CPU")
+
+
+def blender_devices(output: str) -> dict[str, tuple[str, ...]]:
+    """GPU type -> device names, from the output of ``BLENDER_DEVICES``."""
+    found: dict[str, tuple[str, ...]] = {}
+    for line in output.splitlines():
+        words = line.split(" ", 2)
+        if len(words) >= 2 and words[0] == "node-agent-devices":
+            names = words[2] if len(words) == 3 else ""
+            found[words[1]] = tuple(n for n in names.split("|") if n)
+    return found
+
+
+def _blender_row(path: str) -> Row:
+    name = "gpu blender"
+    blender = shutil.which("blender", path=path)
+    if blender is None:
+        return Row(name, Status.SKIPPED, "blender is not on PATH (see its own row)")
     try:
         result = subprocess.run(
-            [smi, "-L"],
+            [blender, "-b", "--factory-startup", "--python-expr", BLENDER_DEVICES],
             capture_output=True,
             text=True,
             errors="replace",
             timeout=TOOL_TIMEOUT,
+            env={"PATH": path},
             check=False,
         )
     except (subprocess.TimeoutExpired, OSError) as exc:
-        return [
+        return Row(name, Status.FAILED, f"{blender}: {exc}", "run it by hand on the node")
+    devices = blender_devices(result.stdout)
+    if not devices:
+        said = (result.stderr or result.stdout).strip().splitlines()[-1:]
+        return Row(
+            name,
+            Status.FAILED,
+            f"Blender listed no Cycles devices (exit {result.returncode}"
+            + (f": {said[0][:200]}" if said else "")
+            + ")",
+            "run blender -b --python-expr on the node to see why",
+        )
+    shown = "; ".join(f"{k}: {', '.join(v) or 'none'}" for k, v in sorted(devices.items()))
+    if not any(devices.values()):
+        return Row(
+            name,
+            Status.FAILED,
+            f"Cycles sees no GPU ({shown}): GPU jobs would fail or render on the CPU",
+            "check the driver (the gpus row) and that this Blender supports the GPU",
+        )
+    return Row(name, Status.OK, shown)
+
+
+def check_gpus(ctx: Context) -> list[Row]:
+    """The NVIDIA driver and its GPUs, what Cycles sees of them (CUDA, OptiX), and
+    the GPU tags the worker gets."""
+    path = ctx.environ.get("PATH", os.defpath)
+    report = nvidia_gpus(path)
+    wanted = _wants_gpu(ctx)
+    settings = ctx.settings
+    rows = []
+    if report.gpus:
+        gpus = "; ".join(
+            g.name + (f" ({g.memory_mib} MiB)" if g.memory_mib else "") for g in report.gpus
+        )
+        rows.append(Row("gpus", Status.OK, f"NVIDIA {report.driver}: {gpus}"))
+        rows.append(_blender_row(path))
+    elif report.smi is None and not wanted:
+        rows.append(Row("gpus", Status.SKIPPED, f"{report.problem}: not a GPU pool"))
+    else:
+        expected = " (cycles_device or gpu_tags expects one)" if wanted else ""
+        rows.append(Row("gpus", Status.FAILED, f"{report.problem}{expected}", DRIVER_FIX))
+    if settings is not None and settings.gpu_tags:
+        tags = with_gpu_tags(settings.worker_tags, settings.gpu_tags, report)
+        added = report.gpus and ", ".join(settings.gpu_tags)
+        rows.append(
             Row(
-                "gpus",
-                Status.FAILED,
-                f"nvidia-smi failed: {exc}",
-                "check the NVIDIA driver (a GPU VM image or driver extension)",
+                "gpu tags",
+                Status.OK if report.gpus else Status.WARNING,
+                (f"adds {added}" if added else "adds none (no GPU)")
+                + f": a new registration gets {', '.join(tags) or 'no tags'}",
+                None if report.gpus else DRIVER_FIX,
             )
-        ]
-    gpus = [line for line in result.stdout.splitlines() if line.startswith("GPU ")]
-    if result.returncode != 0 or not gpus:
-        return [
-            Row(
-                "gpus",
-                Status.FAILED,
-                (result.stderr or result.stdout).strip()[:200],
-                "check the NVIDIA driver (a GPU VM image or driver extension)",
-            )
-        ]
-    return [Row("gpus", Status.OK, f"{len(gpus)}: " + "; ".join(gpus))]
+        )
+    return rows

@@ -16,8 +16,14 @@ from pathlib import Path
 import pytest
 
 from node_agent import bootstrap, doctor
+from node_agent.bootstrap import libraries
 from node_agent.bootstrap.actions import ActionKind
-from node_agent.bootstrap.libraries import LIBRARY_PACKAGES, parse_ldd
+from node_agent.bootstrap.libraries import (
+    LIBRARY_PACKAGES,
+    found_by_loader,
+    interpreter_of,
+    parse_ldd,
+)
 from node_agent.bootstrap.survey import survey
 from node_agent.cli import main
 from node_agent.config.settings import load_settings
@@ -215,6 +221,21 @@ def test_parse_ldd() -> None:
     assert parse_ldd(output) == (True, ("libXi.so.6", "libGL.so.1"))
     assert parse_ldd("\tnot a dynamic executable\n") == (False, ())
     assert parse_ldd("\tstatically linked\n") == (False, ())
+    traced = output + "\t/lib64/ld-linux-x86-64.so.2 (0x00007f4d)\n"
+    assert interpreter_of(traced) == "/lib64/ld-linux-x86-64.so.2"
+    assert interpreter_of(output) is None
+    assert found_by_loader(traced) == {"libm.so.6"}
+
+
+@needs_cc
+def test_when_the_loader_cannot_be_asked_only_what_ldd_misses_is_used(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = _node(tmp_path / "root", built.with_libs)
+    executable = str(node.package_dir("blender") / "blender")
+    monkeypatch.setattr(libraries, "interpreter_of", lambda output: None)
+    answer = libraries.report(executable)
+    assert answer is not None and answer.lacking == () and answer.exposed == (GREETING,)
 
 
 @needs_cc

@@ -309,3 +309,176 @@ def test_simulated_node_says_when_it_cannot_mount(
     assert node.storage_note.startswith("NOT simulated: unshare: Operation not permitted")
     assert node.environ["NODE_AGENT_STORAGE_MOUNTS"] == ""
     assert (tmp_path / "batch" / "tasks" / "fsmounts" / "flamenco").is_dir()
+
+
+def _make_pool_text(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """make-pool on an input written as it is, with its memory capped (1 GiB): a
+    YAML bomb must be refused, not fill the machine."""
+    import resource
+
+    source = tmp_path / "input.yaml"
+    source.write_text(text)
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return subprocess.run(
+        [sys.executable, str(MAKE_POOL), "--input", str(source)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+        preexec_fn=cap,
+    )
+
+
+def _bomb(key: str) -> str:
+    """A "billion laughs" document: nine levels of ten aliases each, at ``key``."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, 10):
+        aliases = ", ".join([f"*a{level - 1}"] * 10)
+        lines.append(f"a{level}: &a{level} [{aliases}]")
+    document = yaml.safe_dump({k: v for k, v in INPUTS["nfs"].items() if k != key})
+    return "\n".join(lines) + f"\n{document}{key}: *a9\n"
+
+
+@pytest.mark.parametrize("key", ["spot_nodes", "packages"])
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path, key: str) -> None:
+    result = _make_pool_text(tmp_path, _bomb(key))
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "a YAML alias (*name) is not accepted here: write the value out" in result.stderr
+    assert "at line 2, column" in result.stderr  # the first alias
+    assert "Traceback" not in result.stderr and len(result.stderr) < 2000
+    assert list(tmp_path.iterdir()) == [tmp_path / "input.yaml"]
+
+
+def test_deep_nesting_and_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    deep = _make_pool_text(tmp_path, "spot_nodes: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    assert deep.returncode == 3, deep.stderr[-2000:]
+    assert "nested more than 20 levels deep" in deep.stderr
+    assert "Traceback" not in deep.stderr and len(deep.stderr) < 2000
+
+    twice = yaml.safe_dump(INPUTS["nfs"]) + "spot_nodes: 500\n"
+    line = twice.splitlines().index("spot_nodes: 10") + 1
+    dup = _make_pool_text(tmp_path, twice)
+    assert dup.returncode == 3, dup.stderr
+    assert (
+        f"the key 'spot_nodes' is given twice (first at line {line}); YAML would keep only "
+        "the last: remove one" in dup.stderr
+    )
+
+
+def test_messages_never_quote_a_whole_value(tmp_path: Path) -> None:
+    document = {
+        **INPUTS["nfs"],
+        "spot_nodes": list(range(50_000)),
+        "pool_id": "x" * 100_000,
+        "packages": {"blender": ["4.2"] * 1000, "flamenco-worker": None},
+    }
+    result = _make_pool_text(tmp_path, yaml.safe_dump(document))
+    assert result.returncode == 3
+    err = result.stderr
+    assert "spot_nodes: a list of 50000 item(s): expected a whole number of nodes" in err
+    assert "pool_id: 'xxxxxxxx" in err and "...' is not valid here" in err
+    assert "packages.blender: expected a version, or null" in err
+    assert len(err) < 3000, len(err)
+
+
+def test_help_gives_defaults_exit_codes_and_an_example() -> None:
+    result = subprocess.run(
+        [sys.executable, str(MAKE_POOL), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},  # one line per option
+    )
+    assert result.returncode == 0
+    out = result.stdout
+    assert "(default: <pool_id>.json here)" in out
+    assert "exit codes:" in out and "  3  invalid input" in out and "  1  the SDK check" in out
+    assert "packaging/make-pool --input pool.yaml --out pool.json" in out
+
+
+GPU_T4 = {**INPUTS["nfs"], "vm_size": "Standard_NC8as_T4_v3", "gpu": True}
+DRIVER = {
+    "name": "NvidiaGpuDriverLinux",
+    "publisher": "Microsoft.HpcCompute",
+    "type": "NvidiaGpuDriverLinux",
+    "typeHandlerVersion": "1.6",
+    "autoUpgradeMinorVersion": True,
+}
+
+
+@pytest.mark.parametrize(
+    "vm_size, settings",
+    [("Standard_NC8as_T4_v3", {"installGridNC": "true"}), ("Standard_NV36ads_A10_v5", None)],
+)
+def test_a_gpu_pool_gets_the_driver_and_renders_cycles_on_the_gpu(
+    vm_size: str, settings: Any
+) -> None:
+    body = _generate({**GPU_T4, "vm_size": vm_size, "gpu_tags": ["Cycles GPU", "EEVEE"]})
+    assert poolcheck.check_pool(body) == []
+    machine = body["virtualMachineConfiguration"]
+    assert machine["imageReference"]["offer"] == "ubuntu-24_04-lts"
+    assert machine["extensions"] == [{**DRIVER, **({"settings": settings} if settings else {})}]
+    env = {s["name"]: s["value"] for s in body["startTask"]["environmentSettings"]}
+    assert env["NODE_AGENT_CYCLES_DEVICE"] == "OPTIX"
+    assert env["NODE_AGENT_GPU_TAGS"] == "Cycles GPU, EEVEE"
+    assert body["startTask"]["userIdentity"]["autoUser"]["elevationLevel"] == "nonadmin"
+
+
+def test_a_cpu_pool_has_no_driver() -> None:
+    body = _generate(copy.deepcopy(INPUTS["nfs"]))
+    assert "extensions" not in body["virtualMachineConfiguration"]
+    names = {s["name"] for s in body["startTask"]["environmentSettings"]}
+    assert not names & {"NODE_AGENT_CYCLES_DEVICE", "NODE_AGENT_GPU_TAGS"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"gpu": None},
+            "gpu: vm_size Standard_NC8as_T4_v3 has NVIDIA GPUs: set gpu: true",
+        ),
+        (
+            {"vm_size": "Standard_NC24ads_A100_v4"},
+            "gpu: vm_size Standard_NC24ads_A100_v4: NVIDIA's driver extension has no Ubuntu "
+            "24.04 driver for its family; make-pool provisions NCasT4_v3 (NVIDIA T4) and "
+            "NVadsA10_v5 (NVIDIA A10) sizes",
+        ),
+        ({"vm_size": "standard_d16s_v5"}, "vm_size standard_d16s_v5: it has no NVIDIA GPU"),
+        ({"vm_size": "Standard_NV8as_v4"}, "vm_size Standard_NV8as_v4: it has no NVIDIA GPU"),
+        ({"gpu": "yes"}, "gpu: 'yes': expected true or false"),
+        ({"gpu": False, "gpu_tags": "Cycles GPU"}, "gpu_tags: only for a GPU pool (gpu: true)"),
+        ({"gpu_tags": [1, 2]}, "gpu_tags: expected tag names"),
+    ],
+)
+def test_gpu_input_mistakes_are_named(change: dict[str, Any], message: str) -> None:
+    document = {**GPU_T4, **change}
+    if change.get("gpu", True) is None:
+        del document["gpu"]
+    pool, problems = load_input(document)
+    assert pool is None
+    assert any(message in str(p) for p in problems), problems
+
+
+def test_make_pool_summarises_a_gpu_pool(tmp_path: Path) -> None:
+    result = _make_pool(tmp_path, {**GPU_T4, "gpu_tags": "Cycles GPU"}, "--out", "gpu.json")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "  GPU: NVIDIA T4 (NCasT4_v3): NVIDIA's driver extension, Cycles on OPTIX, tags "
+        "Cycles GPU where the driver lists a GPU" in result.stdout
+    )
+    assert "checked against azure-batch 15." in result.stdout
+
+
+def test_the_check_reads_extension_settings_as_the_api_types_them() -> None:
+    body = _generate(copy.deepcopy(GPU_T4))
+    body["virtualMachineConfiguration"]["extensions"][0]["settings"] = {"installGridNC": True}
+    assert poolcheck.check_pool(body) == [
+        "pool.virtualMachineConfiguration.extensions[0].settings.installGridNC: True is not "
+        "a JSON str"
+    ]

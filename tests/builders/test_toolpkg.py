@@ -4,7 +4,6 @@ refuse."""
 
 from __future__ import annotations
 
-import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -17,7 +16,6 @@ from tests.releases import (
     ELF_LIBRARY,
     Spec,
     build_tool,
-    write_deb,
     write_folder,
     write_tar,
     write_zip,
@@ -216,68 +214,6 @@ def test_static_ffmpeg_build(tmp_path: Path) -> None:
     entries = _entries(tmp_path / "ffmpeg.zip")
     assert sorted(entries) == ["ffmpeg", "ffprobe", "readme.txt"]
     assert stat.S_IMODE(_mode(entries["ffprobe"])) == 0o755
-
-
-def _libraries_deb(path: Path, data_name: str = "data.tar.xz") -> Path:
-    lib = "./usr/lib/x86_64-linux-gnu"
-    return write_deb(
-        path,
-        {
-            "./usr/": None,
-            f"{lib}/libXi.so.6.1.0": ELF_LIBRARY + b"Xi",
-            f"{lib}/libXi.so.6": "->libXi.so.6.1.0",
-            f"{lib}/libXalias.so.6": f"->/{lib[2:]}/libXi.so.6.1.0",  # absolute, as debs may
-            f"{lib}/libXi.so": "->libXi.so.6.1.0.missing",  # a -dev link: skipped
-            "./usr/share/doc/libxi6/copyright": b"MIT\n",
-        },
-        data_name,
-    )
-
-
-def test_libraries_from_debs_go_to_the_private_folder(tmp_path: Path) -> None:
-    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
-    folder = tmp_path / "debs"
-    folder.mkdir()
-    _libraries_deb(folder / "libxi6_1.8.1-1_amd64.deb")
-    loose = tmp_path / "loose"
-    write_folder(loose, {"libICE.so.6": ELF_LIBRARY + b"ICE", "notes.txt": b"not a library\n"})
-    result = build_tool(
-        "blender", release, "--libs", folder, "--libs", loose, "--out", tmp_path / "b.zip"
-    )
-    assert result.returncode == 0, result.stderr
-    entries = _entries(tmp_path / "b.zip")
-    libs = {n: i for n, i in entries.items() if n.startswith("_system_libs/")}
-    assert sorted(libs) == [
-        "_system_libs/libICE.so.6",
-        "_system_libs/libXalias.so.6",
-        "_system_libs/libXi.so.6",
-        "_system_libs/libXi.so.6.1.0",
-    ]
-    assert all(stat.S_IMODE(_mode(i)) == 0o644 for i in libs.values())
-    with zipfile.ZipFile(tmp_path / "b.zip") as archive:
-        assert archive.read("_system_libs/libXi.so.6") == ELF_LIBRARY + b"Xi"
-    assert "libXi.so skipped: it points to" in result.stdout
-    assert (
-        "bundled libraries: libICE.so.6 libXalias.so.6 libXi.so.6 libXi.so.6.1.0" in result.stdout
-    )
-
-
-@pytest.mark.skipif(shutil.which("zstd") is None, reason="no zstd command to make a .zst deb")
-def test_zstd_compressed_deb(tmp_path: Path) -> None:
-    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
-    deb = _libraries_deb(tmp_path / "libxi6_1.8.1-1_amd64.deb", "data.tar.zst")
-    result = build_tool("blender", release, "--libs", deb, "--out", tmp_path / "b.zip")
-    assert result.returncode == 0, result.stderr
-    assert "_system_libs/libXi.so.6" in _entries(tmp_path / "b.zip")
-
-
-def test_conflicting_libraries_are_refused(tmp_path: Path) -> None:
-    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
-    one = write_folder(tmp_path / "one", {"libXi.so.6": ELF_LIBRARY + b"1"})
-    two = write_folder(tmp_path / "two", {"libXi.so.6": ELF_LIBRARY + b"2"})
-    result = build_tool("blender", release, "--libs", one, "--libs", two)
-    assert result.returncode == 3
-    assert "two different libraries named libXi.so.6" in result.stderr
 
 
 @pytest.mark.parametrize(
