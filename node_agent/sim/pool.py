@@ -54,6 +54,7 @@ class SimulatedPool:
     _events: queue.Queue[Optional[tuple[str, str]]] = field(default_factory=queue.Queue)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: Optional[threading.Thread] = None
+    _stopping: bool = False  # set under _lock: no node is started any more
 
     @property
     def pool_id(self) -> str:
@@ -150,6 +151,8 @@ class SimulatedPool:
         while (event := self._events.get()) is not None:
             kind, node_id = event
             with self._lock:  # the old run's end is not reported, nor mixed with the new
+                if self._stopping:
+                    continue
                 if kind == "added":
                     with self.batch.lock:
                         compute = self.batch.account.pools[self.pool_id].nodes.get(node_id)
@@ -172,11 +175,15 @@ class SimulatedPool:
                 self._boot(node)
 
     def stop(self) -> list[Optional[int]]:
-        """Stop every node (SIGTERM to its start task); their exit codes."""
+        """Stop every node (SIGTERM to its start task); their exit codes. The thread
+        that started restarted nodes ends only after: its end sends them SIGTERM too
+        (``SimulatedNode.start``), and one signal is what a node gets."""
+        with self._lock:
+            self._stopping = True
+            codes = [node.stop() for node in self.nodes]
         self._events.put(None)
         if self._thread is not None:
             self._thread.join()
-        codes = [node.stop() for node in self.nodes]
         self.batch.stop()
         return codes
 
