@@ -4,15 +4,20 @@ bounds, and what earlier rounds remember (``Memory``) in; a ``Plan`` out.
 
 The rules:
 
-- **Target.** ``ceil(tasks / per_node)`` Spot nodes for the queued and running tasks
-  of runnable jobs, never below ``minimum`` nor above ``maximum``. Dedicated nodes
+- **Target.** The demand (``demand.Demand``: the tasks the Manager would hand this
+  pool's workers, and those they run) needs ``ceil(tasks / per_node)`` nodes. The
+  dedicated nodes that can work meet that first; the Spot target is the rest, plus
+  the Spot nodes that failed (until heal replaces them) and those whose idle
+  workers may take none of the waiting tasks (a new node's worker would), never
+  below ``minimum`` nor above ``maximum`` (bounds on Spot nodes). Dedicated nodes
   are left as they are.
 - **Growing** resizes the pool to the target (only while Batch accepts a resize:
   allocation state ``steady``).
 - **Shrinking** takes out only nodes that run no task and have run none for
   ``idle_minutes`` (each node's idle time counts from the first round that saw it
-  idle, so with ``minimum`` 0 the pool reaches zero that long after the last task
-  finished), and never more than the surplus: first nodes that cannot work anyway
+  idle), or once the pool has had more nodes than needed for ``idle_minutes`` any
+  node that runs out of work (the queue is draining, not between two jobs of a
+  burst), and never more than the surplus: first nodes that cannot work anyway
   (preempted, unusable, start task failed, worker offline or in error, still being
   created), then nodes whose idle workers it took offline lazily in an earlier
   round, once those workers are ``offline``. Idle workers (``awake`` or ``asleep``,
@@ -22,7 +27,9 @@ The rules:
 - **Changing course.** When the queue needs nodes again, a lazy stop still pending
   is withdrawn, and a node whose worker already went offline for it is rebooted
   (its start task starts the worker again) unless it is still to be removed.
-- A node whose worker runs a task is never removed, rebooted or taken offline.
+- A node whose worker runs a task is never removed, rebooted or taken offline, and
+  a node whose worker cannot be told apart from another node's (a worker name
+  several nodes share, without the ids that tell them apart) is never acted on.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from node_agent.manager.api import ManagerWorker
 
 # Batch states of a node that runs no worker.
 DOWN = ("preempted", "unusable", "starttaskfailed")
+FAILED = ("unusable", "starttaskfailed")
 # Batch states of a node whose start task has not begun: no worker yet.
 NOT_YET = ("creating", "starting")
 
@@ -60,6 +68,13 @@ class SpotNode:
     worker: Optional[ManagerWorker]  # its current entry on the Manager
     busy: bool  # its worker runs a task
     start_failed: bool = False  # its start task failed: node-agent is not running
+    unfit: bool = False  # its worker is idle but may take none of the waiting tasks
+
+    @property
+    def failed(self) -> bool:
+        """Whether it failed (unusable, start task failed): it takes no work until
+        heal replaces it (a preempted node comes back by itself)."""
+        return self.state in FAILED or self.start_failed
 
     @property
     def down(self) -> bool:
@@ -75,17 +90,21 @@ class ScaleView:
     target: int  # the pool's targetLowPriorityNodes
     steady: bool  # Batch accepts a resize or removal now
     auto_scale: bool  # the pool scales by a formula
-    demand: int  # tasks queued or running
+    demand: int  # tasks for this pool's workers: waiting or running
     nodes: tuple[SpotNode, ...]
+    dedicated: int = 0  # dedicated nodes that can work (they meet demand first)
+    held: Mapping[str, int] = field(default_factory=dict)  # queued tasks not counted: why
 
 
 @dataclass(frozen=True)
 class Memory:
     """What rounds hand on: since when each node has been unused (idle, or unable to
-    work), and the nodes whose workers this scaler asked to go offline."""
+    work), the nodes whose workers this scaler asked to go offline, and since when
+    the pool has had more nodes than needed (None: it has not)."""
 
     unused_since: Mapping[str, float] = field(default_factory=dict)
     draining: frozenset[str] = frozenset()
+    surplus_since: Optional[float] = None
 
 
 class Act(Enum):
@@ -149,32 +168,66 @@ def _ids(nodes: list[SpotNode]) -> tuple[str, ...]:
     return tuple(n.id for n in nodes)
 
 
-def _asleep_first(node: SpotNode) -> int:
-    """Asleep workers go before awake ones: they were taking no work anyway."""
-    return 0 if node.worker is not None and node.worker.status == "asleep" else 1
+def _drain_order(node: SpotNode) -> int:
+    """Unfit workers go first (they can take none of the work), then asleep ones
+    (they were taking no work anyway), then awake ones."""
+    if node.unfit:
+        return 0
+    return 1 if node.worker is not None and node.worker.status == "asleep" else 2
+
+
+def _one_per_worker(nodes: list[SpotNode]) -> list[SpotNode]:
+    """Never two requests to one worker (a worker is one node's)."""
+    seen: set[str] = set()
+    kept = []
+    for node in nodes:
+        if node.worker is not None and node.worker.id not in seen:
+            seen.add(node.worker.id)
+            kept.append(node)
+    return kept
+
+
+def _why(view: ScaleView, bounds: Bounds, needed: int, unfit: int) -> str:
+    why = f"{view.demand} task(s) waiting or running need {needed} node(s)"
+    why += f" at {bounds.per_node} per node"
+    if view.dedicated:
+        why += f", {min(needed, view.dedicated)} of them dedicated"
+    if unfit:
+        why += f"; {unfit} Spot node(s) failed or may take none of the waiting tasks"
+    held = ", ".join(f"{count} {reason}" for reason, count in sorted(view.held.items()))
+    if held:
+        why += f"; not counted: {held}"
+    return f"{why}; Spot bounds {bounds.minimum}..{bounds.maximum}"
 
 
 def decide(view: ScaleView, bounds: Bounds, memory: Memory) -> Plan:
     """The round's plan (see the module docstring for the rules)."""
     needed = -(-view.demand // bounds.per_node)
-    desired = min(max(needed, bounds.minimum), bounds.maximum)
-    why = (
-        f"{view.demand} task(s) queued or running need {needed} node(s) at "
-        f"{bounds.per_node} per node; bounds {bounds.minimum}..{bounds.maximum}"
-    )
+    unfit = sum(n.unfit or n.failed for n in view.nodes)
+    spot_needed = max(0, needed - view.dedicated) + unfit
+    desired = min(max(spot_needed, bounds.minimum), bounds.maximum)
+    why = _why(view, bounds, needed, unfit)
     if view.auto_scale:
         reason = "the pool scales by an autoscale formula; fleet scale leaves it alone"
         return Plan(desired, (Step(Act.WAIT, reason),), memory)
     draining = [n for n in view.nodes if n.id in memory.draining]
     drained = [n for n in draining if out_of_service(n)]
-    pending = [n for n in draining if not out_of_service(n)]
+    # A node whose worker can no longer be found is not waited for.
+    lost = [n for n in draining if not out_of_service(n) and n.worker is None]
+    pending = [n for n in draining if not out_of_service(n) and n.worker is not None]
     others = [n for n in view.nodes if n.id not in memory.draining]
     since = {
         n.id: memory.unused_since.get(n.id, view.now) for n in others if removable(n) or idle(n)
     }
     limit = bounds.idle_minutes * 60
-    ripe = [n for n in others if n.id in since and view.now - since[n.id] >= limit]
     surplus = max(0, view.target - desired)
+    surplus_since = None
+    if surplus:
+        surplus_since = view.now if memory.surplus_since is None else memory.surplus_since
+    # A surplus that lasted the idle time is no burst between two jobs: a node that
+    # runs out of work after that goes at once, not idle_minutes later.
+    lasting = surplus_since is not None and view.now - surplus_since >= limit
+    ripe = [n for n in others if n.id in since and (lasting or view.now - since[n.id] >= limit)]
 
     remove = drained[:surplus]
     revive = drained[surplus:]  # offline for a scale-in that needs fewer nodes now
@@ -184,7 +237,7 @@ def decide(view: ScaleView, bounds: Bounds, memory: Memory) -> Plan:
     budget -= len(spare)
     kept, undrain = pending[:budget], pending[budget:]
     budget -= len(kept)
-    drain = sorted((n for n in ripe if idle(n)), key=_asleep_first)[:budget]
+    drain = _one_per_worker(sorted((n for n in ripe if idle(n)), key=_drain_order))[:budget]
     reboot = [n for n in revive if n.state in ("idle", "running")]
 
     steps = []
@@ -211,7 +264,8 @@ def decide(view: ScaleView, bounds: Bounds, memory: Memory) -> Plan:
         if kept:
             reason = f"waiting for the workers of {len(kept)} node(s) to go offline"
         elif since:
-            first = min(limit - (view.now - t) for t in since.values()) / 60
+            starts = [*since.values(), *([surplus_since] if surplus_since is not None else [])]
+            first = min(limit - (view.now - t) for t in starts) / 60
             reason = f"none unused for {bounds.idle_minutes:g} min yet (next in {first:.1f} min)"
         else:
             reason = "each runs a task or is not idle"
@@ -220,8 +274,12 @@ def decide(view: ScaleView, bounds: Bounds, memory: Memory) -> Plan:
         steps.append(Step(Act.KEEP, f"{view.target} Spot node(s), as needed ({why})"))
 
     gone = set(_ids(remove)) if view.steady else set()
-    left_draining = {n.id for n in draining} - gone - set(_ids(revive)) - set(_ids(undrain))
+    left_draining = (
+        {n.id for n in draining} - gone - set(_ids(revive)) - set(_ids(undrain)) - set(_ids(lost))
+    )
     draining_after = frozenset(left_draining | set(_ids(drain)))
     # A node drained now keeps its time: should the Manager refuse, it is ripe still.
     unused = {i: t for i, t in since.items() if i not in gone}
-    return Plan(desired, tuple(steps), Memory(unused, draining_after))
+    # A surplus this round's removals end is over: the next one starts its own clock.
+    surplus_after = surplus_since if surplus > len(gone) else None
+    return Plan(desired, tuple(steps), Memory(unused, draining_after, surplus_after))

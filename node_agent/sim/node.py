@@ -18,13 +18,17 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional
 
+import psutil
+
 from node_agent.node.env import BatchEnv
+from node_agent.node.packages import PREFIX, flatten
 from node_agent.runtime import proctree
 
 # What Batch puts on a start task's PATH before the shared and working dirs (seed).
@@ -32,6 +36,11 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 BUILD_TOOL = PACKAGING / "build-tool"
 STANDINS = PACKAGING / "standin-packages"
+# The upload time Batch puts after a package's id and version in its folder's name
+# (the same for every simulated package: the version tells them apart).
+PACKAGE_STAMP = "2024-09-30-10-00"
+# Seconds a powered-off node's processes get between SIGTERM and SIGKILL.
+POWER_OFF_GRACE = 30.0
 # The stand-in tools' releases, named as their projects name them.
 STANDIN_RELEASES = {
     "blender": "blender-4.2.3-linux-x64.tar.xz",
@@ -165,14 +174,33 @@ class SimulatedNode:
     # (default: a "file-server" dir beside the root). Kept across start task runs.
     storage: Optional[Path] = None
     storage_note: str = ""  # how the pool's storage is simulated, for the operator
+    # The packages as Batch deployed them (id -> version, whether the pool referenced
+    # the default version): their variables replace the fixture's. None: the
+    # fixture's packages.
+    deployed: Optional[Mapping[str, tuple[str, bool]]] = None
     _wrapper: Optional[list[str]] = None  # None: not laid out; []: no mounts made
+
+    def package_variables(self, root: str) -> dict[str, str]:
+        """The ``AZ_BATCH_APP_PACKAGE_*`` variables of the deployed packages, as Batch
+        sets them: ``<id>_<version>`` always, ``<id>`` too for a package the pool
+        references without a version."""
+        variables = {}
+        for package_id, (version, by_default) in (self.deployed or {}).items():
+            folder = f"{root}/applications/{package_id}{version}{PACKAGE_STAMP}"
+            variables[f"{PREFIX}{flatten(package_id)}_{flatten(version)}"] = folder
+            if by_default:
+                variables[f"{PREFIX}{flatten(package_id)}"] = folder
+        return variables
 
     @property
     def environ(self) -> dict[str, str]:
         """The start task's whole environment: the fixture's Batch variables rebased
         onto the root, Batch's HOME/PWD/PATH/USER, the pool's settings, overrides."""
         batch = {k: v for k, v in self.fixture.items() if k.startswith("AZ_BATCH_")}
+        if self.deployed is not None:
+            batch = {k: v for k, v in batch.items() if not k.startswith(PREFIX)}
         env = rebase(batch, batch_base(self.fixture), str(self.root))
+        env.update(self.package_variables(env["AZ_BATCH_NODE_ROOT_DIR"]))
         wd, shared = env["AZ_BATCH_TASK_WORKING_DIR"], env["AZ_BATCH_NODE_SHARED_DIR"]
         env.update(HOME=wd, PWD=wd, PATH=f"{SYSTEM_PATH}:{shared}:{wd}")
         if "AZ_BATCH_TASK_USER" in env:
@@ -273,6 +301,44 @@ class SimulatedNode:
             for output in outputs:
                 output.close()
         return self.process
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process of this node: the start task, its descendants, and any
+        process that left them (a worker whose agent was killed) but carries the
+        node's id in its environment, as everything the start task starts does."""
+        found: dict[int, psutil.Process] = {}
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                start = psutil.Process(self.process.pid)
+                found.update({p.pid: p for p in [start, *start.children(recursive=True)]})
+        node_id = self.overrides.get("AZ_BATCH_NODE_ID")
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if (
+                    process.pid not in found
+                    and process.environ().get("AZ_BATCH_NODE_ID") == node_id
+                ):
+                    found[process.pid] = process
+        return list(found.values())
+
+    def power_off(self, grace: float = POWER_OFF_GRACE) -> None:
+        """Every process of the node stopped as a shutdown stops them: SIGTERM to all
+        at once, SIGKILL to what is left after ``grace`` seconds (a reboot, a
+        reimage, a node removed)."""
+        processes = self.processes()
+        start = self.process.pid if self.process is not None else None
+        others = [p for p in processes if p.pid != start]
+        proctree.send(processes, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(grace)
+        _, alive = psutil.wait_procs(others, timeout=max(0.0, deadline - time.monotonic()))
+        proctree.send(alive, signal.SIGKILL)
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
 
     def stop(self, timeout: float = 60.0) -> Optional[int]:
         """SIGTERM to the start task, as when the node is deleted; its exit code."""

@@ -43,8 +43,8 @@ def test_status_of_a_mixed_pool(farm: Farm, capsys: pytest.CaptureFixture[str]) 
     farm.worker(idle)
     farm.worker(looping)("POST", "sign-off")
 
-    code, out, _ = fleet(capsys, "status")
-    assert code == 0
+    code, out, _ = fleet(capsys, "status", "--wide")
+    assert code == 6  # nodes need attention: the failed one, the crash-looping one
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("tvmps_")}
     assert rows[rendering.id].endswith("frame 1  rendering")
     assert "dedicated" in rows[idle.id] and "a-phase-from-a-newer-agent" in rows[idle.id]
@@ -54,6 +54,7 @@ def test_status_of_a_mixed_pool(farm: Farm, capsys: pytest.CaptureFixture[str]) 
     assert rows[preempted.id].endswith("preempted") and "unreadable" in rows[preempted.id]
     assert "unreadable" in rows[unreadable.id] and "no entry" in rows[unreadable.id]
     assert f"unreadable: {unreadable.id}: read shared/.node-agent/state.json: HTTP 404" in out
+    assert f"failed: {failed.id}: its start task failed (exit 1" in out
     summary = out.splitlines()[-1]
     assert summary.startswith("pool render: 6 nodes (1 dedicated, 5 Spot; target 1 + 5, steady)")
     for count in ("1 rendering", "1 idle", "1 failed", "1 crash-looping", "1 preempted"):
@@ -62,13 +63,17 @@ def test_status_of_a_mixed_pool(farm: Farm, capsys: pytest.CaptureFixture[str]) 
 
     code, out, _ = fleet(capsys, "status", "--json")
     document = json.loads(out)
+    assert code == 6
+    assert document["attention"] == [f"{looping.id}: crash-looping", f"{failed.id}: failed"]
     nodes = {n["id"]: n for n in document["nodes"]}
     assert document["summary"]["rendering"] == 1 and document["pool"]["target_spot"] == 5
     assert nodes[looping.id]["agent"]["crash_loop"] is True
     assert nodes[looping.id]["worker"]["status"] == "offline"
     assert nodes[rendering.id]["worker_name"] == farm.name(rendering)
     assert nodes[rendering.id]["task"] == "frame 1" and nodes[rendering.id]["worker"]["last_seen"]
-    assert nodes[failed.id]["start_task"] == {
+    start_task = nodes[failed.id]["start_task"]
+    assert start_task.pop("started_at").endswith("Z")  # ISO 8601 UTC, as every time in it
+    assert start_task == {
         "state": "completed",
         "exit_code": 1,
         "failure": "The task exited with an exit code representing a failure",
@@ -131,9 +136,12 @@ def test_prune_removes_exactly_the_stale_entries(
     assert "1 stale worker entries, 0 removed" in out  # only the live one is left
 
 
-def test_heal_reboots_exactly_the_failed_nodes(
+def test_heal_asks_batch_only_for_what_it_allows_in_each_node_state(
     farm: Farm, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Idle nodes whose start task failed are rebooted; unusable and starttaskfailed
+    nodes, which Batch neither reboots nor reimages, are removed and the pool is
+    resized back to its targets; a node that renders is left."""
     failed = farm.node(start_task=StartTaskInfo("completed", 1), agent={})
     stuck = farm.node(state="starttaskfailed", start_task=StartTaskInfo("completed", 2))
     unusable = farm.node(state="unusable")
@@ -147,18 +155,25 @@ def test_heal_reboots_exactly_the_failed_nodes(
 
     code, out, _ = fleet(capsys, "heal")
     assert code == 0 and "3 to repair" in out and not farm.batch.received("POST", "/pools")
+    assert f"would reboot {failed.id}" in out and f"would remove {unusable.id}" in out
+    assert f"would remove {stuck.id}" in out and "resize the pool back" in out
     code, out, err = fleet(capsys, "heal", "--apply")
-    assert code == 0 and "4 failed node(s), 3 repaired" in out
+    assert code == 0 and "4 failed node(s), 3 repaired" in out, err
     assert f"leave {rendering_unusable.id}: its worker still runs task 'frame 9'" in out
-    reboots = [r.path.split("/")[4] for r in farm.batch.received("POST", "/pools/render/nodes")]
-    assert sorted(reboots) == sorted([failed.id, stuck.id, unusable.id])
-    assert len(farm.batch.received("POST", f"/pools/render/nodes/{unusable.id}/reimage")) == 1
+    posted = farm.batch.received("POST", "/pools/render")
+    assert [r.path.split("?")[0] for r in posted] == [
+        f"/pools/render/nodes/{failed.id}/reboot",
+        "/pools/render/removenodes",
+        "/pools/render/resize",
+    ]
+    assert sorted(posted[1].json()["nodeList"]) == sorted([stuck.id, unusable.id])
+    assert posted[2].json() == {"targetDedicatedNodes": 0, "targetLowPriorityNodes": 7}
     assert "heal: reboot" in err and "its start task failed (exit 1" in err
     farm.batch.settle()
-    assert all(
-        n.state == "idle" and n.start_task and n.start_task.state == "running"
-        for n in (failed, stuck, unusable)
-    )
+    pool = farm.batch.account.pools[POOL]
+    assert stuck.id not in pool.nodes and unusable.id not in pool.nodes
+    assert pool.target_spot == len(pool.nodes) == 7  # two fresh nodes in their place
+    assert failed.state == "idle" and failed.start_task and failed.start_task.state == "running"
 
 
 def _round(farm: Farm, now: float, bounds: Bounds, memory: Memory) -> Memory:
@@ -278,7 +293,7 @@ def test_no_secret_in_any_output(
         for verbose in ([], ["-v"]):
             code = main([*verbose, "fleet", *args, "--pool", POOL])
             captured = capsys.readouterr()
-            assert code == 0, captured.err
+            assert code == (6 if args[0] == "status" else 0), captured.err
             outputs.append(captured.out + captured.err)
     wrong = base64.b64encode(os.urandom(64)).decode()
     monkeypatch.setenv("AZURE_BATCH_ACCESS_KEY", wrong)
@@ -319,3 +334,31 @@ def test_microsoft_entra_id_over_tls(
         )
     finally:
         batch.stop()
+
+
+def test_prune_heal_and_scale_print_json(farm: Farm, capsys: pytest.CaptureFixture[str]) -> None:
+    """One JSON document each, with its schema, command, time (ISO 8601 UTC) and pool."""
+    failed = farm.node(start_task=StartTaskInfo("completed", 1), agent={})
+    farm.manager.add_worker("render-0123456789ab", "s", "offline")  # its node is gone
+    farm.manager.add_task("frame 1", "misc")
+    documents = {}
+    for command in ("prune", "heal", "scale"):
+        extra = ("--min", "0", "--max", "3") if command == "scale" else ()
+        code, out, err = fleet(capsys, command, *extra, "--json")
+        assert code == 0, err
+        [line] = out.splitlines()
+        documents[command] = document = json.loads(line)
+        assert document["schema"] == 1 and document["command"] == command
+        assert document["pool"] == POOL and document["at"].endswith("Z")
+        assert document["applied"] is False
+    [stale] = documents["prune"]["stale"]
+    assert (
+        stale["name"] == "render-0123456789ab" and stale["removable"] and stale["removed"] is None
+    )
+    [repair] = documents["heal"]["repairs"]
+    assert repair["node"] == failed.id and repair["action"] == "reboot" and repair["error"] is None
+    scale = documents["scale"]
+    # One task, and the pool grows past its failed node.
+    assert scale["demand"] == 1 and scale["desired"] == 2 and scale["steps"][0]["act"] == "resize"
+    code, out, _ = fleet(capsys, "prune", "--apply", "--json")
+    assert json.loads(out)["stale"][0]["removed"] is True

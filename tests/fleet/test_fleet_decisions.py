@@ -8,16 +8,18 @@ from typing import Optional
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node_agent.fleet.agentfile import AgentView
 from node_agent.fleet.cleanup import heal, repair_for, stale_workers
 from node_agent.fleet.model import (
     AgentRead,
+    JobRead,
     NodeView,
     PoolView,
-    Queue,
+    QueueRead,
     Snapshot,
     StartTaskView,
+    TaskRead,
     current_entry,
-    seconds,
 )
 from node_agent.fleet.scaling import (
     Act,
@@ -30,9 +32,9 @@ from node_agent.fleet.scaling import (
     removable,
 )
 from node_agent.fleet.status import document, join, render, summary
+from node_agent.fleet.times import seconds
 from node_agent.manager.api import ManagerWorker
 from node_agent.node.layout import default_worker_name, is_default_worker_name
-from node_agent.runtime.state import AgentState
 
 POOL = "render"
 TVMPS = "tvmps_" + "ab12cd34ef56" + "0" * 52 + "_p"
@@ -46,13 +48,22 @@ def worker(
     )
 
 
-def agent(name: str, **changes: object) -> AgentRead:
-    state = AgentState(1, 1.0, "running", 1.0, "v3", name, "/w", "/d", "/c")
-    return AgentRead(state=AgentState(**{**state.__dict__, **changes}))  # type: ignore[arg-type]
+def agent(name: str, ids: Optional[frozenset[str]] = None, **changes: object) -> AgentRead:
+    state = AgentView("running", name, 1.0, 1.0)
+    return AgentRead(state=AgentView(**{**state.__dict__, **changes}), worker_ids=ids)  # type: ignore[arg-type]
 
 
 def pool(spot: int = 0) -> PoolView:
     return PoolView(POOL, "steady", 0, spot, 0, spot, False)
+
+
+def running(busy: dict[str, str]) -> QueueRead:
+    """A queue in which each worker of ``busy`` runs the task named there."""
+    tasks = tuple(
+        TaskRead(f"t-{worker}", name, "active", "blender", i, worker)
+        for i, (worker, name) in enumerate(busy.items())
+    )
+    return QueueRead((JobRead("job", "a job", "active", None, tasks),))
 
 
 def look(
@@ -61,7 +72,7 @@ def look(
     agents: Optional[dict[str, AgentRead]] = None,
     busy: Optional[dict[str, str]] = None,
 ) -> Snapshot:
-    queue = Queue(len(busy or {}), busy or {})
+    queue = running(busy or {})
     return Snapshot(pool(len(nodes)), tuple(nodes), agents or {}, tuple(workers), queue)
 
 
@@ -139,7 +150,7 @@ def test_stale_entries_gone_nodes_and_duplicates() -> None:
     assert not stale[gone_live.id].removable and "left" in stale[gone_live.id].reason
 
 
-def test_heal_reboots_failed_start_tasks_and_reimages_unusable_nodes() -> None:
+def test_heal_reboots_failed_start_tasks_and_removes_what_batch_cannot_reboot() -> None:
     failed = NodeView("a", False, "idle", StartTaskView("completed", 1, "exit code failure"))
     stuck = NodeView("b", True, "starttaskfailed", StartTaskView("completed", 2))
     unusable = NodeView("c", False, "unusable", errors=("DiskFull: the disk is full",))
@@ -157,10 +168,11 @@ def test_heal_reboots_failed_start_tasks_and_reimages_unusable_nodes() -> None:
         busy={"w-d": "frame 7"},
     )
     repairs, skipped = heal(snapshot)
+    # Batch reboots (and reimages) only idle or running nodes: the others are removed.
     assert [(r.node_id, r.action) for r in repairs] == [
         ("a", "reboot"),
-        ("b", "reboot"),
-        ("c", "reimage"),
+        ("b", "remove"),
+        ("c", "remove"),
         ("e", "reboot"),
     ]
     assert "DiskFull" in repairs[2].reason and "gave up" in repairs[3].reason
@@ -208,7 +220,7 @@ def test_status_shows_nodes_held_for_an_event_and_unfit_nodes() -> None:
     )
     status = join(snapshot)
     assert [r.health for r in status.rows] == ["held", "unfit"]
-    text = render(status)
+    text = render(status, wide=True)
     assert f"held: {ids[0]}: the worker is stopped for Preempt P-1" in text
     assert f"unfit: {ids[1]}: disk: 0.2 GiB free" in text
     assert "1 held, 1 unfit" in summary(status)
@@ -292,6 +304,20 @@ def test_changing_course_withdraws_lazy_stops_and_revives_drained_nodes() -> Non
     assert plan.memory == Memory()
 
 
+def test_after_a_lasting_surplus_a_node_that_runs_out_of_work_goes_at_once() -> None:
+    """The queue is draining: the pool has had too many nodes for the idle time, so a
+    node that has just finished its last task is not kept idle another idle time."""
+    nodes = [spot(0, busy=True), spot(1), spot(2, busy=True)]
+    first = decide(view(nodes, demand=2), BOUNDS, Memory())
+    assert first.memory.surplus_since == NOW and first.memory.unused_since == {"node-1": NOW}
+    later = [spot(0), spot(1), spot(2, busy=True)]  # node-0 just finished
+    plan = decide(ScaleView(NOW + 600, 3, True, False, 1, tuple(later)), BOUNDS, first.memory)
+    assert acts(plan.steps) == [("drain", ("node-0", "node-1"), None)]
+    # Work came back between: the clock starts again.
+    busy = decide(ScaleView(NOW + 300, 3, True, False, 3, tuple(later)), BOUNDS, first.memory)
+    assert busy.memory.surplus_since is None
+
+
 def test_an_autoscale_pool_is_left_alone() -> None:
     plan = decide(view([spot(0)], demand=0, auto_scale=True), BOUNDS, Memory({"node-0": 0.0}))
     assert [s.act for s in plan.steps] == [Act.WAIT] and "autoscale" in plan.steps[0].reason
@@ -322,7 +348,8 @@ def rounds(draw: st.DrawFn) -> tuple[ScaleView, Bounds, Memory]:
     unused = draw(st.dictionaries(ids, st.floats(NOW - 3600, NOW), min_size=4))
     draining = draw(st.sets(ids, max_size=4))
     scale = view(nodes, draw(st.integers(0, 16)), target, steady=draw(st.booleans()))
-    return scale, bounds, Memory(unused, frozenset(draining))
+    surplus_since = draw(st.one_of(st.none(), st.floats(NOW - 3600, NOW)))
+    return scale, bounds, Memory(unused, frozenset(draining), surplus_since)
 
 
 @settings(max_examples=300, deadline=None)
@@ -347,14 +374,25 @@ def test_never_beyond_the_bounds_and_never_a_render(case: tuple[ScaleView, Bound
     surplus = max(0, scale.target - plan.desired)
     assert len(removed) + len(drained) <= surplus
     assert len(plan.memory.draining) <= surplus
-    # Only nodes unused for the idle time leave, or nodes drained earlier that are
-    # out of service now.
+    # Only nodes unused for the idle time leave (or any unused one once the pool has
+    # had too many nodes for that long), or nodes drained earlier that are out of
+    # service now.
+    limit = bounds.idle_minutes * 60
+    lasting = memory.surplus_since is not None and scale.now - memory.surplus_since >= limit
     for node_id in [*removed, *drained]:
         if node_id in memory.draining:
             assert node_id in removed and out_of_service(by_id[node_id])
         else:
             since = memory.unused_since.get(node_id, scale.now)
-            assert scale.now - since >= bounds.idle_minutes * 60
+            assert lasting or scale.now - since >= limit
+    # The surplus clock runs only while there is a surplus, from its first round, and
+    # stops when the round's removals end it.
+    if surplus > (len(removed) if scale.steady else 0):
+        assert plan.memory.surplus_since == (
+            scale.now if memory.surplus_since is None else memory.surplus_since
+        )
+    else:
+        assert plan.memory.surplus_since is None
 
 
 def test_a_name_several_nodes_share_is_left_alone() -> None:

@@ -3,6 +3,7 @@ at once, before anything is done (exit 3), and the node that never loads fleet."
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -108,3 +109,41 @@ def test_the_node_never_loads_fleet_and_says_which_extra_is_missing() -> None:
     )
     assert result.returncode == 3, result.stderr
     assert install_fleet() in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["status", "prune", "heal", "scale", "roll"])
+def test_each_commands_help_gives_defaults_environment_exit_codes_and_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["fleet", command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    flat = " ".join(text.split())
+    assert "environment:" in text and "AZURE_BATCH_ACCESS_KEY" in text
+    assert "FLAMENCO_MANAGER_URL" in text and "exit codes:" in text
+    assert f"example:\n  node-agent fleet {command} --pool render" in text
+    assert "(30; Batch calls are tried 2 more times)" in flat  # --timeout's default
+    if command == "status":
+        assert "6  some node needs attention" in text
+    if command == "scale":
+        assert "never fewer Spot nodes than N (dedicated nodes are not counted)" in flat
+        assert "XDG_STATE_HOME" in text and "(10)" in text
+
+
+def test_the_scale_memory_is_kept_in_iso_8601_and_older_files_still_read(tmp_path: Path) -> None:
+    from node_agent.fleet.scaler import load_memory, save_memory
+
+    path = tmp_path / "memory.json"
+    memory = Memory({"node-1": 1_800_000_000.25}, frozenset({"node-2"}), 1_800_000_100.5)
+    save_memory(path, memory)
+    document = json.loads(path.read_text())
+    assert document == {
+        "schema": 1,
+        "unused_since": {"node-1": "2027-01-15T08:00:00.250Z"},
+        "draining": ["node-2"],
+        "surplus_since": "2027-01-15T08:01:40.500Z",
+    }
+    assert load_memory(path) == memory
+    path.write_text(json.dumps({"unused_since": {"node-1": 1_800_000_000.25}, "draining": []}))
+    assert load_memory(path) == Memory({"node-1": 1_800_000_000.25})  # a file of an older fleet

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import datetime
 import os
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +17,16 @@ from typing import Any
 import pytest
 import requests
 from azure.batch import BatchClient, models
-from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.credentials import AccessToken, AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from node_agent.fleet.sdk import sdk_model
 from node_agent.sim.standins.batch import FakeBatch
 from node_agent.sim.standins.batch_pool import StartTaskInfo
-from tests.helpers import tls_context
+from tests.helpers import tls_context, wait_until
+
+BatchNodeRebootOptions = sdk_model("BatchNodeRebootOptions")
+BatchNodeReimageOptions = sdk_model("BatchNodeReimageOptions")
 
 
 @pytest.fixture
@@ -63,7 +68,10 @@ def test_pool_and_nodes_as_the_api_shapes_them(batch: FakeBatch, tmp_path: Path)
 def _code(error: HttpResponseError) -> str:
     if error.error is not None and error.error.code:
         return str(error.error.code)
-    body: dict[str, Any] = error.response.json() if error.response is not None else {}
+    if error.response is None:
+        return ""
+    error.response.read()  # a streamed answer (a file's) is not read yet
+    body: dict[str, Any] = error.response.json()
     return str(body.get("code"))
 
 
@@ -75,10 +83,7 @@ def test_errors_in_batch_error_shape(batch: FakeBatch) -> None:
     assert _code(missing.value) == "PoolNotFound" and missing.value.status_code == 404
     with pytest.raises(HttpResponseError) as not_up:
         b"".join(sdk.download_node_file("render", node.id, "shared/x"))
-    assert not_up.value.status_code == 409
-    with pytest.raises(HttpResponseError) as refused:
-        sdk.begin_reboot_node("render", node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"))
-    assert _code(refused.value) == "OperationInvalidForCurrentState"
+    assert not_up.value.status_code == 409 and _code(not_up.value) == "NodeBeingStarted"
     answer = requests.get(f"{batch.url}/pools/render", timeout=5)  # not signed at all
     body = answer.json()
     assert answer.status_code == 403 and body["code"] == "AuthenticationFailed"
@@ -124,9 +129,44 @@ def test_resize_and_remove_exactly_those_nodes(batch: FakeBatch) -> None:
     assert body == {"targetDedicatedNodes": 0, "targetLowPriorityNodes": 3}
 
 
+def test_reboot_and_reimage_only_idle_or_running_nodes(batch: FakeBatch) -> None:
+    """Reboot Node and Reimage Node: "only if it is in an idle or running state"
+    (REST API 2025-06-01); the refusal is a 409 with the documented code nearest the
+    node's state, never NodeNotReady (no such code is documented)."""
+    sdk = client(batch)
+    refusals = {
+        "creating": "NodeBeingCreated",
+        "starting": "NodeBeingStarted",
+        "waitingforstarttask": "NodeBeingStarted",
+        "rebooting": "NodeBeingRebooted",
+        "reimaging": "NodeBeingReimaged",
+        "unusable": "NodeStateUnusable",
+        "starttaskfailed": "OperationInvalidForCurrentState",
+        "preempted": "OperationInvalidForCurrentState",
+        "leavingpool": "OperationInvalidForCurrentState",
+    }
+    for state, code in refusals.items():
+        node = batch.add_node("render", state=state)
+        for how in ("reboot", "reimage"):
+            with pytest.raises(HttpResponseError) as refused:
+                if how == "reboot":
+                    options = BatchNodeRebootOptions(node_reboot_kind="requeue")
+                    sdk.begin_reboot_node("render", node.id, options)
+                else:
+                    options = BatchNodeReimageOptions(node_reimage_option="requeue")
+                    sdk.begin_reimage_node("render", node.id, options)
+            assert (refused.value.status_code, _code(refused.value)) == (409, code), state
+        assert node.state == state  # nothing changed
+    for blocked in ("creating", "rebooting", "preempted"):
+        node = batch.add_node("render", state=blocked)
+        with pytest.raises(HttpResponseError) as not_up:
+            b"".join(sdk.download_node_file("render", node.id, "shared/x"))
+        assert _code(not_up.value) != "NodeNotReady" and not_up.value.status_code == 409
+
+
 def test_reboot_and_reimage_run_the_start_task_again(batch: FakeBatch, tmp_path: Path) -> None:
     failed = batch.add_node("render", start_task=StartTaskInfo("completed", 1))
-    unusable = batch.add_node("render", state="unusable", root=tmp_path)
+    running = batch.add_node("render", state="running", root=tmp_path)
     (tmp_path / "file").write_text("x")
     sdk = client(batch)
     sdk.begin_reboot_node(
@@ -136,13 +176,48 @@ def test_reboot_and_reimage_run_the_start_task_again(batch: FakeBatch, tmp_path:
     assert info is not None and info.state == "running"
     sdk.begin_reimage_node(
         "render",
-        unusable.id,
+        running.id,
         BatchNodeReimageOptions(node_reimage_option="requeue"),
         polling_interval=0,
     ).result()
-    assert sdk.get_node("render", unusable.id).state == "idle"
+    assert sdk.get_node("render", running.id).state == "idle"
     with pytest.raises(ResourceNotFoundError):  # a new OS disk: its files are gone
-        b"".join(sdk.download_node_file("render", unusable.id, "file"))
+        b"".join(sdk.download_node_file("render", running.id, "file"))
+
+
+def test_package_references_reach_a_node_when_it_joins_or_reboots(batch: FakeBatch) -> None:
+    """Update Pool replaces the pool's package references; a node gets them only
+    when it joins, reboots or is reimaged; a reference to a version the application
+    lacks is refused (InvalidApplicationPackageReferences)."""
+    batch.add_application("flamenco-worker", {"3.5": None, "3.6": None}, default="3.5")
+    app = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Batch/batchAccounts/a/"
+    app += "applications/flamenco-worker"
+    pool = batch.add_pool("versioned", references=[{"applicationId": app}])
+    old = batch.add_node("versioned")
+    assert old.packages["flamenco-worker"].version == "3.5"
+    sdk = client(batch)
+    reference = models.BatchApplicationPackageReference(application_id=app, version="3.6")
+    sdk.update_pool(
+        "versioned", models.BatchPoolUpdateOptions(application_package_references=[reference])
+    )
+    got = sdk.get_pool("versioned").application_package_references
+    assert got is not None and [(r.application_id, r.version) for r in got] == [(app, "3.6")]
+    assert pool.references == [{"applicationId": app, "version": "3.6"}]
+    assert old.packages["flamenco-worker"].version == "3.5"  # not until it reboots
+    booted = old.booted
+    requeue = BatchNodeRebootOptions(node_reboot_kind="requeue")
+    sdk.begin_reboot_node("versioned", old.id, requeue, polling_interval=0).result()
+    assert old.packages["flamenco-worker"].version == "3.6" and old.booted > booted
+    assert sdk.get_node("versioned", old.id).last_boot_time is not None
+    missing = models.BatchApplicationPackageReference(application_id=app, version="9.9")
+    with pytest.raises(HttpResponseError) as refused:
+        sdk.update_pool(
+            "versioned", models.BatchPoolUpdateOptions(application_package_references=[missing])
+        )
+    assert (refused.value.status_code, _code(refused.value)) == (
+        409,
+        "InvalidApplicationPackageReferences",
+    )
 
 
 class _Token:
@@ -163,3 +238,22 @@ def test_entra_bearer_tokens_over_tls(certificate: tuple[Path, Path]) -> None:
         assert sent.headers["Authorization"] == "Bearer entra-token"
     finally:
         batch.stop()
+
+
+def test_a_client_that_vanishes_mid_request_prints_no_traceback(
+    batch: FakeBatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A killed node resets its connections: the stand-in shrugs, as a real server
+    does, instead of printing socketserver's ConnectionResetError traceback."""
+    port = int(batch.url.rsplit(":", 1)[1])
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /pools/render?api-version=2025-06-01 HTTP/1.1\r\nHost: x\r\n")
+            # Closed with a reset (SO_LINGER 0), as the kernel does for a killed process
+            # whose socket had unread data.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    answer = requests.get(f"{batch.url}/pools/render", timeout=5)  # still serving
+    assert answer.status_code == 403
+    wait_until(lambda: len(batch.received("GET", "/pools/render")) == 1, 10)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ConnectionResetError" not in err

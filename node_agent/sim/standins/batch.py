@@ -3,8 +3,9 @@ to: the data-plane REST API (2025-06-01) for the operations ``node-agent fleet``
 uses, over the ``Account`` of ``standins.batch_pool``.
 
 Shapes follow Microsoft's REST specification (``specification/batch/data-plane``,
-2025-06-01, and its examples): ``GET /pools/{id}`` (a ``BatchPool``), ``POST
-.../resize`` and ``.../removenodes`` (202), ``GET /pools/{id}/nodes`` (``value`` and
+2025-06-01, and its examples): ``GET /pools/{id}`` (a ``BatchPool``), ``PATCH
+/pools/{id}`` (200), ``POST .../resize`` and ``.../removenodes`` (202), ``GET
+/pools/{id}/nodes`` (``value`` and
 ``odata.nextLink`` pages, ``maxresults``), ``GET .../nodes/{id}`` (the SDK's reboot
 and reimage pollers read it), ``POST .../reboot`` and ``.../reimage`` (202), and
 ``GET .../files/{path}`` (the bytes, ``ocp-*`` file headers). Every request needs
@@ -34,6 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from node_agent.sim.standins.batch_pool import (
     Account,
+    Application,
     BatchRefusal,
     ComputeNode,
     Pool,
@@ -143,11 +145,29 @@ class FakeBatch:
 
     # -- for tests and the simulated pool -------------------------------------------
 
-    def add_pool(self, pool_id: str) -> Pool:
-        """An empty steady pool."""
+    def add_pool(self, pool_id: str, **properties: Any) -> Pool:
+        """An empty steady pool (``properties``: ``Pool`` fields, such as
+        ``references`` or ``start_task``)."""
         with self.lock:
-            pool = self.account.pools[pool_id] = Pool(pool_id)
+            pool = self.account.pools[pool_id] = Pool(pool_id, **properties)
             return pool
+
+    def add_application(
+        self, name: str, versions: dict[str, Optional[Path]], default: Optional[str] = None
+    ) -> Application:
+        """An application with these package versions (as the Batch management API
+        uploads them); ``default`` is its default version."""
+        with self.lock:
+            application = self.account.applications[name] = Application(name, versions, default)
+            return application
+
+    def set_default_version(self, name: str, version: str) -> None:
+        """Make ``version`` the application's default, as an operator does in the
+        portal (``az batch application set --default-version``)."""
+        with self.lock:
+            application = self.account.applications[name]
+            assert version in application.versions, version
+            application.default_version = version
 
     def add_node(
         self,
@@ -166,7 +186,7 @@ class FakeBatch:
             node = ComputeNode(node_id or new_node_id(dedicated), pool_id, dedicated, state, root)
             if start_task is not None:
                 node.start_task = start_task
-            pool.nodes[node.id] = node
+            self.account.add(pool, node)
             if dedicated:
                 pool.target_dedicated += 1
             else:
@@ -256,6 +276,9 @@ class FakeBatch:
             body = _json_body(request)
             if method == "GET" and not action:
                 return self._json(self._pool_document(account.pool(pool_id)))
+            if method == "PATCH" and not action:
+                account.update(pool_id, body)
+                return self._accepted(path, 200)
             if method == "GET" and action == "/nodes":
                 return self._nodes(account.pool(pool_id), path, query)
             if method == "POST" and action == "/resize":
@@ -273,7 +296,7 @@ class FakeBatch:
     def _json(self, body: dict[str, Any]) -> Response:
         return Response(200, body, (("request-id", str(uuid.uuid4())),), JSON)
 
-    def _accepted(self, path: str) -> Response:
+    def _accepted(self, path: str, status: int = 202) -> Response:
         headers = (
             ("request-id", str(uuid.uuid4())),
             ("DataServiceVersion", "3.0"),
@@ -281,14 +304,14 @@ class FakeBatch:
             ("ETag", f"0x{os.urandom(8).hex().upper()}"),
             ("Last-Modified", email.utils.formatdate(usegmt=True)),
         )
-        return Response(202, None, headers, JSON)
+        return Response(status, None, headers, JSON)
 
     def _pool_document(self, pool: Pool) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "id": pool.id,
             "url": f"{self.url}/pools/{pool.id}",
-            "eTag": f"0x{abs(hash((pool.id, pool.allocation_changed))):016X}",
-            "lastModified": iso(pool.allocation_changed),
+            "eTag": f"0x{abs(hash((pool.id, pool.modified))):016X}",
+            "lastModified": iso(pool.modified),
             "creationTime": iso(pool.created),
             "state": "active",
             "stateTransitionTime": iso(pool.created),
@@ -300,11 +323,18 @@ class FakeBatch:
             "currentLowPriorityNodes": pool.count(False),
             "targetDedicatedNodes": pool.target_dedicated,
             "targetLowPriorityNodes": pool.target_spot,
-            "enableAutoScale": False,
+            "enableAutoScale": pool.auto_scale,
             "enableInterNodeCommunication": False,
             "taskSlotsPerNode": 1,
             "taskSchedulingPolicy": {"nodeFillType": "spread"},
         }
+        if pool.references:
+            document["applicationPackageReferences"] = pool.references
+        if pool.start_task is not None:
+            document["startTask"] = pool.start_task
+        if pool.metadata:
+            document["metadata"] = pool.metadata
+        return document
 
     def _node_document(self, node: ComputeNode) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -324,8 +354,8 @@ class FakeBatch:
             "isDedicated": node.dedicated,
             "nodeAgentInfo": {"version": "1.12.6", "lastUpdateTime": iso(node.allocated)},
         }
-        if node.state not in ("creating", "starting"):
-            document["lastBootTime"] = iso(node.changed)
+        if node.state not in ("creating", "starting", "unusable"):
+            document["lastBootTime"] = iso(node.booted)
         if node.start_task is not None:
             document["startTaskInfo"] = node.start_task.document()
         if node.errors:

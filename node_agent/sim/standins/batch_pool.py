@@ -1,24 +1,34 @@
-"""What the stand-in Azure Batch service knows: one account's pools and their compute
-nodes, and the rules the real service applies to the operations ``node-agent fleet``
-uses (REST API 2025-06-01). Plain data and plain methods, no HTTP:
-``standins.batch`` serves this as the REST API. A refused operation raises
+"""What the stand-in Azure Batch service knows: one account's applications, pools and
+compute nodes, and the rules the real service applies to the operations
+``node-agent fleet`` uses (REST API 2025-06-01). Plain data and plain methods, no
+HTTP: ``standins.batch`` serves this as the REST API. A refused operation raises
 ``BatchRefusal`` with the HTTP status and the error code the real service answers.
 
-Modelled, from Microsoft's REST reference: a pool resizes, or removes nodes, only
-while its allocation state is ``steady`` (409 otherwise; ``PoolBeingResized``); a
-resize or a node removal leaves the pool ``resizing`` until Batch has done it, and
-removing nodes lowers the pool's target by exactly those nodes; at most 100 nodes per
-removal; Spot nodes count in ``currentLowPriorityNodes`` even when preempted;
-rebooting or reimaging puts a node in ``rebooting``/``reimaging``, after which its
-start task runs again (a reimage wipes its disk: its files are gone). Changes take
-effect after ``settle_after`` seconds (0: at the next request), or at ``settle()``.
+Modelled, from Microsoft's REST reference and the azure-batch 15.1.0 docstrings: a
+pool resizes, or removes nodes, only while its allocation state is ``steady`` (409
+``PoolBeingResized`` otherwise); a resize or a node removal leaves the pool
+``resizing`` until Batch has done it, and removing nodes lowers the pool's target by
+exactly those nodes; at most 100 nodes per removal; Spot nodes count in
+``currentLowPriorityNodes`` even when preempted. Reboot Node and Reimage Node: "only
+if it is in an idle or running state"; any other state is refused with 409 and the
+documented code closest to it (``NodeBeingCreated``, ``NodeBeingStarted``,
+``NodeBeingRebooted``, ``NodeBeingReimaged``, ``NodeStateUnusable``; the .NET SDK's
+``BatchErrorCodeStrings`` lists them, which state gets which is our reading), else
+``OperationInvalidForCurrentState``. A rebooted or reimaged node comes back with the
+pool's application packages as they are then ("Changes to Package references ...
+do not affect Compute Nodes that are already in the Pool until they are rebooted or
+reimaged", ``BatchPoolUpdateOptions``) and runs its start task again; a reimage wipes
+its disk. A pool's package references must name an application of the account and
+one of its versions, or none for the application's default version (409
+``InvalidApplicationPackageReferences`` otherwise). Changes take effect after
+``settle_after`` seconds (0: at the next request), or at ``settle()``. A simulated
+pool (``on_node``) is told of each restart, which it finishes itself
+(``restarted``), and of each node that joins or leaves the pool.
 
-Where the documentation is silent or contradicts practice (said at each): a reboot or
-reimage is accepted for nodes that are ``idle``, ``running``, ``starttaskfailed`` or
-``unusable`` (the reference says "idle or running"; Batch Explorer offers both for
-failed nodes); other states get 409 ``OperationInvalidForCurrentState``; files of a
-node that is not up get 409 ``NodeNotReady``. Not modelled: autoscale formulas,
-resize timeouts and errors, dedicated node quotas, jobs and tasks.
+Not modelled: autoscale formulas (a pool is marked ``auto_scale`` only to be
+reported), resize timeouts and errors, dedicated node quotas, jobs and tasks. Which
+error a file read of a node that is not up gets is unverified: the same codes as a
+reboot.
 """
 
 from __future__ import annotations
@@ -27,11 +37,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 MAX_REMOVE = 100  # node ids per removal request
-# Node states in which a reboot or reimage is accepted (see the module docstring).
-RESTARTABLE = ("idle", "running", "starttaskfailed", "unusable")
+# Node states in which a reboot or reimage is accepted.
+RESTARTABLE = ("idle", "running")
+# The refusal of a node operation in these states (409); any other state that is not
+# allowed gets OperationInvalidForCurrentState.
+REFUSALS = {
+    "creating": "NodeBeingCreated",
+    "starting": "NodeBeingStarted",
+    "waitingforstarttask": "NodeBeingStarted",
+    "rebooting": "NodeBeingRebooted",
+    "reimaging": "NodeBeingReimaged",
+    "unusable": "NodeStateUnusable",
+}
 # Node states in which the node's file system can be read.
 UP = ("idle", "running", "starttaskfailed", "unusable", "waitingforstarttask", "offline")
 
@@ -47,14 +67,40 @@ class BatchRefusal(Exception):
 
 
 def iso(stamp: float) -> str:
-    """A time as Batch writes it: ISO 8601, UTC, with a ``Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(stamp))
+    """A time as Batch writes it: ISO 8601, UTC, milliseconds, with a ``Z``."""
+    millis = int(stamp * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{millis:03d}Z"
 
 
 def new_node_id(dedicated: bool) -> str:
     """A node id of the newer form ``tvmps_<64 hex>_d`` (``_p`` for Spot: that suffix
     is unverified, and nothing in node-agent reads it)."""
     return f"tvmps_{os.urandom(32).hex()}_{'d' if dedicated else 'p'}"
+
+
+def refuse_in_state(state: str, what: str) -> BatchRefusal:
+    """The 409 for an operation on a node in a state that does not allow it."""
+    code = REFUSALS.get(state, "OperationInvalidForCurrentState")
+    return BatchRefusal(409, code, f"The node cannot be {what} in state {state}.")
+
+
+@dataclass
+class Application:
+    """An application of the account: its package versions (each a zip, or None when
+    nothing needs the bytes) and its default version."""
+
+    id: str
+    versions: dict[str, Optional[Path]] = field(default_factory=dict)
+    default_version: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A package as a node got it: its version, and whether the pool referenced it
+    without a version (so the node has the unversioned variable too)."""
+
+    version: str
+    by_default: bool
 
 
 @dataclass
@@ -100,6 +146,8 @@ class ComputeNode:
     errors: list[dict[str, Any]] = field(default_factory=list)  # ``errors`` (unusable nodes)
     changed: float = field(default_factory=time.time)
     allocated: float = field(default_factory=time.time)
+    booted: float = field(default_factory=time.time)  # ``lastBootTime``
+    packages: dict[str, Deployed] = field(default_factory=dict)  # application id -> as deployed
     pending: Optional[str] = None  # "reboot", "reimage" or "remove", until it settles
 
     def set_state(self, state: str) -> None:
@@ -118,6 +166,11 @@ class Pool:
     allocation_state: str = "steady"
     allocation_changed: float = field(default_factory=time.time)
     created: float = field(default_factory=time.time)
+    modified: float = field(default_factory=time.time)
+    auto_scale: bool = False
+    start_task: Optional[dict[str, Any]] = None  # ``startTask``, as given
+    references: list[dict[str, Any]] = field(default_factory=list)  # applicationPackageReferences
+    metadata: list[dict[str, Any]] = field(default_factory=list)
     nodes: dict[str, ComputeNode] = field(default_factory=dict)  # in allocation order
 
     def count(self, dedicated: bool) -> int:
@@ -128,13 +181,25 @@ class Pool:
         )
 
 
+def application_name(application_id: str) -> str:
+    """The application's name from a reference's id: fully qualified
+    (``.../batchAccounts/A/applications/blender``) or bare."""
+    return application_id.rstrip("/").rsplit("/applications/", 1)[-1]
+
+
 class Account:
-    """The Batch account's pools, with the service's rules. Not thread-safe: the
-    caller locks."""
+    """The Batch account's applications and pools, with the service's rules. Not
+    thread-safe: the caller locks."""
 
     def __init__(self, settle_after: float = 0.0) -> None:
         self.pools: dict[str, Pool] = {}
+        self.applications: dict[str, Application] = {}
         self.settle_after = settle_after
+        # The simulated pool behind the nodes: told ("restart", node) when a node is
+        # to be rebooted or reimaged (it calls ``restarted`` once it is up again),
+        # ("added", node) when a resize added one and ("removed", node) when one has
+        # left. None: a restarted node comes back at the next settling.
+        self.on_node: Optional[Callable[[str, ComputeNode], None]] = None
         self._settles_at: Optional[float] = None
 
     # -- lookups --------------------------------------------------------------
@@ -159,7 +224,7 @@ class Account:
         ``FileNotFound`` when there is none, 400 for a path that leaves the root."""
         node = self.node(pool_id, node_id)
         if node.state not in UP:
-            raise BatchRefusal(409, "NodeNotReady", f"The node is in state {node.state}.")
+            raise refuse_in_state(node.state, "read from")
         parts = Path(relative).parts
         if not parts or Path(relative).is_absolute() or ".." in parts:
             raise BatchRefusal(400, "InvalidInput", "The file path is not valid.")
@@ -168,7 +233,54 @@ class Account:
             raise BatchRefusal(404, "FileNotFound", "The specified file does not exist.")
         return path
 
+    def deployment(self, pool: Pool) -> dict[str, Deployed]:
+        """The packages a node joining or restarting in ``pool`` gets now."""
+        found = {}
+        for reference in pool.references:
+            name = application_name(str(reference.get("applicationId", "")))
+            application = self.applications[name]
+            version = reference.get("version")
+            chosen = version or application.default_version
+            assert chosen is not None  # checked when the references were set
+            found[name] = Deployed(chosen, not version)
+        return found
+
     # -- operations -------------------------------------------------------------
+
+    def update(self, pool_id: str, body: dict[str, Any]) -> None:
+        """``PATCH /pools/{id}``: the properties given replace the pool's."""
+        pool = self.pool(pool_id)
+        if "applicationPackageReferences" in body:
+            pool.references = self._references(body["applicationPackageReferences"])
+        if "startTask" in body:
+            if not isinstance(body["startTask"], dict):
+                raise BatchRefusal(400, "InvalidPropertyValue", "startTask is not an object.")
+            pool.start_task = body["startTask"]
+        if "metadata" in body:
+            pool.metadata = list(body["metadata"] or [])
+        pool.modified = time.time()
+
+    def _references(self, references: Any) -> list[dict[str, Any]]:
+        if not isinstance(references, list) or not all(isinstance(r, dict) for r in references):
+            raise BatchRefusal(
+                400, "InvalidPropertyValue", "applicationPackageReferences is not a list."
+            )
+        for reference in references:
+            name = application_name(str(reference.get("applicationId", "")))
+            application = self.applications.get(name)
+            version = reference.get("version")
+            if (
+                application is None
+                or (version is not None and version not in application.versions)
+                or (version is None and application.default_version is None)
+            ):
+                raise BatchRefusal(
+                    409,
+                    "InvalidApplicationPackageReferences",
+                    f"One or more of the specified application package references are "
+                    f"invalid: {name} {version or '(default version)'}.",
+                )
+        return [dict(r) for r in references]
 
     def resize(self, pool_id: str, dedicated: Optional[int], spot: Optional[int]) -> None:
         """``resize``: new targets (an omitted one stays); Batch picks which nodes come
@@ -204,17 +316,34 @@ class Account:
         self._resizing(pool)
 
     def restart(self, pool_id: str, node_id: str, how: str) -> None:
-        """``reboot`` or ``reimage`` a node."""
+        """``reboot`` or ``reimage`` a node (only an idle or running one)."""
         node = self.node(pool_id, node_id)
         if node.state not in RESTARTABLE:
-            raise BatchRefusal(
-                409,
-                "OperationInvalidForCurrentState",
-                f"The node cannot be {how}ed in state {node.state}.",
-            )
+            raise refuse_in_state(node.state, f"{how}ed")
         node.set_state("rebooting" if how == "reboot" else "reimaging")
         node.pending = how
-        self._later()
+        if self.on_node is not None:
+            self.on_node("restart", node)
+        else:
+            self._later()
+
+    def restarted(self, node: ComputeNode) -> None:
+        """A rebooted or reimaged node is up again: it runs its start task, with the
+        pool's packages as they are now."""
+        if node.pending == "reimage" and self.on_node is None:
+            node.root = None  # a new OS disk: the node's files are gone
+        node.set_state("idle")
+        node.errors = []
+        node.start_task = StartTaskInfo()
+        node.booted = time.time()
+        node.packages = self.deployment(self.pools[node.pool_id])
+        node.pending = None
+
+    def add(self, pool: Pool, node: ComputeNode) -> ComputeNode:
+        """A node joins: it gets the pool's packages."""
+        node.packages = self.deployment(pool)
+        pool.nodes[node.id] = node
+        return node
 
     # -- time -------------------------------------------------------------------
 
@@ -225,32 +354,31 @@ class Account:
 
     def settle(self) -> None:
         """Finish every pending change now: restarted nodes come back running their
-        start task, removed nodes are gone, pools reach their targets."""
+        start task (unless a simulated pool brings them back), removed nodes are
+        gone, pools reach their targets."""
         self._settles_at = None
         for pool in self.pools.values():
             for node in list(pool.nodes.values()):
-                self._finish(pool, node)
+                if node.pending == "remove":
+                    self._gone(pool, node)
+                elif node.pending in ("reboot", "reimage") and self.on_node is None:
+                    self.restarted(node)
             if pool.allocation_state == "steady":
                 continue
             for dedicated, target in ((True, pool.target_dedicated), (False, pool.target_spot)):
                 kind = [n for n in pool.nodes.values() if n.dedicated is dedicated]
                 for node in kind[target:]:  # a resize down: Batch picks (here the newest)
-                    del pool.nodes[node.id]
+                    self._gone(pool, node)
                 for _ in range(target - len(kind)):
-                    node = ComputeNode(new_node_id(dedicated), pool.id, dedicated)
-                    pool.nodes[node.id] = node
+                    node = self.add(pool, ComputeNode(new_node_id(dedicated), pool.id, dedicated))
+                    if self.on_node is not None:
+                        self.on_node("added", node)
             pool.allocation_state, pool.allocation_changed = "steady", time.time()
 
-    def _finish(self, pool: Pool, node: ComputeNode) -> None:
-        if node.pending == "remove":
-            del pool.nodes[node.id]
-        elif node.pending in ("reboot", "reimage"):
-            if node.pending == "reimage":
-                node.root = None  # a new OS disk: the node's files are gone
-            node.set_state("idle")
-            node.errors = []
-            node.start_task = StartTaskInfo()
-            node.pending = None
+    def _gone(self, pool: Pool, node: ComputeNode) -> None:
+        del pool.nodes[node.id]
+        if self.on_node is not None:
+            self.on_node("removed", node)
 
     def _steady(self, pool_id: str) -> Pool:
         pool = self.pool(pool_id)
@@ -264,6 +392,7 @@ class Account:
 
     def _resizing(self, pool: Pool) -> None:
         pool.allocation_state, pool.allocation_changed = "resizing", time.time()
+        pool.modified = time.time()
         self._later()
 
     def _later(self) -> None:

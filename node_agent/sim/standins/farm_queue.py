@@ -2,8 +2,19 @@
 awake workers (queued -> active -> completed/failed) and requeued when their worker
 signs off, stops being awake or is deleted (``worker_task_updates.go``); and the
 queries of the jobs API (3.6 and newer: ``GET /jobs``, ``GET /jobs/{id}``, ``GET
-/jobs/{id}/tasks``, ``jobs_query.go``) and of a worker's task (``FetchWorkerTask``:
-its active task in an active job, else the task it last worked on)."""
+/jobs/{id}/tasks``, ``GET /jobs/{id}/blocklist``, ``jobs_query.go``) and of a
+worker's task (``FetchWorkerTask``: its active task in an active job, else the task
+it last worked on).
+
+The scheduler is the real one's (``persistence/sqlc/query_task_scheduler.sql``,
+``FindRunnableTask``, 3.9): a worker gets its own active task of an active or queued
+job first, else a ``queued`` or ``soft-failed`` task of an ``active`` or ``queued``
+job whose dependencies are all completed, of a type the worker supports and is not
+blocklisted for in that job, of a job without a tag or with one of the worker's
+tags; highest job priority, then task priority. Job status requests
+(``task_state_machine.go``): ``pause-requested`` pauses the queued and soft-failed
+tasks at once and lets the active ones finish, then the job is ``paused``;
+``cancel-requested`` cancels every task that could still run."""
 
 from __future__ import annotations
 
@@ -21,6 +32,10 @@ from node_agent.sim.standins.farm_model import (
     valid_uuid,
 )
 
+# The scheduler's (``task_scheduler.go``): tasks it hands out, of jobs in these statuses.
+SCHEDULABLE_TASKS = ("queued", "soft-failed")
+SCHEDULABLE_JOBS = ("active", "queued")
+
 
 class TaskQueue:
     """Jobs and tasks, with the Manager's rules for them. Not thread-safe."""
@@ -28,6 +43,9 @@ class TaskQueue:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}  # in creation order
+        self.depends: dict[str, list[str]] = {}  # task id -> the tasks it waits for
+        self.blocks: dict[str, set[tuple[str, str]]] = {}  # job id -> (worker id, task type)
+        self.requeued = 0  # active tasks taken back from their worker (a render lost)
 
     def schedule(self, worker: Worker) -> Optional[Task]:
         """``task``: a task for this worker, or None. A pending status request (lazy
@@ -40,11 +58,13 @@ class TaskQueue:
                 f'worker is in state "{worker.status}", requires state "awake" to execute tasks',
             )
         for task in self.tasks.values():
-            if task.worker_id == worker.id and task.status == "active":
+            if (
+                task.worker_id == worker.id
+                and task.status == "active"
+                and self.jobs[task.job_id].status in SCHEDULABLE_JOBS
+            ):
                 return task
-        candidates = [
-            t for t in self.tasks.values() if t.status == "queued" and self._fits(worker, t)
-        ]
+        candidates = [t for t in self.tasks.values() if self._runnable(worker, t)]
         if not candidates:
             return None
         task = max(candidates, key=lambda t: (self.jobs[t.job_id].priority, t.priority))
@@ -89,14 +109,48 @@ class TaskQueue:
             answer["mayKeepRunning"] = True
         return answer
 
-    def add_task(self, job: Job, name: str, task_type: str, commands: list[dict[str, Any]]) -> Task:
-        """Queue a task of ``job`` (the job is stored if it is new)."""
+    def add_task(
+        self,
+        job: Job,
+        name: str,
+        task_type: str,
+        commands: list[dict[str, Any]],
+        depends_on: tuple[str, ...] = (),
+    ) -> Task:
+        """Queue a task of ``job`` (the job is stored if it is new) that runs once the
+        tasks ``depends_on`` are completed."""
         self.jobs.setdefault(job.id, job)
         index = sum(t.job_id == job.id for t in self.tasks.values())
         task = Task(str(uuid.uuid4()), job.id, name, task_type, commands, index_in_job=index)
         self.tasks[task.id] = task
+        self.depends[task.id] = list(depends_on)
         self.refresh(job)
         return task
+
+    def block(self, job_id: str, worker_id: str, task_type: str) -> None:
+        """Blocklist a worker for a task type of a job (the Manager does this after
+        the worker failed it too often)."""
+        self.blocks.setdefault(job_id, set()).add((worker_id, task_type))
+
+    def request_job_status(self, job_id: str, status: str) -> None:
+        """A job status request, as the web interface makes it (``pause-requested``,
+        ``cancel-requested``, ``queued``)."""
+        job = self.job(job_id)
+        tasks = [t for t in self.tasks.values() if t.job_id == job_id]
+        job.status, job.updated = status, time.time()
+        if status == "pause-requested":
+            for task in tasks:
+                if task.status in SCHEDULABLE_TASKS:
+                    task.status, task.updated = "paused", time.time()
+        elif status == "cancel-requested":
+            for task in tasks:
+                if task.status in (*SCHEDULABLE_TASKS, "active"):
+                    task.status, task.updated = "canceled", time.time()
+        elif status == "queued":
+            for task in tasks:
+                if task.status in ("paused", "canceled", "failed"):
+                    task.status, task.updated = "queued", time.time()
+        self.refresh(job)
 
     def set_status(self, task: Task, status: str) -> None:
         """A task's new status (stamped), and its job's status after it."""
@@ -104,8 +158,16 @@ class TaskQueue:
         self.refresh(self.jobs[task.job_id])
 
     def refresh(self, job: Job) -> None:
-        """The job's status from its tasks' (failing and pausing jobs are not modelled)."""
+        """The job's status from its tasks' (failing jobs are not modelled): a job
+        being paused or canceled is so once no task of it runs."""
         statuses = [t.status for t in self.tasks.values() if t.job_id == job.id]
+        if job.status in ("pause-requested", "cancel-requested"):
+            if "active" not in statuses:
+                final = "paused" if job.status == "pause-requested" else "canceled"
+                job.status, job.updated = final, time.time()
+            return
+        if job.status in ("paused", "canceled"):
+            return
         if statuses and all(s == "completed" for s in statuses):
             status = "completed"
         elif any(s != "queued" for s in statuses):
@@ -146,10 +208,26 @@ class TaskQueue:
         task = max(own, key=lambda t: (active(t), t.updated))
         return {**task.summary({}), "job_id": task.job_id}
 
-    def _fits(self, worker: Worker, task: Task) -> bool:
-        """Untagged jobs go to any worker; tagged jobs only to workers with the tag."""
-        tag = self.jobs[task.job_id].tag_id
-        return task.type in worker.supported_task_types and (tag is None or tag in worker.tag_ids)
+    def job_blocklist(self, job_id: str, workers: dict[str, Worker]) -> list[dict[str, str]]:
+        """``GET /jobs/{id}/blocklist`` (``JobBlocklist``)."""
+        self.job(job_id)
+        return [
+            {"worker_id": w, "task_type": t, "worker_name": workers[w].name}
+            for w, t in sorted(self.blocks.get(job_id, ()))
+            if w in workers
+        ]
+
+    def _runnable(self, worker: Worker, task: Task) -> bool:
+        """``FindRunnableTask``'s conditions for this worker."""
+        job = self.jobs[task.job_id]
+        return (
+            task.status in SCHEDULABLE_TASKS
+            and job.status in SCHEDULABLE_JOBS
+            and all(self.tasks[d].status == "completed" for d in self.depends.get(task.id, ()))
+            and task.type in worker.supported_task_types
+            and (worker.id, task.type) not in self.blocks.get(job.id, set())
+            and (job.tag_id is None or job.tag_id in worker.tag_ids)
+        )
 
     def _assigned(self, worker: Worker, task_id: str) -> Task:
         if not valid_uuid(task_id):
@@ -165,4 +243,5 @@ class TaskQueue:
         for task in self.tasks.values():
             if task.worker_id == worker.id and task.status == "active":
                 task.worker_id = None
+                self.requeued += 1
                 self.set_status(task, "queued")

@@ -28,7 +28,7 @@ OPERATIONS = ("version", "register-worker", "sign-on", "task", "worker-mgt", "jo
 
 _WORKER_PATH = re.compile(rf"{API}/worker-mgt/workers/([^/]+)(/setstatus|/settags)?")
 _TASK_PATH = re.compile(rf"{API}/worker/task/([^/]+)(/may-i-run)?")
-_JOB_PATH = re.compile(rf"{API}/jobs/([^/]+)(/tasks)?")
+_JOB_PATH = re.compile(rf"{API}/jobs/([^/]+)(/tasks|/blocklist)?")
 
 
 def _error(code: int, message: str) -> Response:
@@ -192,6 +192,8 @@ class FakeManager:
         match = _JOB_PATH.fullmatch(path)
         if match and method == "GET":
             self._failing_for("jobs")
+            if match.group(2) == "/blocklist":
+                return Response(200, self.farm.job_blocklist(match.group(1), self.farm.workers))
             if match.group(2):
                 tasks = self.farm.job_tasks(match.group(1), self.farm.workers)
                 return Response(200, {"tasks": tasks})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +47,25 @@ class Response:
 
 
 Handler = Callable[[Request], Optional[Response]]
+# A client that went away mid-request (a node killed, a test that gave up): what a
+# real server shrugs off, not a fault of the stand-in.
+GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, socket.timeout)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about clients that went away; one line, no traceback, for the rest
+        (socketserver prints a whole traceback for either)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, GONE):
+            return
+        print(
+            f"stand-in server: request from {client_address[0]} failed: "
+            f"{type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
 
 
 class StandinServer:
@@ -89,7 +110,7 @@ class StandinServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = do_DELETE = _serve
+            do_GET = do_POST = do_DELETE = do_PATCH = _serve
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: the recorded requests are the log."""
@@ -97,7 +118,7 @@ class StandinServer:
         self._handler_class = _Handler
         self._port = port
         self._tls = tls
-        self._server: Optional[ThreadingHTTPServer] = None
+        self._server: Optional[_Server] = None
 
     @property
     def port(self) -> int:
@@ -112,8 +133,7 @@ class StandinServer:
     def start(self) -> StandinServer:
         """Bind the port (not before: a stand-in that is not started must refuse
         connections, as a server that is down does) and serve in the background."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler_class)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", self._port), self._handler_class)
         if self._tls is not None:
             self._server.socket = self._tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(
