@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import resource
+import signal
 import stat
 import struct
 import subprocess
@@ -50,14 +52,23 @@ def elf_library(
     return header + load + dyn + dynamic + strtab + payload
 
 
-def build_tool(*args: object) -> subprocess.CompletedProcess[str]:
-    """Run ``packaging/build-tool`` as an operator does."""
+def build_tool(*args: object, file_size_limit: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run ``packaging/build-tool`` as an operator does; with ``file_size_limit``,
+    no file it writes may grow past that many bytes (writing more fails with
+    ``EFBIG``, as a full disk fails with ``ENOSPC``), so that a test of an archive
+    that would fill the disk cannot."""
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     return subprocess.run(
         [sys.executable, str(BUILD_TOOL), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        preexec_fn=limited if file_size_limit else None,
     )
 
 
@@ -149,4 +160,35 @@ def write_deb(path: Path, data: Mapping[str, Spec], data_name: str = "data.tar.x
         ):
             out.write(f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n".encode())
             out.write(body + (b"\n" if len(body) % 2 else b""))
+    return path
+
+
+def patch_zip(
+    path: Path, name: Union[str, bytes], *, raw_name: bytes = b"", flags: int = 0, method: int = -1
+) -> Path:
+    """Alter the entry ``name`` (its bytes, if not text) of a zip in place, in its
+    local header and its central directory record alike: its name's bytes (``raw_name``, as long as
+    ``name``), flag bits set (``flags``), its compression method. What zip tools
+    write and ``zipfile`` does not: encryption, Deflate64, names in a legacy code
+    page."""
+    data = bytearray(path.read_bytes())
+    encoded = name.encode("utf-8") if isinstance(name, str) else name
+    # signature, then the offsets of the flags, the method, the name's length, the name
+    for signature, flag_at, method_at, length_at, name_at in (
+        (b"PK\x03\x04", 6, 8, 26, 30),
+        (b"PK\x01\x02", 8, 10, 28, 46),
+    ):
+        at = data.find(signature)
+        while at >= 0:
+            length = int.from_bytes(data[at + length_at : at + length_at + 2], "little")
+            if data[at + name_at : at + name_at + length] == encoded:
+                old = int.from_bytes(data[at + flag_at : at + flag_at + 2], "little")
+                data[at + flag_at : at + flag_at + 2] = (old | flags).to_bytes(2, "little")
+                if method >= 0:
+                    data[at + method_at : at + method_at + 2] = method.to_bytes(2, "little")
+                if raw_name:
+                    assert len(raw_name) == length
+                    data[at + name_at : at + name_at + length] = raw_name
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
     return path

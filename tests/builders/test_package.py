@@ -3,27 +3,36 @@ flamenco-worker package, what it refuses, and the packaged agent running isolate
 
 from __future__ import annotations
 
-import importlib.machinery
 import json
 import os
 import shutil
 import subprocess
-import types
+import sys
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
+from workerpkg import copy_agent
 
 from tests.helpers import AZ_ENV
-from tests.packages import BUILD, PYTHONS, REPO, WITH_BYTECODE
+from tests.packages import BUILD, PYTHONS, REPO, STANDIN_WORKER, WITH_BYTECODE
 from tests.packages import build_package as _build
+from tests.releases import Spec, write_tar
+
+
+def _command(worker: Path, out: Path) -> list[str]:
+    return [sys.executable, str(BUILD), "--worker", str(worker), "--out", str(out)]
 
 
 def test_same_inputs_build_the_same_bytes(package: Path, tmp_path: Path) -> None:
     again = tmp_path / "again.zip"
-    assert _build(REPO / "packaging" / "standin-worker", again, *WITH_BYTECODE).returncode == 0
+    result = _build(STANDIN_WORKER, again, *WITH_BYTECODE)
+    assert result.returncode == 0, result.stderr
     assert again.read_bytes() == package.read_bytes()
+    # The folder's name has no version: the output says how to choose one.
+    assert "version: not in the release's name; choose the Flamenco release's own" in (
+        result.stdout
+    )
 
 
 def test_package_layout(package: Path) -> None:
@@ -52,15 +61,6 @@ NODE_AGENT = REPO / "node_agent"
 LIB = "_node_agent/lib/node_agent/"
 
 
-def _builder() -> Any:
-    """packaging/build, loaded as a module (it is a command: no .py suffix)."""
-    loader = importlib.machinery.SourceFileLoader("package_builder", str(BUILD))
-    module = types.ModuleType(loader.name)
-    module.__file__ = str(BUILD)
-    loader.exec_module(module)
-    return module
-
-
 def test_the_zip_holds_every_module_but_the_operators(package: Path) -> None:
     with zipfile.ZipFile(package) as archive:
         shipped = {n[len(LIB) :] for n in archive.namelist() if n.startswith(LIB)}
@@ -71,14 +71,13 @@ def test_the_zip_holds_every_module_but_the_operators(package: Path) -> None:
 
 
 def test_a_new_module_ships_unless_it_is_the_operators(tmp_path: Path) -> None:
-    builder = _builder()
     source = tmp_path / "node_agent"
     shutil.copytree(NODE_AGENT, source, ignore=shutil.ignore_patterns("__pycache__"))
     (source / "runtime" / "new_part.py").write_text('"""A new node-side module."""\n')
     (source / "fleet" / "report.py").write_text('"""An operator-side module."""\n')
     (source / "runtime" / "sim").mkdir()  # a name like an operator folder, deeper down
     (source / "runtime" / "sim" / "__init__.py").write_text("")
-    builder.copy_agent(source, tmp_path / "lib")
+    copy_agent(source, tmp_path / "lib")
     copied = {p.relative_to(tmp_path / "lib").as_posix() for p in (tmp_path / "lib").rglob("*")}
     assert {"runtime/new_part.py", "runtime/sim/__init__.py", "cli.py"} <= copied
     assert not any(c.split("/")[0] in ("fleet", "sim") for c in copied)
@@ -153,70 +152,95 @@ def test_packaged_agent_runs_isolated(package: Path, tmp_path: Path, python: str
     assert "Traceback" not in fleet.stderr
 
 
-@pytest.mark.parametrize(
-    "fault, message",
-    [
-        ("missing", "no flamenco-worker executable at its top level"),
-        ("not-executable", "not executable; chmod +x it"),
-        ("symlink", "a symlink; a zip cannot hold one"),
-        ("reserved", "the package builder puts its own node-agent there"),
-    ],
-)
-def test_builder_refuses_a_bad_worker_release(tmp_path: Path, fault: str, message: str) -> None:
+def test_builder_lists_every_problem_of_its_input_before_installing_anything(
+    tmp_path: Path,
+) -> None:
     worker = tmp_path / "release"
     worker.mkdir()
-    exe = worker / "flamenco-worker"
-    if fault != "missing":
-        exe.write_text("#!/bin/sh\n")
-        exe.chmod(0o644 if fault == "not-executable" else 0o755)
-    if fault == "symlink":
-        (worker / "tools").symlink_to("/usr/bin")
-    if fault == "reserved":
-        (worker / "node-agent").write_text("")
-    result = _build(worker, tmp_path / "out.zip")
-    assert result.returncode == 3
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "out.zip").exists()
-
-
-def test_a_file_name_that_is_not_utf8_is_named_and_nothing_is_left(tmp_path: Path) -> None:
-    worker = tmp_path / "release"
-    worker.mkdir()
-    (worker / "flamenco-worker").write_text("#!/bin/sh\n")
-    (worker / "flamenco-worker").chmod(0o755)
+    (worker / "flamenco-worker").write_text("#!/bin/sh\n")  # not executable
+    (worker / "tools").symlink_to("/usr/bin")
+    (worker / "node-agent").write_text("")
     (worker / os.fsdecode(b"\xffname")).write_text("")
-    result = _build(worker, tmp_path / "out" / "sub" / "w.zip")
-    assert result.returncode == 3
-    assert (
-        f"build: ERROR: --worker {worker}: the file name b'\\xffname' is not UTF-8"
-    ) in result.stderr
-    assert "Traceback" not in result.stderr
+    out = tmp_path / "out" / "sub" / "w.zip"
+    # Were anything installed, pip would fail on this index, and say so.
+    env = {**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/simple"}
+    result = subprocess.run(
+        [
+            *_command(worker, out),
+            "--config",
+            str(tmp_path / "missing.yaml"),
+            "--python",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr and "pip" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("build: ERROR: ") for line in lines)
+    for expected in (
+        f"{tmp_path / 'missing.yaml'}: no such file or folder",
+        "--python true: not a CPython 3.9 or newer that runs",
+        f"--worker {worker}: tools -> /usr/bin: points outside the archive",
+        f"--worker {worker}: its flamenco-worker is not executable; chmod +x it",
+        f"--worker {worker}: has a node-agent of its own; the package builder puts its own",
+        f"--worker {worker}: the file name b'\\xffname' is not UTF-8",
+    ):
+        assert any(expected in line for line in lines), expected
+    assert len(lines) == 6, lines
     assert not (tmp_path / "out").exists()
 
 
-def test_builder_refuses_a_python_it_cannot_compile_for(tmp_path: Path) -> None:
-    result = _build(REPO / "packaging" / "standin-worker", tmp_path / "p.zip", "--python", "true")
+def test_builder_refuses_a_release_without_the_worker(tmp_path: Path) -> None:
+    release = write_tar(
+        tmp_path / "flamenco-3.6-linux-amd64.tar.gz",
+        {"flamenco-3.6-linux-amd64/flamenco-manager": (b"#!/bin/sh\n", 0o755)},
+    )
+    result = _build(release, tmp_path / "w.zip")
     assert result.returncode == 3 and "Traceback" not in result.stderr
-    assert "--python true: not a CPython 3.9 or newer that runs" in result.stderr
-    assert not (tmp_path / "p.zip").exists()
+    assert (
+        f"--worker {release} (below its top folder flamenco-3.6-linux-amd64/): no "
+        "flamenco-worker executable at its top"
+    ) in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [release.name]
 
 
-def test_builder_leaves_out_the_manager_and_the_bundled_ffmpeg(tmp_path: Path) -> None:
-    release = tmp_path / "flamenco-3.6-linux-amd64"
-    shutil.copytree(REPO / "packaging" / "standin-worker", release)
-    (release / "flamenco-manager").write_text("the Manager")
-    (release / "tools").mkdir()
-    (release / "tools" / "ffmpeg-linux-amd64").write_text("a bundled ffmpeg")
-    (release / "tools" / "README.txt").write_text("kept")
-    result = _build(release, tmp_path / "out.zip")
+def test_builder_takes_the_release_as_flamenco_ships_it(tmp_path: Path) -> None:
+    # flamenco-VERSION-linux-amd64.tar.gz, one top folder: as Flamenco's Makefile
+    # (release-package-linux) makes it.
+    top = "flamenco-3.6-linux-amd64"
+    members: dict[str, Spec] = {
+        f"{top}/{p.relative_to(STANDIN_WORKER).as_posix()}": (p.read_bytes(), p.stat().st_mode)
+        for p in sorted(STANDIN_WORKER.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    members[f"{top}/flamenco-manager"] = (b"the Manager", 0o755)
+    members[f"{top}/tools/ffmpeg-linux-amd64"] = (b"a bundled ffmpeg", 0o755)
+    members[f"{top}/README.md"] = b"kept"
+    release = write_tar(tmp_path / f"{top}.tar.gz", members)
+    out = tmp_path / "out.zip"
+    result = _build(release, out)
     assert result.returncode == 0, result.stderr
     assert "left out flamenco-manager: the Manager does not run on worker nodes" in result.stdout
     assert "left out tools/ffmpeg-linux-amd64: the worker would run it" in result.stdout
-    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+    with zipfile.ZipFile(out) as archive:
         names = set(archive.namelist())
+        assert archive.read("flamenco-worker") == (STANDIN_WORKER / "flamenco-worker").read_bytes()
     assert "flamenco-manager" not in names and "tools/ffmpeg-linux-amd64" not in names
-    assert {"flamenco-worker", "tools/README.txt"} <= names
-    kept = _build(release, tmp_path / "k.zip", "--keep-bundled-ffmpeg")
+    assert {"flamenco-worker", "README.md", "node-agent"} <= names
+    # The version (it decides v2 or v3), read from the release's name, and how to upload.
+    assert 'upload it as application package "flamenco-worker", version "3.6"' in result.stdout
+    assert (
+        f"az batch application package create -g RESOURCE_GROUP -n BATCH_ACCOUNT "
+        f"--application-name flamenco-worker --version-name 3.6 --package-file {out}"
+    ) in result.stdout
+    assert "--application-name flamenco-worker --default-version 3.6" in result.stdout
+    kept = _build(release, tmp_path / "k.zip", "--keep-bundled-ffmpeg", "--version", "3.6.1")
     assert kept.returncode == 0 and "left out tools/" not in kept.stdout
+    assert 'version "3.6.1"' in kept.stdout
     with zipfile.ZipFile(tmp_path / "k.zip") as archive:
         assert "tools/ffmpeg-linux-amd64" in archive.namelist()

@@ -4,14 +4,17 @@ refuse."""
 
 from __future__ import annotations
 
+import os
 import stat
 import zipfile
 from pathlib import Path
 
 import pytest
-from archives import Entry, Kind
-from toolpkg import LinkProblem, resolve, version_from_name
+from archives import Entry, Kind, Staging, read_tar
+from links import LinkProblem, resolve
+from toolpkg import SYSTEM_LIBS_DIR, version_from_name
 
+from node_agent.bootstrap.libraries import SYSTEM_LIBS_DIR as NODE_SYSTEM_LIBS_DIR
 from tests.releases import (
     ELF_LIBRARY,
     Spec,
@@ -73,8 +76,15 @@ def test_release_becomes_a_flat_reproducible_package(tmp_path: Path) -> None:
         assert archive.read("4.2/scripts/README") == BLENDER[f"{TOP}/4.2/datafiles/README"]
 
     out = first.stdout
-    assert f"top folder {TOP}/ removed, 3 symlink(s) materialised" in out
-    assert "MiB" in out
+    # Up front: what the release is, and how much disk the build needs where.
+    assert out.startswith(
+        f"{TOP}.tar.xz: {release.stat().st_size} bytes, 10.0 KiB unpacked; the build needs "
+        f"up to 20.0 KiB in {tmp_path}, and a copy of what its symlinks point to ("
+    )
+    size = (tmp_path / "one.zip").stat().st_size
+    assert f"built {tmp_path / 'one.zip'}: 8 files, {size / 1024:.1f} KiB (" in out
+    assert f"top folder {TOP}/ removed; 3 symlink(s) materialised" in out
+    assert "0.0 MiB" not in out
     assert 'upload it as application package "blender", version "4.2.3"' in out
     assert "--application-name blender --version-name 4.2.3 --package-file" in out
 
@@ -189,8 +199,8 @@ def test_links_that_multiply_the_release_are_refused(tmp_path: Path) -> None:
     result = build_tool("blender", release, "--out", tmp_path / "out" / "blender.zip")
     assert result.returncode == 3
     assert (
-        "its links to folders would make the package hold more than 10000 files or 16 GiB "
-        "(the release itself has 2 files, 0.0 MiB)"
+        "its links to folders would make the builder walk more than 10,000 entries (the "
+        "release itself has 2 files, 11 bytes, 71 entries)"
     ) in result.stderr
     assert [p.name for p in tmp_path.rglob("*")] == [release.name]
 
@@ -252,3 +262,31 @@ def test_resolve_follows_links_like_the_kernel() -> None:
         resolve(entries, "a/through-file")
     with pytest.raises(LinkProblem, match="outside the release's folder a/b/"):
         resolve(entries, "a/up", within="a/b")
+
+
+def test_the_builder_puts_libraries_where_the_node_looks_for_them() -> None:
+    assert SYSTEM_LIBS_DIR == NODE_SYSTEM_LIBS_DIR
+
+
+def test_reading_tells_how_far_it_got_within_a_large_file(tmp_path: Path) -> None:
+    noise = os.urandom(8 << 20)
+    release = write_tar(tmp_path / f"{TOP}.tar.gz", {f"{TOP}/blender": (noise, 0o755)})
+    total = release.stat().st_size
+    told: list[tuple[int, int]] = []
+    (tmp_path / "staging").mkdir()
+    tree = read_tar(release, Staging(tmp_path / "staging"), meter=lambda *m: told.append(m))
+    assert tree.entries[f"{TOP}/blender"].size == len(noise)
+    # Told as each chunk of the one file was read, not only once it was whole.
+    assert len({done for done, _ in told if done < total}) >= 4
+    assert told[-1] == (total, total)
+
+
+def test_a_mistake_in_the_libraries_is_said_before_the_release_is_unpacked(
+    tmp_path: Path,
+) -> None:
+    release = write_tar(tmp_path / f"{TOP}.tar.xz", BLENDER)
+    notes = write_folder(tmp_path / "notes", {"README.txt": b"not a library\n"})
+    result = build_tool("blender", release, "--libs", notes, "--out", tmp_path / "b.zip")
+    assert result.returncode == 3
+    assert f"--libs {notes}: " in result.stderr
+    assert result.stdout == ""  # not even the line said before unpacking
