@@ -98,11 +98,11 @@ _NODE_IDS = st.one_of(
         st.text("0123456789abcdef", min_size=64, max_size=64),
         st.sampled_from("dp"),
     ),
-    st.builds(
-        lambda a, b, c: f"tvm-{a}_{b}-{c}",
+    st.builds(  # Batch's older ids: tvm-383584635_1-20190115t092314z
+        lambda a, b, when: f"tvm-{a}_{b}-{when:%Y%m%dt%H%M%S}z",
         st.integers(0, 10**10),
         st.integers(1, 99),
-        st.text("0123456789tz", min_size=1, max_size=16),
+        st.datetimes(),
     ),
     st.text("abcdefghijklmnopqrstuvwxyz0123456789_-.", min_size=33, max_size=80),
 )
