@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,17 @@ import pytest
 
 from node_agent.sim.standins.batch import FakeBatch
 from node_agent.sim.standins.imds import FakeImds
-from node_agent.sim.standins.manager import FakeManager
+from node_agent.sim.standins.manager import SPEC_ENV, FakeManager
 from tests.agent import Agent, start_agent
 from tests.fleet_farm import POOL, Farm
 from tests.packages import STANDIN_WORKER, WITH_BYTECODE, build_package
+
+# Every stand-in Manager of the suite, in this process and in those it starts, checks
+# each request and answer against the real Manager's OpenAPI specification.
+if not os.environ.get(SPEC_ENV):
+    os.environ[SPEC_ENV] = str(
+        Path(__file__).parent / "fixtures" / "flamenco" / "flamenco-openapi.yaml"
+    )
 
 
 @pytest.fixture
