@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -9,15 +10,29 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from node_agent.sim.standins.batch import FakeBatch
 from node_agent.sim.standins.imds import FakeImds
-from node_agent.sim.standins.manager import FakeManager
+from node_agent.sim.standins.manager import SPEC_ENV, FakeManager
 from tests.agent import Agent, start_agent
 from tests.fleet_farm import POOL, Farm
 from tests.packages import STANDIN_WORKER, WITH_BYTECODE, build_package
 
 pytest_plugins = ["tests.optional_tools"]  # a skip, not an error, without lzma
+
+# Hypothesis's per-example deadline (200 ms) and its too-slow health check measure wall
+# time: on a loaded machine a starved example takes longer (seen: 499 ms, then 0.27 ms
+# on the rerun) and the test fails as flaky. Tests never assert wall-clock times.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
+
+# Every stand-in Manager of the suite, in this process and in those it starts, checks
+# each request and answer against the real Manager's OpenAPI specification.
+if not os.environ.get(SPEC_ENV):
+    os.environ[SPEC_ENV] = str(
+        Path(__file__).parent / "fixtures" / "flamenco" / "flamenco-openapi.yaml"
+    )
 
 
 @pytest.fixture

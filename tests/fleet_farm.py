@@ -38,9 +38,10 @@ class Worker:
         return requests.request(method, f"{self.base}/{path}", json=body, auth=auth, timeout=5)
 
     def wake(self) -> Worker:
-        """Sign on and be awake."""
-        self("POST", "sign-on", {"name": self.name, "supported_task_types": ["misc"]})
-        self("POST", "state-changed", {"status": "awake"})
+        """Sign on (as a v3 worker does) and be awake."""
+        body = {"name": self.name, "supported_task_types": ["misc"], "software_version": "3.9"}
+        assert self("POST", "sign-on", {**body, "can_restart": False}).ok
+        assert self("POST", "state-changed", {"status": "awake"}).ok
         return self
 
     def take_task(self) -> str:

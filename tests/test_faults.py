@@ -215,10 +215,12 @@ def test_the_worker_log_lives_through_a_full_disk(tmp_path: Path, run_agent: Sta
     os.kill(worker, signal.SIGUSR1)  # "line 2": space is back
     wait_until(lambda: stdout.read_bytes().endswith(b"line 2\n"), what="line 2")
     assert stdout.read_bytes() == b"x" * (page - 1) + b"\nline 2\n"
-    assert (
+    # Said once the write that worked is done: a moment after line 2 is in the file.
+    again = (
         b"writing the worker's stdout works again; 7 bytes of it could not be written "
-        b"(No space left on device) and are lost" in agent.stderr
+        b"(No space left on device) and are lost"
     )
+    wait_until(lambda: again in agent.stderr, what="the log of the recovery")
 
 
 # ---- secrets in error messages ---------------------------------------------------

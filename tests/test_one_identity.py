@@ -138,4 +138,12 @@ def test_under_a_name_other_nodes_share_only_this_nodes_entries_are_removed(
     assert manager.worker(before).deleted and not manager.worker(theirs).deleted
     held = (node.shared / ".node-agent/worker-ids").read_text().split()
     assert held[0] == before and held[-1] == _current(node) and theirs not in held
-    assert agent.stderr.count(b"removed worker ") == len(held) - 1
+    # Each removal is logged once the Manager's answer is back: a moment after the
+    # Manager saw the delete, so wait for the lines rather than count them at once.
+    removed = len(held) - 1
+
+    def removals() -> int:
+        return agent.stderr.count(b"removed worker ")
+
+    wait_until(lambda: removals() >= removed, 30, "each removal in the agent's log")
+    assert removals() == removed

@@ -57,7 +57,7 @@ def test_healthy_node(healthy: TestNode) -> None:
     assert doctor.healthy(rows)
     by_check = {r.check: r for r in rows}
     assert by_check["blender --version"].found == "Blender 4.2.3 (stand-in)"
-    assert by_check["manager"].found.startswith("Flamenco Manager 3.6-standin in ")
+    assert by_check["manager"].found.startswith("Flamenco Manager 3.9-standin in ")
     assert by_check["metadata service"].found == (
         "VM vm-under-test, Standard_D4s_v5, Spot priority"
     )

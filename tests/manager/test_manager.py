@@ -51,7 +51,7 @@ def test_waits_until_the_manager_comes_up(caplog: pytest.LogCaptureFixture) -> N
     finally:
         for manager in managers:
             manager.stop()
-    assert answer == "Flamenco Manager 3.6-standin"
+    assert answer == "Flamenco Manager 3.9-standin"
     assert len(delays) == 5
     for attempt, delay in enumerate(delays, start=1):
         assert 0 <= delay <= min(60, 2 ** (attempt - 1))  # full jitter, growing window

@@ -203,6 +203,34 @@ def test_lazy_offline_lets_the_task_finish(
     assert entry.status == "offline"
 
 
+def test_task_updates_are_the_v3_workers(
+    tmp_path: Path, manager: FakeManager, workers: list[Worker]
+) -> None:
+    """Started, a step after each command that counts none of its own, completed; a
+    failure says why in the activity and the task log."""
+    commands = [
+        {"name": "echo", "parameters": {"message": "hello"}},
+        {"name": "sleep", "parameters": {"duration_in_seconds": 0.1}},
+    ]
+    task = manager.add_task("two commands", "misc", commands)
+    _worker(workers, tmp_path, manager.url).start()
+    wait_until(lambda: manager.task_status(task) == "completed")
+    sent = [r.json() for r in manager.server.received("POST", f"/api/v3/worker/task/{task}")]
+    assert sent == [
+        {"activity": "Started", "taskStatus": "active"},
+        {"log": 'echo: "hello"'},
+        {"activity": "Progress", "steps_completed": 1},
+        {"activity": "Progress", "steps_completed": 2},
+        {"activity": "Completed", "taskStatus": "completed"},
+    ]
+    assert manager.farm.tasks[task].steps_completed == manager.farm.tasks[task].steps_total == 2
+    failing = manager.add_task("failing", "misc", [{"name": "no-such-command", "parameters": {}}])
+    wait_until(lambda: manager.task_status(failing) == "failed")
+    last = manager.server.received("POST", f"/api/v3/worker/task/{failing}")[-1].json()
+    failed = "Failed: unknown command 'no-such-command'"
+    assert last == {"activity": failed, "log": failed, "taskStatus": "failed"}
+
+
 def test_flags_and_colours(tmp_path: Path, manager: FakeManager, workers: list[Worker]) -> None:
     assert _worker(workers, tmp_path / "v", manager.url).start("-version").wait() == 0
     # An unknown flag: exit 2, as Go's flag package answers it.

@@ -88,10 +88,13 @@ class Farm(TaskQueue):
 
     def authenticate(self, worker_id: str, secret: str) -> Worker:
         """The worker behind HTTP Basic credentials; 403 for unknown, deleted or a
-        wrong secret (all alike, as the real Manager's bcrypt check)."""
+        wrong secret, all alike (``worker_auth.go``, ``WorkerAuth``: ``errAuthBad``,
+        wrapped by kin-openapi as the message says)."""
         worker = self.workers.get(worker_id)
         if worker is None or worker.deleted or not worker.secret_matches(secret):
-            raise FarmError(403, "security requirements failed: no such worker known")
+            raise FarmError(
+                403, "security requirements failed: authorization failed: no such worker known"
+            )
         worker.last_seen = time.time()
         return worker
 
@@ -186,13 +189,12 @@ class Farm(TaskQueue):
             worker.request(body["status"], body["is_lazy"])
 
     def set_tags(self, worker_id: str, body: Any) -> None:
-        """``settags``: the worker's tags become exactly these (an unknown tag id is
-        refused with 404 here; what the real Manager does with one is unverified)."""
+        """``settags``: the worker's tags become exactly the known ones of these. An
+        unknown tag id is dropped, not refused: the Manager looks the ids up with
+        ``FetchWorkerTagsByUUIDs`` and assigns the tags found (``worker_mgt.go``,
+        ``SetWorkerTags``; ``persistence/worker_tag.go``, ``WorkerSetTags``)."""
         worker = self.live(worker_id)
         ids = body.get("tag_ids") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise FarmError(400, "invalid format")
-        for tag_id in ids:
-            if tag_id not in self.tags:
-                raise FarmError(404, f'worker tag "{tag_id}" not found')
-        worker.tag_ids = list(dict.fromkeys(ids))
+        worker.tag_ids = [tag_id for tag_id in dict.fromkeys(ids) if tag_id in self.tags]

@@ -146,7 +146,10 @@ class Job:
 
 @dataclass
 class Task:
-    """One task of a job, as the Manager tracks it."""
+    """One task of a job, as the Manager tracks it. Its commands carry their
+    ``total_step_count`` (0 when the job type gives none: the Manager stores the Go
+    zero value), and the task's ``steps_total`` counts each command as at least one
+    step (``persistence/jobs.go``, ``StoreAuthoredJob``; steps since 3.8)."""
 
     id: str
     job_id: str
@@ -160,6 +163,20 @@ class Task:
     log: str = ""
     index_in_job: int = 0
     updated: float = field(default_factory=time.time)
+    steps_completed: int = 0
+
+    def __post_init__(self) -> None:
+        self.commands = [{"total_step_count": 0, **command} for command in self.commands]
+
+    @property
+    def steps_total(self) -> int:
+        """The task's steps: each command's ``total_step_count``, at least 1."""
+        return sum(max(1, int(c["total_step_count"])) for c in self.commands)
+
+    def complete_steps(self, steps: int) -> None:
+        """A worker's ``steps_completed``, capped at ``steps_total``
+        (``worker_task_updates.go``, ``doTaskUpdateSteps``)."""
+        self.steps_completed = min(steps, self.steps_total)
 
     def summary(self, workers: dict[str, Worker]) -> dict[str, Any]:
         """``TaskSummary``; ``worker`` only while its worker is listed (a deleted one
@@ -172,8 +189,8 @@ class Task:
             "priority": self.priority,
             "task_type": self.type,
             "updated": stamp(self.updated),
-            "steps_completed": 0,
-            "steps_total": 0,
+            "steps_completed": self.steps_completed,
+            "steps_total": self.steps_total,
         }
         worker = workers.get(self.worker_id or "")
         if worker is not None and not worker.deleted:

@@ -15,14 +15,14 @@ class Fatal(Exception):
     """Logged at fatal level; the worker exits 1."""
 
 
-def log(lvl, message, **fields):
+def log(lvl, msg, **fields):
     if LEVELS[lvl] < shown["level"]:
         return
     colour = not os.environ.get("NO_COLOR")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     parts = [f"\x1b[90m{stamp}\x1b[0m" if colour else stamp]
     parts.append(f"\x1b[{COLOURS[lvl]}m{lvl}\x1b[0m" if colour else lvl)
-    parts.append(message)
+    parts.append(msg)
     for key, value in fields.items():
         parts.append(f"\x1b[36m{key}=\x1b[0m{value}" if colour else f"{key}={value}")
     sys.stdout.write(" ".join(parts) + "\n")

@@ -3,6 +3,7 @@ tools/ffmpeg-linux-<arch>, tools/ffmpeg-linux, tools/ffmpeg beside the worker, t
 PATH; a bundled file that is not executable is an error, with no fallback), and a
 task's commands, stopped early by a shutdown or a "no" from may-i-run."""
 
+import json
 import os
 import platform
 import shutil
@@ -58,9 +59,15 @@ class Runner:
         self.manager, self.ffmpeg, self.stopping = manager, ffmpeg, stopping
 
     def run(self, task):
+        """The task's updates are the v3 worker's (``internal/worker/listener.go``):
+        started, a step after each command that counts no steps of its own
+        (``total_step_count`` 0; ``task_executor.go``), failed or completed. The
+        stand-in's commands render no frames, so a command that counts its own steps
+        reports none."""
         self.task, self.next_check, self.aborted = task, time.monotonic() + MAY_I_RUN, None
-        update = {"taskStatus": "active", "activity": f"starting {task['name']}"}
-        self.manager.call("POST", f"/worker/task/{task['uuid']}", update)
+        url = f"/worker/task/{task['uuid']}"
+        self.manager.call("POST", url, {"activity": "Started", "taskStatus": "active"})
+        steps = 0
         for command in task.get("commands") or []:
             error = self.command(command.get("name"), command.get("parameters") or {})
             if self.aborted or self.stopping.is_set():
@@ -68,18 +75,25 @@ class Runner:
                 return
             if error:
                 log("WRN", "error executing task", task=task["uuid"], error=error)
-                update = {"taskStatus": "failed", "activity": error, "log": error + "\n"}
-                self.manager.call("POST", f"/worker/task/{task['uuid']}", update)
+                failed = f"Failed: {error}"
+                update = {"activity": failed, "log": failed, "taskStatus": "failed"}
+                self.manager.call("POST", url, update)
                 return
-        update = {"taskStatus": "completed", "activity": "Task completed"}
-        self.manager.call("POST", f"/worker/task/{task['uuid']}", update)
+            if not command.get("total_step_count"):
+                steps += 1
+                self.manager.call("POST", url, {"activity": "Progress", "steps_completed": steps})
+        self.manager.call("POST", url, {"activity": "Completed", "taskStatus": "completed"})
         log("INF", "task completed", task=task["uuid"], name=task["name"])
 
     def command(self, name, parameters):
         if name == "sleep":
             self.wait(time.monotonic() + float(parameters.get("duration_in_seconds", 1)))
         elif name == "echo":
-            log("INF", "echo", message=parameters.get("message", ""))
+            # As the v3 worker's echo (command_misc.go): logged, and sent to the task log.
+            message = str(parameters.get("message", ""))
+            log("INF", "echo", message=message)
+            update = {"log": f"echo: {json.dumps(message)}"}  # Go's %q, for plain text
+            self.manager.call("POST", f"/worker/task/{self.task['uuid']}", update)
         elif name == "blender-render":
             return self.execute([parameters.get("exe") or "blender", "--version"])
         elif name in ("frames-to-video", "exec-ffmpeg"):
